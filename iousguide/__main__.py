@@ -1,0 +1,5 @@
+import sys
+
+from iousguide.cli import main
+
+sys.exit(main())

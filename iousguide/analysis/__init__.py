@@ -1,0 +1,1 @@
+"""Pure image analysis: vessels, tumour, tracking, distances and diameters (no Qt)."""

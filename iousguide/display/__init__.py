@@ -1,0 +1,1 @@
+"""The guidance window: the only package that imports PySide6 / pyqtgraph."""
