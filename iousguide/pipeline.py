@@ -53,16 +53,27 @@ class PipelineSettings:
 class Pipeline:
     """Tracker + guidance with explicit state. Not thread-safe: one thread calls it."""
 
-    def __init__(self, settings: PipelineSettings | None = None) -> None:
+    def __init__(self, settings: PipelineSettings | None = None, *, t0_s: float | None = None) -> None:
+        """``t0_s``: the source time that maps to ``t_s = 0`` (default: the first frame processed).
+        For recordings pass ``source.frame_times_s[0]`` so times survive seeking."""
         self.settings = settings or PipelineSettings()
         self._tracker = Tracker(self.settings.tracking) if Tracker is not None else None
-        self._t0_s: float | None = None
+        self._t0_s: float | None = t0_s
 
     def process(self, frame: Frame) -> FrameResult:
         """Analyse one frame and plan guidance on it. Never raises for bad frames."""
         start_ns = time.perf_counter_ns()
         if self._tracker is not None:
-            result = self._tracker.process(frame)
+            try:
+                result = self._tracker.process(frame)
+            except Exception as exc:  # a bug must not take the guidance window or a long analysis down
+                result = FrameResult(
+                    frame=frame.index,
+                    t_s=frame.t_source_s,
+                    spacing_mm=frame.spacing_mm,
+                    status="error",
+                    message=f"analysis failed on this frame: {type(exc).__name__}: {exc}",
+                )
         else:
             result = FrameResult(
                 frame=frame.index,
@@ -82,7 +93,12 @@ class Pipeline:
             and self.settings.guidance is not None
             and result.status in ("ok",)
         ):
-            result = apply_guidance(result, settings=self.settings.guidance)
+            try:
+                result = apply_guidance(result, settings=self.settings.guidance)
+            except Exception as exc:
+                result.message = f"guidance failed on this frame: {type(exc).__name__}: {exc}"
+                result.margin_plan = None
+                result.ablation = None
         result.processing_ms = (time.perf_counter_ns() - start_ns) / 1e6
         return result
 
@@ -113,11 +129,14 @@ class Pipeline:
         """Forget tracking state (e.g. after a seek)."""
         if self._tracker is not None:
             self._tracker.reset()
-        self._t0_s = None
 
 
 def iter_results(source, settings: PipelineSettings | None = None) -> Iterator[tuple[Frame, FrameResult]]:
     """Run the pipeline over every frame of ``source`` (as fast as possible)."""
-    pipeline = Pipeline(settings)
+    t0_s = None
+    times = getattr(source, "frame_times_s", None)
+    if times is not None and len(times):
+        t0_s = float(times[0])
+    pipeline = Pipeline(settings, t0_s=t0_s)
     for frame in source:
         yield frame, pipeline.process(frame)
