@@ -30,7 +30,7 @@ def to_uint8(image: np.ndarray) -> tuple[np.ndarray, str | None]:
         data = image.astype(np.float64)
         low, high = float(np.nanmin(data)), float(np.nanmax(data))
         scale = 255.0 / (high - low) if high > low else 0.0
-        image = np.clip((data - low) * scale, 0, 255).astype(np.uint8)
+        image = np.clip(np.rint((data - low) * scale), 0, 255).astype(np.uint8)
         warning = "pixel values were not 8-bit; scaled linearly to 0-255 (min-max)"
     if image.ndim == 3:
         if image.shape[2] == 1:
