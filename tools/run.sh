@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install (first time) and start the guidance window replaying the bundled recording.
+# Extra arguments go to `iousguide replay`, e.g. `bash tools/run.sh recordings/two_lesions.mp4`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ] && [ -z "${QT_QPA_PLATFORM:-}" ]; then
+  # No screen (a server, CI): run the same replay offscreen and leave a screenshot to look at.
+  mkdir -p out
+  echo "run: no display found; replaying offscreen, screenshot in out/replay.png" >&2
+  QT_QPA_PLATFORM=offscreen exec .venv/bin/iousguide replay "$@" --frames 150 --screenshot out/replay.png --stats out/replay_stats.json
+fi
+exec .venv/bin/iousguide replay "$@"
