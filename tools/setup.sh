@@ -50,9 +50,14 @@ stamp=".venv/.iousguide-installed${extras:+-test}"
 hash=$(cat pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
   echo "setup: installing Python packages into .venv (first run takes a few minutes)" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras" 2>&1 | grep -v "^WARNING: Location" >&2 || true
-  .venv/bin/python -c "import iousguide, cv2, pydicom, nrrd, pyigtl, PySide6, pyqtgraph" \
-    || { echo "setup: error: the Python packages did not install" >&2; exit 1; }
+  log=.venv/pip-install.log
+  if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip \
+         && .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"; } >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" | tail -20 >&2
+    echo "setup: error: pip could not install the Python packages (log: $log)" >&2
+    exit 1
+  fi
+  .venv/bin/python -c "import iousguide, cv2, av, pydicom, nrrd, pyigtl, PySide6, pyqtgraph" \
+    || { echo "setup: error: the Python packages did not install (log: $log)" >&2; exit 1; }
   echo "$hash" > "$stamp"
 fi
