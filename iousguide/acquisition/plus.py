@@ -209,11 +209,12 @@ def read_metaio_header(path: Path) -> tuple[bytes, int]:
     pattern = re.compile(rb"(?:^|\n)[ \t]*ElementDataFile[ \t]*=[^\n]*(?:\n|$)")
     with path.open("rb") as fh:
         while True:
-            chunk = fh.read(1024 * 1024)
+            chunk = fh.read(64 * 1024)
             if not buffer and chunk[:4096].count(b"\x00") and b"=" not in chunk[:256]:
                 raise _err(path, "not a MetaIO header (binary data where text was expected)")
+            search_from = max(0, len(buffer) - 4096)
             buffer += chunk
-            match = pattern.search(buffer)
+            match = pattern.search(buffer, search_from)
             if match and (buffer[match.end() - 1 : match.end()] == b"\n" or not chunk):
                 return bytes(buffer[: match.end()]), match.end()
             if not chunk:
