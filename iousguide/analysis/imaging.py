@@ -1,0 +1,254 @@
+"""Shared image preparation for vessel and tumour analysis (pure functions, OpenCV).
+
+The analysis works on echo *amplitude*: grey levels are mapped back through the
+assumed log compression (``display_dynamic_range_db``), speckle is averaged with a
+Gaussian of a fixed size in mm, and every threshold is relative to the tissue
+amplitude at the same depth (a per-row median, which follows attenuation and
+time-gain compensation). Detection runs on a reduced isotropic grid of
+``working_spacing_mm``; boundaries are then refined locally at full resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from iousguide.analysis.settings import TrackingSettings
+
+
+def amplitude_lut(*, dynamic_range_db: float) -> np.ndarray:
+    """Grey level -> relative echo amplitude.
+
+    Parameters
+    ----------
+    dynamic_range_db : float
+        Display dynamic range in dB (grey 255 = 0 dB, grey 0 = -range).
+
+    Returns
+    -------
+    ndarray, shape (256,), float32
+        Amplitude in (0, 1].
+    """
+    grey = np.arange(256, dtype=np.float64)
+    return (10.0 ** ((grey / 255.0 - 1.0) * dynamic_range_db / 20.0)).astype(np.float32)
+
+
+def unit_mm_per_px(shape: tuple[int, int], spacing_mm: tuple[float, float] | None,
+                   settings: TrackingSettings) -> tuple[float, float]:
+    """Pixel size used to size filters: the calibration, or a nominal internal scale.
+
+    The nominal scale (``uncalibrated_depth_mm / rows``) sizes filters only; no
+    reported value is ever derived from it.
+    """
+    if spacing_mm is not None:
+        return float(spacing_mm[0]), float(spacing_mm[1])
+    nominal = settings.uncalibrated_depth_mm / max(shape[0], 1)
+    return nominal, nominal
+
+
+def doppler_mask(pixels: np.ndarray, *, chroma_level: int) -> np.ndarray | None:
+    """Colour-Doppler pixels of an RGB frame.
+
+    Parameters
+    ----------
+    pixels : ndarray, shape (rows, cols, 3) uint8 RGB, or (rows, cols) grey
+    chroma_level : int
+        Minimum max-min channel difference of a colour pixel.
+
+    Returns
+    -------
+    ndarray (rows, cols) bool or None
+        None for grey frames or when no colour pixel exists.
+    """
+    if pixels.ndim != 3:
+        return None
+    chroma = cv2.subtract(pixels.max(axis=2), pixels.min(axis=2))
+    mask = chroma > chroma_level
+    return mask if mask.any() else None
+
+
+def disc(radius_px: float) -> np.ndarray:
+    """Elliptical structuring element of the given radius (at least 3x3)."""
+    r = max(int(round(radius_px)), 1)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill the holes of every component of a uint8 {0,1} mask (new array)."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = np.zeros_like(mask)
+    cv2.drawContours(out, contours, -1, 1, thickness=cv2.FILLED)
+    return out
+
+
+def row_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Median of ``values`` over ``mask`` in every row; NaN where a row has no pixel.
+
+    Parameters
+    ----------
+    values : ndarray, shape (rows, cols) float
+    mask : ndarray, shape (rows, cols) bool
+
+    Returns
+    -------
+    ndarray, shape (rows,) float64
+    """
+    data = np.where(mask, values, np.inf)
+    data.sort(axis=1)
+    counts = mask.sum(axis=1)
+    idx = np.clip(counts // 2, 0, values.shape[1] - 1)
+    med = data[np.arange(values.shape[0]), idx].astype(np.float64)
+    med[counts < 3] = np.nan
+    return med
+
+
+def smooth_profile(profile: np.ndarray, *, sigma_px: float) -> np.ndarray:
+    """Fill NaN by interpolation and smooth a 1-D profile with a Gaussian (new array)."""
+    prof = np.asarray(profile, dtype=np.float64).copy()
+    good = np.isfinite(prof)
+    if not good.any():
+        return np.ones_like(prof)
+    idx = np.arange(len(prof))
+    prof = np.interp(idx, idx[good], prof[good])
+    if sigma_px > 0.5 and len(prof) > 3:
+        prof = cv2.GaussianBlur(prof.reshape(-1, 1), (1, 0), sigmaX=0, sigmaY=sigma_px,
+                                borderType=cv2.BORDER_REPLICATE).ravel()
+    return prof
+
+
+@dataclass
+class Prepared:
+    """A frame prepared for analysis (all arrays owned by this object).
+
+    Attributes
+    ----------
+    amplitude : ndarray (rows, cols) float32
+        Full-resolution echo amplitude (Doppler pixels set to the noise floor).
+    unit_mm : (float, float)
+        Frame pixel size used to size filters (calibrated or nominal).
+    scale_xy : (float, float)
+        Working grid pixels per frame pixel in x and y.
+    work_px_mm : float
+        Working grid pixel size in (nominal) mm, isotropic.
+    smooth : ndarray (h, w) float32
+        Speckle-averaged amplitude on the working grid.
+    valid : ndarray (h, w) bool
+        Imaged region (inside the fan / linear field of view), eroded slightly.
+    tissue_row : ndarray (h,) float64
+        Tissue amplitude per working row.
+    signal_fraction : float
+        Fraction of frame pixels above the black level.
+    """
+
+    amplitude: np.ndarray
+    unit_mm: tuple[float, float]
+    scale_xy: tuple[float, float]
+    work_px_mm: float
+    smooth: np.ndarray
+    valid: np.ndarray
+    tissue_row: np.ndarray
+    signal_fraction: float
+    valid_bottom_row: np.ndarray  # (w,) last valid working row per column, -1 if none
+
+    def to_frame(self, x_w: np.ndarray | float, y_w: np.ndarray | float):
+        """Working-grid coordinates -> frame pixel coordinates."""
+        return (np.asarray(x_w) + 0.5) / self.scale_xy[0] - 0.5, (np.asarray(y_w) + 0.5) / self.scale_xy[1] - 0.5
+
+    def to_work(self, x_f: np.ndarray | float, y_f: np.ndarray | float):
+        """Frame pixel coordinates -> working-grid coordinates."""
+        return (np.asarray(x_f) + 0.5) * self.scale_xy[0] - 0.5, (np.asarray(y_f) + 0.5) * self.scale_xy[1] - 0.5
+
+    @property
+    def work_shape(self) -> tuple[int, int]:
+        return self.smooth.shape
+
+    def mm_to_work_px(self, length_mm: float) -> float:
+        return length_mm / self.work_px_mm
+
+
+def prepare(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, settings: TrackingSettings,
+            doppler: np.ndarray | None = None) -> Prepared:
+    """Amplitude, working grid, field of view and tissue level of one grey frame.
+
+    Parameters
+    ----------
+    gray : ndarray, shape (rows, cols) uint8
+        Grey frame (not modified).
+    spacing_mm : (float, float) or None
+        Pixel size x, y in mm; None = uncalibrated (a nominal internal scale is used).
+    settings : TrackingSettings
+    doppler : ndarray (rows, cols) bool, optional
+        Colour-flow pixels: treated as lumen (noise-floor amplitude).
+
+    Returns
+    -------
+    Prepared
+    """
+    lut = amplitude_lut(dynamic_range_db=settings.display_dynamic_range_db)
+    amplitude = cv2.LUT(gray, lut)
+    if doppler is not None:
+        amplitude[doppler] = lut[0]
+    ux, uy = unit_mm_per_px(gray.shape, spacing_mm, settings)
+    work_mm = max(settings.working_spacing_mm, min(ux, uy))
+    fx, fy = min(ux / work_mm, 1.0), min(uy / work_mm, 1.0)
+    rows, cols = gray.shape
+    w, h = max(int(round(cols * fx)), 8), max(int(round(rows * fy)), 8)
+    fx, fy = w / cols, h / rows
+    work_mm = ux / fx if fx < 1 else ux  # isotropic up to rounding
+    if (w, h) != (cols, rows):
+        small_amp = cv2.resize(amplitude, (w, h), interpolation=cv2.INTER_AREA)
+        small_gray = cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA)
+    else:
+        small_amp, small_gray = amplitude, gray
+    sigma = settings.speckle_smoothing_mm / work_mm
+    smooth = cv2.GaussianBlur(small_amp, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    signal = (small_gray > settings.black_level).astype(np.uint8)
+    if doppler is not None:
+        dsmall = cv2.resize(doppler.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        signal |= dsmall
+    signal_fraction = float(np.count_nonzero(gray > settings.black_level)) / gray.size
+    valid = _field_of_view(signal, radius_px=2.0 / work_mm, erode_px=0.6 / work_mm)
+    tissue = valid & (smooth > 0)
+    tissue_row = row_median(smooth, tissue)
+    tissue_row = smooth_profile(tissue_row, sigma_px=3.0 / work_mm)
+    dark = smooth < settings.lumen_threshold_fraction * tissue_row[:, None].astype(np.float32)
+    tissue_row = smooth_profile(row_median(smooth, tissue & ~dark), sigma_px=3.0 / work_mm)
+    tissue_row = np.maximum(tissue_row, lut[settings.black_level])
+    rows_idx = np.arange(h)[:, None]
+    bottom = np.where(valid.any(axis=0), np.max(np.where(valid, rows_idx, -1), axis=0), -1)
+    return Prepared(amplitude=amplitude, unit_mm=(ux, uy), scale_xy=(fx, fy), work_px_mm=work_mm, smooth=smooth,
+                    valid=valid, tissue_row=tissue_row, signal_fraction=signal_fraction, valid_bottom_row=bottom)
+
+
+def _field_of_view(signal: np.ndarray, *, radius_px: float, erode_px: float) -> np.ndarray:
+    """Convex hull of the largest signal region (the fan or the linear field), eroded."""
+    closed = cv2.morphologyEx(signal, cv2.MORPH_CLOSE, disc(radius_px))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    if n <= 1:
+        return np.zeros(signal.shape, dtype=bool)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    pts = cv2.findNonZero((labels == largest).astype(np.uint8))
+    hull = cv2.convexHull(pts)
+    fov = np.zeros_like(signal)
+    cv2.fillConvexPoly(fov, hull, 1)
+    if erode_px >= 1:
+        fov = cv2.erode(fov, disc(erode_px))
+    return fov.astype(bool)
+
+
+def check_signal(gray: np.ndarray, *, settings: TrackingSettings) -> str | None:
+    """A one-line reason when a frame carries no usable echo (probe lift, saturation), else None."""
+    if gray.size == 0:
+        return "empty frame"
+    sub = gray[::4, ::4]
+    signal = float(np.count_nonzero(sub > settings.black_level)) / sub.size
+    if signal < settings.min_signal_fraction:
+        return f"no echo signal ({signal:.1%} of pixels above grey {settings.black_level}: probe lifted?)"
+    saturated = float(np.count_nonzero(sub >= settings.saturated_level)) / sub.size
+    if saturated > settings.saturated_fraction:
+        return f"saturated frame ({saturated:.0%} of pixels at grey >= {settings.saturated_level})"
+    if int(sub.max()) - int(sub.min()) < 4:
+        return "flat frame (no contrast)"
+    return None

@@ -1,0 +1,172 @@
+"""Settings of the tracking module (every physical value carries its unit in its name).
+
+Lengths are in millimetres. When a frame is uncalibrated the analysis still runs in
+pixels: the mm-based parameters are then applied on an *internal* nominal scale
+(``uncalibrated_depth_mm`` spread over the image rows). That nominal scale only
+sizes filters and size limits; it never produces a reported millimetre value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from iousguide.errors import SettingsError
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Options of :class:`iousguide.analysis.tracker.Tracker`.
+
+    Attributes
+    ----------
+    tumor_seed_px : (float, float) or None
+        A click on the tumour, (x, y) in source pixels; None = propose candidates automatically.
+    tumor_seed_frame : int or None
+        Frame index the seed applies to (None: the first frame processed).
+    auto_tumor : bool
+        Propose a tumour automatically when no seed was given.
+    working_spacing_mm : float
+        Pixel size of the internal detection grid (frames finer than this are reduced).
+    refine_upsample : int
+        Upsampling factor of the local full-resolution boundary refinement (sub-pixel contours).
+    uncalibrated_depth_mm : float
+        Nominal image depth used only to size filters on uncalibrated frames.
+    display_dynamic_range_db : float
+        Log-compression range assumed when turning grey levels back into echo amplitude.
+    speckle_smoothing_mm : float
+        Gaussian sigma used to average speckle before thresholds.
+    lumen_threshold_fraction : float
+        A pixel is lumen candidate when its smoothed amplitude is below this fraction of the
+        tissue amplitude at the same depth (anechoic lumens reach the noise floor).
+    lumen_core_fraction : float
+        A candidate is kept as a vessel only if its median amplitude is below this fraction.
+    edge_level_fraction : float
+        Boundary level between lumen and wall amplitude (0.5 = half amplitude, the edge of a
+        blurred step).
+    vessel_min_diameter_mm, vessel_max_diameter_mm : float
+        Size limits of a reported lumen (minor axis).
+    shadow_bottom_margin_mm : float
+        A dark region reaching this close to the bottom of the image that is taller than wide
+        is an acoustic shadow, not a vessel.
+    sheath_ratio_portal, sheath_ratio_hepatic : float
+        Wall-to-tissue amplitude ratio above which a lumen is a portal pedicle (bright
+        Glissonian sheath) and below which it is a hepatic vein; in between ``unknown``.
+    sheath_width_mm : float
+        Width of the ring around the lumen inspected for a bright sheath.
+    tumor_contrast_fraction : float
+        Relative amplitude difference from tissue that marks lesion (or halo) pixels.
+    tumor_min_diameter_mm, tumor_max_diameter_mm : float
+        Size limits of a tumour (equivalent diameter).
+    tumor_smoothing_mm : float
+        Gaussian sigma for the tumour map (coarser than the vessel map).
+    tumor_confirm_frames : int
+        An automatic tumour proposal must persist this many frames before it is reported.
+    tumor_max_area_change : float
+        Frame-to-frame area ratio above which the follow is considered lost.
+    track_gate_mm : float
+        Largest centroid move between frames for a vessel to keep its id.
+    track_max_missed_frames : int
+        A vessel track survives this many frames without detection (keeps its id).
+    smoothing_alpha, smoothing_beta : float
+        Alpha-beta filter gains for distances and diameters (1, 0 = no smoothing).
+    jump_threshold_mm : float
+        A measurement further than this (plus its uncertainty) from its prediction is flagged
+        ``"jump"`` and reported unsmoothed.
+    contact_distance_mm : float
+        Vessel circumference within this distance of the tumour counts in the contact arc.
+    caliper_relative_fraction, caliper_full_scale_fraction : float
+        Vendor caliper rule: +/- (relative x value + full-scale fraction x image depth).
+    full_scale_depth_mm : float or None
+        Image depth for the caliper rule; None = rows x row spacing.
+    black_level : int
+        Grey level under which a pixel carries no signal.
+    min_signal_fraction : float
+        A frame with less than this fraction of signal pixels is ``no_signal`` (probe lift).
+    saturated_level : int, saturated_fraction : float
+        A frame with more than ``saturated_fraction`` pixels at or above ``saturated_level``
+        is ``no_signal`` (saturated).
+    doppler_chroma_level : int
+        Colour pixels whose max-min channel difference exceeds this are colour Doppler (flow):
+        they are treated as lumen, never as tissue.
+    size_change_confirm_frames : int
+        A new frame size must persist this many frames before tracking restarts on it; until
+        then such frames get status ``error``.
+    """
+
+    tumor_seed_px: tuple[float, float] | None = None
+    tumor_seed_frame: int | None = None
+    auto_tumor: bool = True
+    working_spacing_mm: float = 0.3
+    refine_upsample: int = 3
+    uncalibrated_depth_mm: float = 50.0
+    display_dynamic_range_db: float = 60.0
+    speckle_smoothing_mm: float = 0.6
+    lumen_threshold_fraction: float = 0.3
+    lumen_core_fraction: float = 0.2
+    edge_level_fraction: float = 0.5
+    vessel_min_diameter_mm: float = 1.5
+    vessel_max_diameter_mm: float = 25.0
+    shadow_bottom_margin_mm: float = 3.0
+    sheath_ratio_portal: float = 1.6
+    sheath_ratio_hepatic: float = 1.25
+    sheath_width_mm: float = 1.5
+    tumor_contrast_fraction: float = 0.3
+    tumor_min_diameter_mm: float = 4.0
+    tumor_max_diameter_mm: float = 70.0
+    tumor_smoothing_mm: float = 1.0
+    tumor_confirm_frames: int = 2
+    tumor_max_area_change: float = 2.0
+    track_gate_mm: float = 6.0
+    track_max_missed_frames: int = 8
+    smoothing_alpha: float = 0.7
+    smoothing_beta: float = 0.2
+    jump_threshold_mm: float = 3.0
+    contact_distance_mm: float = 1.0
+    caliper_relative_fraction: float = 0.02
+    caliper_full_scale_fraction: float = 0.01
+    full_scale_depth_mm: float | None = None
+    black_level: int = 8
+    min_signal_fraction: float = 0.05
+    saturated_level: int = 250
+    saturated_fraction: float = 0.5
+    doppler_chroma_level: int = 40
+    size_change_confirm_frames: int = 3
+
+    def __post_init__(self) -> None:
+        positive = (
+            "working_spacing_mm", "uncalibrated_depth_mm", "display_dynamic_range_db", "speckle_smoothing_mm",
+            "vessel_min_diameter_mm", "vessel_max_diameter_mm", "sheath_width_mm", "tumor_min_diameter_mm",
+            "tumor_max_diameter_mm", "tumor_smoothing_mm", "track_gate_mm", "jump_threshold_mm",
+            "contact_distance_mm", "tumor_max_area_change",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise SettingsError(f"tracking setting {name} must be positive, got {value!r}")
+        for name in ("lumen_threshold_fraction", "lumen_core_fraction", "edge_level_fraction",
+                     "tumor_contrast_fraction", "smoothing_alpha", "min_signal_fraction", "saturated_fraction"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise SettingsError(f"tracking setting {name} must be in (0, 1], got {value!r}")
+        if not 0 <= self.smoothing_beta <= 1:
+            raise SettingsError(f"tracking setting smoothing_beta must be in [0, 1], got {self.smoothing_beta!r}")
+        if self.vessel_min_diameter_mm >= self.vessel_max_diameter_mm:
+            raise SettingsError("vessel_min_diameter_mm must be smaller than vessel_max_diameter_mm")
+        if self.tumor_min_diameter_mm >= self.tumor_max_diameter_mm:
+            raise SettingsError("tumor_min_diameter_mm must be smaller than tumor_max_diameter_mm")
+        if int(self.refine_upsample) != self.refine_upsample or not 1 <= self.refine_upsample <= 8:
+            raise SettingsError(f"refine_upsample must be an integer 1..8, got {self.refine_upsample!r}")
+        if self.tumor_seed_px is not None:
+            try:
+                x, y = (float(v) for v in self.tumor_seed_px)
+            except (TypeError, ValueError):
+                raise SettingsError(f"tumor_seed_px must be (x, y) in source pixels, got {self.tumor_seed_px!r}") from None
+            object.__setattr__(self, "tumor_seed_px", (x, y))
+        if self.tumor_seed_frame is not None and int(self.tumor_seed_frame) < 0:
+            raise SettingsError(f"tumor_seed_frame must be >= 0, got {self.tumor_seed_frame!r}")
+        if self.full_scale_depth_mm is not None and not self.full_scale_depth_mm > 0:
+            raise SettingsError(f"full_scale_depth_mm must be positive, got {self.full_scale_depth_mm!r}")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))

@@ -1,0 +1,477 @@
+"""The tracker: per frame, vessels with stable ids, the tumour, and their distances.
+
+::
+
+    from iousguide.analysis.settings import TrackingSettings
+    from iousguide.analysis.tracker import Tracker
+
+    tracker = Tracker(TrackingSettings(tumor_seed_px=(412, 300)))
+    for frame in source:
+        result = tracker.process(frame)      # FrameResult, source-pixel coordinates
+        print(result.status, result.min_distance_mm)
+
+State is explicit and lives in this object: vessel tracks (id, position, velocity,
+alpha-beta filters of diameter and distance), the tumour follow (mask, polarity,
+lost counter) and a pending seed. ``process`` never raises for a bad frame: it
+returns a status and a one-line message.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from iousguide.analysis.imaging import Prepared, check_signal, doppler_mask, prepare
+from iousguide.analysis.measure import TumorGeometry, distance_uncertainty_mm
+from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.tumor import (TumorCandidate, iou, lesion_candidates, plausible_auto, refine_tumor)
+from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared
+from iousguide.errors import AnalysisError
+from iousguide.frames import Frame
+
+
+@dataclass
+class AlphaBeta:
+    """Alpha-beta filter of one scalar measurement over time (explicit state).
+
+    Attributes
+    ----------
+    value, rate_per_s : float or None
+        Filtered value and its rate of change per second.
+    t_s : float or None
+        Time of the last update in seconds.
+    """
+
+    alpha: float
+    beta: float
+    value: float | None = None
+    rate_per_s: float = 0.0
+    t_s: float | None = None
+
+    def update(self, measured: float, t_s: float, *, jump: float) -> tuple[float, bool]:
+        """Feed one measurement; returns (reported value, jumped).
+
+        A measurement further than ``jump`` from the prediction restarts the filter and is
+        reported as measured (flagged), never smoothed away.
+        """
+        if self.value is None or self.t_s is None:
+            self.value, self.rate_per_s, self.t_s = float(measured), 0.0, t_s
+            return self.value, False
+        dt = max(t_s - self.t_s, 1e-3)
+        predicted = self.value + self.rate_per_s * dt
+        residual = measured - predicted
+        if abs(residual) > jump:
+            self.value, self.rate_per_s, self.t_s = float(measured), 0.0, t_s
+            return self.value, True
+        self.value = predicted + self.alpha * residual
+        self.rate_per_s = self.rate_per_s + self.beta * residual / dt
+        self.t_s = t_s
+        return self.value, False
+
+
+@dataclass
+class VesselTrack:
+    id: int
+    centroid_px: tuple[float, float]
+    velocity_px: tuple[float, float] = (0.0, 0.0)
+    diameter_mm: float = 0.0
+    missed: int = 0
+    age: int = 0
+    diameter_filter: AlphaBeta | None = None
+    distance_filter: AlphaBeta | None = None
+
+
+@dataclass
+class TumorState:
+    mode: str = "none"  # "none" | "tracking" | "lost"
+    mask_w: np.ndarray | None = None
+    area_mm2: float = 0.0
+    dark: bool = True
+    centroid_w: tuple[float, float] = (0.0, 0.0)
+    lost_frames: int = 0
+    pending: TumorCandidate | None = None
+    pending_count: int = 0
+    labels: dict = field(default_factory=dict)
+
+
+class Tracker:
+    """Tumour and vessel tracking with distances in mm (or pixels when uncalibrated).
+
+    Parameters
+    ----------
+    settings : TrackingSettings, optional
+    """
+
+    def __init__(self, settings: TrackingSettings | None = None) -> None:
+        self.settings = settings or TrackingSettings()
+        self.reset()
+
+    # -- public --------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget all tracking state (vessel ids restart, tumour follow dropped, settings seed re-armed)."""
+        self._tracks: list[VesselTrack] = []
+        self._next_id = 1
+        self._tumor = TumorState()
+        self._shape: tuple[int, int] | None = None
+        self._new_shape: tuple[int, int] | None = None
+        self._new_shape_count = 0
+        self._source_extent: tuple[float, float, float, float] | None = None
+        self._click: tuple[float, float] | None = None
+        self._settings_seed_used = self.settings.tumor_seed_px is None
+        self._frames_seen = 0
+
+    def seed_tumor(self, x_src: float, y_src: float) -> None:
+        """Seed (or re-seed) the tumour at a point in source pixels; used on the next frame.
+
+        Raises
+        ------
+        AnalysisError
+            The point lies outside the last frame seen (or is not a finite number).
+        """
+        x, y = float(x_src), float(y_src)
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise AnalysisError(f"tumour seed must be finite source pixels, got ({x_src}, {y_src})")
+        if self._source_extent is not None:
+            x0, y0, x1, y1 = self._source_extent
+            if not (x0 - 0.5 <= x <= x1 + 0.5 and y0 - 0.5 <= y <= y1 + 0.5):
+                raise AnalysisError(
+                    f"tumour seed ({x:.0f}, {y:.0f}) lies outside the image "
+                    f"(x {x0:.0f}..{x1:.0f}, y {y0:.0f}..{y1:.0f} source pixels)")
+        self._click = (x, y)
+
+    def process(self, frame: Frame) -> FrameResult:
+        """Analyse one frame. Never raises for a bad frame: see ``status`` and ``message``."""
+        start = time.perf_counter()
+        try:
+            result = self._process(frame)
+        except Exception as exc:  # a bug or an unforeseen frame: report it on this frame only
+            result = self._empty(frame, "error", f"analysis failed on this frame: {type(exc).__name__}: {exc}")
+        result.processing_ms = (time.perf_counter() - start) * 1e3
+        return result
+
+    # -- internals -----------------------------------------------------------
+    def _empty(self, frame: Frame, status: str, message: str) -> FrameResult:
+        return FrameResult(frame=frame.index, t_s=frame.t_source_s, spacing_mm=frame.spacing_mm, status=status,
+                           message=message, t_mono_ns=frame.t_mono_ns)
+
+    def _check_shape(self, frame: Frame) -> str | None:
+        shape = frame.shape
+        if self._shape is None:
+            self._shape = shape
+            return None
+        if shape == self._shape:
+            self._new_shape, self._new_shape_count = None, 0
+            return None
+        if shape != self._new_shape:
+            self._new_shape, self._new_shape_count = shape, 0
+        self._new_shape_count += 1
+        old = self._shape
+        if self._new_shape_count < self.settings.size_change_confirm_frames:
+            return (f"frame size {shape[1]}x{shape[0]} differs from the stream's {old[1]}x{old[0]}; "
+                    "frame skipped")
+        # the new size persists: restart tracking on it
+        click = self._click
+        self.reset()
+        self._click = click
+        self._settings_seed_used = True
+        self._shape = shape
+        return None
+
+    def _process(self, frame: Frame) -> FrameResult:
+        s = self.settings
+        size_problem = self._check_shape(frame)
+        if size_problem:
+            return self._empty(frame, "error", size_problem)
+        rows, cols = frame.shape
+        corners = np.array([frame.to_source_px(0, 0), frame.to_source_px(cols - 1, rows - 1)])
+        self._source_extent = (float(corners[:, 0].min()), float(corners[:, 1].min()),
+                               float(corners[:, 0].max()), float(corners[:, 1].max()))
+        gray = np.ascontiguousarray(frame.gray)
+        reason = check_signal(gray, settings=s)
+        if reason:
+            return self._empty(frame, "no_signal", reason)
+        self._frames_seen += 1
+        calibrated = frame.spacing_mm is not None
+        doppler = doppler_mask(frame.pixels, chroma_level=s.doppler_chroma_level) if frame.is_color else None
+        prep = prepare(gray, spacing_mm=frame.spacing_mm, settings=s, doppler=doppler)
+        vessels = detect_vessels_prepared(prep, settings=s)
+        vessel_w = np.zeros(prep.work_shape, dtype=bool)
+        vessel_frame = np.zeros(frame.shape, dtype=np.uint8)
+        for v in vessels:
+            vessel_w |= v.mask_w
+            cv2.fillPoly(vessel_frame, [np.round(v.contour_px * 16).astype(np.int32)], 1, lineType=cv2.LINE_8,
+                         shift=4)
+        messages: list[str] = []
+
+        seed_px = self._take_seed(frame, messages)
+        candidates = lesion_candidates(prep, settings=s, vessel_mask_w=vessel_w)
+        tumor_cand, tumor_label = self._follow_tumor(prep, candidates, seed_px, vessel_frame, vessels, messages)
+
+        tumor_geo = None
+        tumor_result = None
+        edge_sigma_tumor = 0.0
+        ux, uy = prep.unit_mm
+        if tumor_cand is not None:
+            refined = refine_tumor(prep, tumor_cand, settings=s, vessel_mask_frame=vessel_frame.astype(bool))
+            if refined is not None and cv2.contourArea(refined.contour_px.astype(np.float32)) > 0:
+                contour = refined.contour_px
+                edge_sigma_tumor = refined.edge_sigma_mm
+            else:
+                contour = _mask_contour_frame(prep, tumor_cand.mask_w)
+                edge_sigma_tumor = prep.work_px_mm
+            if contour is not None:
+                tumor_geo = TumorGeometry(contour, unit_mm=prep.unit_mm)
+                area_px = abs(cv2.contourArea(contour.astype(np.float32)))
+                m = cv2.moments(contour.astype(np.float32))
+                cx, cy = (m["m10"] / m["m00"], m["m01"] / m["m00"]) if m["m00"] else tuple(contour.mean(axis=0))
+                area_mm2 = area_px * ux * uy if calibrated else None
+                tumor_result = TumorResult(
+                    centroid_px=frame.to_source_px(cx, cy),
+                    contour_px=_to_source(frame, contour),
+                    area_px=float(area_px),
+                    area_mm2=area_mm2,
+                    equivalent_diameter_mm=float(2 * np.sqrt(area_mm2 / np.pi)) if area_mm2 is not None else None,
+                    state=tumor_label,
+                    confidence=float(min(tumor_cand.contrast_db / 6.0, 1.0)),
+                )
+
+        ids = self._assign_ids(vessels, prep)
+        t_s = frame.t_source_s if frame.t_source_s is not None else self._frames_seen / 15.0
+        depth_mm = s.full_scale_depth_mm if s.full_scale_depth_mm is not None else rows * uy
+        vessel_results: list[VesselResult] = []
+        for v, track in zip(vessels, ids):
+            if tumor_geo is not None and tumor_geo.inside(np.array([v.centroid_px]) * np.array([ux, uy]))[0] \
+                    and v.diameter_mm < 0.5 * (tumor_result.area_px * ux * uy / np.pi) ** 0.5 * 2:
+                continue  # anechoic area inside the tumour (necrosis), not a vessel
+            flags: list[str] = []
+            diameter, jumped = track.diameter_filter.update(v.diameter_mm, t_s, jump=max(s.jump_threshold_mm,
+                                                                                           0.3 * v.diameter_mm))
+            if jumped and track.age > 1:
+                flags.append("diameter_jump")
+            vr = VesselResult(id=track.id, kind=v.kind, centroid_px=frame.to_source_px(*v.centroid_px),
+                              contour_px=_to_source(frame, v.contour_px), diameter_px=float(diameter / ux),
+                              diameter_mm=float(diameter) if calibrated else None)
+            if tumor_geo is not None:
+                pm = tumor_geo.measure(v.contour_px, contact_distance_mm=s.contact_distance_mm)
+                unc = distance_uncertainty_mm(pm.distance_mm, unit_mm=prep.unit_mm,
+                                              edge_sigma_tumor_mm=edge_sigma_tumor,
+                                              edge_sigma_vessel_mm=v.edge_sigma_mm, full_scale_depth_mm=depth_mm,
+                                              relative_fraction=s.caliper_relative_fraction,
+                                              full_scale_fraction=s.caliper_full_scale_fraction)
+                if track.distance_filter is None:
+                    track.distance_filter = AlphaBeta(s.smoothing_alpha, s.smoothing_beta)
+                dist, jumped = track.distance_filter.update(pm.distance_mm, t_s, jump=s.jump_threshold_mm + unc)
+                if jumped and track.age > 1:
+                    flags.append("jump")
+                dist = max(dist, 0.0) if pm.distance_mm > 0 else 0.0
+                vr.distance_px = float(dist / ux)
+                vr.closest_px = (frame.to_source_px(*pm.closest_px[0]), frame.to_source_px(*pm.closest_px[1]))
+                vr.contact_arc_deg = pm.contact_arc_deg if calibrated else None
+                if calibrated:
+                    vr.distance_mm = float(dist)
+                    vr.uncertainty_mm = float(unc)
+            else:
+                track.distance_filter = None
+            vr.flags = flags
+            vessel_results.append(vr)
+
+        status = self._tumor.mode
+        if tumor_result is not None:
+            status = "ok"
+        elif status == "lost":
+            status = "lost"
+        else:
+            status = "no_tumor"
+        if not calibrated:
+            messages.insert(0, "uncalibrated: measured in pixels, no mm values (give --spacing-mm or a preset)")
+            if status != "ok":
+                messages.append(f"tumour: {status.replace('_', ' ')}")
+            status = "uncalibrated"
+        elif status == "lost":
+            messages.append("tumour lost: not visible in this frame (showing no guess)")
+        distances = [v.distance_mm for v in vessel_results if v.distance_mm is not None]
+        return FrameResult(
+            frame=frame.index, t_s=frame.t_source_s, spacing_mm=frame.spacing_mm, status=status,
+            tumor=tumor_result, vessels=vessel_results,
+            min_distance_mm=min(distances) if distances else None,
+            message="; ".join(messages), t_mono_ns=frame.t_mono_ns,
+        )
+
+    def _take_seed(self, frame: Frame, messages: list[str]) -> tuple[float, float] | None:
+        """The seed that applies to this frame, in frame pixels (None if none or invalid)."""
+        s = self.settings
+        src = None
+        if self._click is not None:
+            src, self._click = self._click, None
+        elif not self._settings_seed_used and (s.tumor_seed_frame is None or frame.index >= s.tumor_seed_frame):
+            src = s.tumor_seed_px
+            self._settings_seed_used = True
+        if src is None:
+            return None
+        x, y = frame.from_source_px(*src)
+        rows, cols = frame.shape
+        if not (-0.5 <= x <= cols - 0.5 and -0.5 <= y <= rows - 0.5):
+            messages.append(f"tumour seed ({src[0]:.0f}, {src[1]:.0f}) lies outside this frame's image: ignored")
+            return None
+        return x, y
+
+    def _follow_tumor(self, prep: Prepared, candidates: list[TumorCandidate], seed_px, vessel_frame: np.ndarray,
+                      vessels: list[VesselDetection], messages: list[str]) -> tuple[TumorCandidate | None, str]:
+        s = self.settings
+        st = self._tumor
+        px = prep.work_px_mm
+        if seed_px is not None:
+            xi, yi = int(round(seed_px[0])), int(round(seed_px[1]))
+            yi = min(max(yi, 0), vessel_frame.shape[0] - 1)
+            xi = min(max(xi, 0), vessel_frame.shape[1] - 1)
+            if vessel_frame[yi, xi]:
+                messages.append("tumour seed lies in a vessel lumen: click inside the tumour")
+                self._tumor = TumorState()
+                return None, ""
+            xw, yw = prep.to_work(*seed_px)
+            xw = int(min(max(round(float(xw)), 0), prep.work_shape[1] - 1))
+            yw = int(min(max(round(float(yw)), 0), prep.work_shape[0] - 1))
+            chosen = None
+            for c in candidates:
+                if c.mask_w[yw, xw]:
+                    chosen = c
+                    break
+            if chosen is None:  # nearest candidate within 3 mm of the click
+                best = None
+                for c in candidates:
+                    ys, xs = np.nonzero(c.mask_w[max(yw - 40, 0):yw + 41, max(xw - 40, 0):xw + 41])
+                    if len(xs):
+                        d = np.min(np.hypot(xs + max(xw - 40, 0) - xw, ys + max(yw - 40, 0) - yw)) * px
+                        if d <= 3.0 and (best is None or d < best[0]):
+                            best = (d, c)
+                chosen = best[1] if best else None
+            if chosen is None:
+                messages.append("no lesion found at the tumour seed (no echo contrast there)")
+                self._tumor = TumorState()
+                return None, ""
+            self._accept(chosen)
+            return chosen, "seeded"
+        if st.mode == "tracking":
+            best, best_score = None, 0.0
+            for c in candidates:
+                if c.dark != st.dark:
+                    continue
+                overlap = iou(c.mask_w, st.mask_w)
+                ratio = max(c.area_mm2, st.area_mm2) / max(min(c.area_mm2, st.area_mm2), 1e-9)
+                move = np.hypot(c.centroid_w[0] - st.centroid_w[0], c.centroid_w[1] - st.centroid_w[1]) * px
+                radius = np.sqrt(st.area_mm2 / np.pi)
+                if ratio > s.tumor_max_area_change or (overlap < 0.2 and move > 0.5 * radius):
+                    continue
+                score = overlap + 0.01
+                if score > best_score:
+                    best, best_score = c, score
+            if best is not None:
+                self._accept(best)
+                return best, "tracked"
+            st.mode, st.lost_frames = "lost", 1
+            return None, ""
+        if st.mode == "lost":
+            st.lost_frames += 1
+            gate_mm = 10.0 + 2.0 * st.lost_frames + np.sqrt(st.area_mm2 / np.pi)
+            best, best_d = None, None
+            for c in candidates:
+                if c.dark != st.dark:
+                    continue
+                ratio = max(c.area_mm2, st.area_mm2) / max(min(c.area_mm2, st.area_mm2), 1e-9)
+                d = np.hypot(c.centroid_w[0] - st.centroid_w[0], c.centroid_w[1] - st.centroid_w[1]) * px
+                if ratio <= 2.5 and d <= gate_mm and c.solidity >= 0.7 and (best_d is None or d < best_d):
+                    best, best_d = c, d
+            if best is not None:
+                self._accept(best)
+                return best, "reacquired"
+            return None, ""
+        if not s.auto_tumor:
+            return None, ""
+        plausible = [c for c in candidates if plausible_auto(c, settings=s)]
+        if not plausible:
+            st.pending, st.pending_count = None, 0
+            return None, ""
+        best = max(plausible, key=lambda c: c.score())
+        if st.pending is not None and st.pending.dark == best.dark and iou(st.pending.mask_w, best.mask_w) >= 0.3:
+            st.pending_count += 1
+        else:
+            st.pending_count = 1
+        st.pending = best
+        if st.pending_count >= s.tumor_confirm_frames:
+            self._accept(best)
+            return best, "auto"
+        return None, ""
+
+    def _accept(self, c: TumorCandidate) -> None:
+        st = self._tumor
+        st.mode = "tracking"
+        st.mask_w = c.mask_w
+        st.area_mm2 = c.area_mm2
+        st.dark = c.dark
+        st.centroid_w = c.centroid_w
+        st.lost_frames = 0
+        st.pending, st.pending_count = None, 0
+
+    def _assign_ids(self, vessels: list[VesselDetection], prep: Prepared) -> list[VesselTrack]:
+        """Match detections to tracks (Hungarian on centroid distance in mm, gated)."""
+        s = self.settings
+        ux, uy = prep.unit_mm
+        tracks = self._tracks
+        n, m = len(tracks), len(vessels)
+        assigned: list[VesselTrack | None] = [None] * m
+        if n and m:
+            cost = np.full((n, m), 1e6)
+            for i, t in enumerate(tracks):
+                px_ = t.centroid_px[0] + t.velocity_px[0]
+                py_ = t.centroid_px[1] + t.velocity_px[1]
+                for j, v in enumerate(vessels):
+                    d = np.hypot((v.centroid_px[0] - px_) * ux, (v.centroid_px[1] - py_) * uy)
+                    gate = max(s.track_gate_mm, 0.75 * max(v.diameter_mm, t.diameter_mm))
+                    if d <= gate:
+                        cost[i, j] = d + 0.5 * abs(v.diameter_mm - t.diameter_mm)
+            rows_, cols_ = linear_sum_assignment(cost)
+            for i, j in zip(rows_, cols_):
+                if cost[i, j] < 1e6:
+                    assigned[j] = tracks[i]
+        used = {id(t) for t in assigned if t is not None}
+        for t in tracks:
+            if id(t) not in used:
+                t.missed += 1
+        for j, v in enumerate(vessels):
+            t = assigned[j]
+            if t is None:
+                t = VesselTrack(id=self._next_id, centroid_px=v.centroid_px, diameter_mm=v.diameter_mm,
+                                diameter_filter=AlphaBeta(s.smoothing_alpha, s.smoothing_beta))
+                self._next_id += 1
+                tracks.append(t)
+                assigned[j] = t
+            else:
+                vx = v.centroid_px[0] - t.centroid_px[0]
+                vy = v.centroid_px[1] - t.centroid_px[1]
+                t.velocity_px = (0.5 * vx + 0.5 * t.velocity_px[0], 0.5 * vy + 0.5 * t.velocity_px[1]) \
+                    if t.missed == 0 else (0.0, 0.0)
+                t.centroid_px = v.centroid_px
+                t.diameter_mm = v.diameter_mm
+                t.missed = 0
+            t.age += 1
+        self._tracks = [t for t in tracks if t.missed <= s.track_max_missed_frames]
+        return assigned  # type: ignore[return-value]
+
+
+def _to_source(frame: Frame, contour: np.ndarray) -> np.ndarray:
+    xs, ys = frame.to_source_px(contour[:, 0], contour[:, 1])
+    return np.stack([np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)], axis=1)
+
+
+def _mask_contour_frame(prep: Prepared, mask_w: np.ndarray) -> np.ndarray | None:
+    contours, _ = cv2.findContours(mask_w.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
+    x, y = prep.to_frame(c[:, 0], c[:, 1])
+    return np.stack([x, y], axis=1)

@@ -1,0 +1,142 @@
+"""Tumour: lesion map, segmentation from a seed, automatic candidates, refinement.
+
+A lesion differs from liver tissue at the same depth: darker (hypoechoic, or the
+hypoechoic halo of target and isoechoic-with-halo lesions) or brighter
+(hyperechoic). On the working grid, pixels whose speckle-averaged amplitude differs
+from the tissue amplitude of their row by more than ``tumor_contrast_fraction`` (in
+either direction, symmetric in dB) form the lesion map; vessel lumens are removed,
+thin rims are opened away, and holes are filled, so a halo ring becomes the whole
+lesion. The chosen component is refined at full resolution at the half-power level
+between its rim and the surrounding tissue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from iousguide.analysis.imaging import Prepared, disc, fill_holes
+from iousguide.analysis.refine import Refined, refine_region
+from iousguide.analysis.settings import TrackingSettings
+
+
+@dataclass
+class TumorCandidate:
+    """A lesion component on the working grid.
+
+    Attributes
+    ----------
+    mask_w : ndarray (h, w) bool
+    bbox_w : (x, y, width, height)
+    area_mm2 : float
+        Area in (nominal) mm^2 on the working grid.
+    centroid_w : (float, float)
+    dark : bool
+        True for a hypoechoic lesion or halo, False for hyperechoic.
+    contrast_db : float
+        Mean |amplitude contrast| to tissue over the component, dB.
+    solidity : float
+        Area over convex-hull area.
+    touches_border : bool
+        Touches the edge of the field of view.
+    """
+
+    mask_w: np.ndarray
+    bbox_w: tuple[int, int, int, int]
+    area_mm2: float
+    centroid_w: tuple[float, float]
+    dark: bool
+    contrast_db: float
+    solidity: float
+    touches_border: bool
+
+    @property
+    def equivalent_diameter_mm(self) -> float:
+        return float(2.0 * np.sqrt(self.area_mm2 / np.pi))
+
+    def score(self) -> float:
+        return self.contrast_db * np.sqrt(self.area_mm2) * self.solidity
+
+
+def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
+                      vessel_mask_w: np.ndarray | None = None) -> list[TumorCandidate]:
+    """Hypo- and hyperechoic lesion components of a prepared frame.
+
+    Parameters
+    ----------
+    prep : Prepared
+    settings : TrackingSettings
+    vessel_mask_w : ndarray (h, w) bool, optional
+        Vessel lumens on the working grid (never lesion).
+
+    Returns
+    -------
+    list of TumorCandidate
+        Components of at least the minimum tumour size.
+    """
+    px = prep.work_px_mm
+    sigma = settings.tumor_smoothing_mm / px
+    smooth = cv2.GaussianBlur(prep.smooth, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    rel = smooth / prep.tissue_row[:, None].astype(np.float32)
+    c = settings.tumor_contrast_fraction
+    valid = prep.valid
+    if vessel_mask_w is not None and vessel_mask_w.any():
+        # lumens and the blur skirt around them are not lesion
+        skirt = cv2.dilate(vessel_mask_w.astype(np.uint8), disc(settings.tumor_smoothing_mm / px)).astype(bool)
+    else:
+        skirt = np.zeros_like(valid)
+    out: list[TumorCandidate] = []
+    min_area = np.pi * (0.5 * settings.tumor_min_diameter_mm / px) ** 2
+    max_area = np.pi * (0.5 * settings.tumor_max_diameter_mm / px) ** 2
+    border = valid & ~cv2.erode(valid.astype(np.uint8), disc(1.0 / px)).astype(bool)
+    r_open = 0.5 * settings.tumor_min_diameter_mm / px * 0.5
+    for dark in (True, False):
+        m = (rel < 1.0 - c) if dark else (rel > 1.0 / (1.0 - c))
+        m = (m & valid & ~skirt).astype(np.uint8)
+        m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(r_open))
+        m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, disc(1.0 / px))
+        m = fill_holes(m)
+        n, labels, stats, cents = cv2.connectedComponentsWithStats(m, connectivity=8)
+        for label in range(1, n):
+            area = int(stats[label, cv2.CC_STAT_AREA])
+            if area < min_area or area > max_area:
+                continue
+            x, y, w, h = (int(v) for v in stats[label, :4])
+            comp = labels == label
+            sub = comp[y:y + h, x:x + w].astype(np.uint8)
+            contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            hull_area = cv2.contourArea(cv2.convexHull(np.vstack(contours))) if contours else area
+            solidity = min(area / hull_area, 1.0) if hull_area > 0 else 0.0
+            contrast_db = float(np.mean(np.abs(20 * np.log10(np.maximum(rel[comp], 1e-3)))))
+            touches = bool((border & comp).any())
+            out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
+                                      centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=dark,
+                                      contrast_db=contrast_db, solidity=float(solidity), touches_border=touches))
+    return out
+
+
+def plausible_auto(candidate: TumorCandidate, *, settings: TrackingSettings) -> bool:
+    """Whether a candidate may be proposed without a seed (compact, inside the view, contrasted)."""
+    return (not candidate.touches_border and candidate.solidity >= 0.8
+            and candidate.contrast_db >= 2.0
+            and settings.tumor_min_diameter_mm * 1.25 <= candidate.equivalent_diameter_mm)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks of the same shape."""
+    inter = np.count_nonzero(a & b)
+    union = np.count_nonzero(a | b)
+    return inter / union if union else 0.0
+
+
+def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: TrackingSettings,
+                 vessel_mask_frame: np.ndarray | None = None) -> Refined | None:
+    """Full-resolution sub-pixel boundary of a lesion candidate (vessel lumens excluded)."""
+    x, y, w, h = candidate.bbox_w
+    tissue_power = float(np.mean(prep.tissue_row[y:y + h])) ** 2 / np.log(2.0)
+    return refine_region(prep, candidate.mask_w, candidate.bbox_w, dark=candidate.dark,
+                         smoothing_mm=settings.tumor_smoothing_mm, upsample=max(1, settings.refine_upsample - 1),
+                         level_fraction=settings.edge_level_fraction, margin_mm=3.0,
+                         exclude_frame=vessel_mask_frame, fill=True, exclude_fill=tissue_power)

@@ -1,0 +1,212 @@
+"""Vessel lumens: anechoic regions, their sub-pixel boundary, lumen diameter and kind.
+
+A lumen is where the speckle-averaged echo amplitude falls below
+``lumen_threshold_fraction`` of the tissue amplitude at the same depth. Look-alikes
+are rejected: the dark area outside a convex fan (not in the field of view),
+acoustic shadows (dark regions that run down to the bottom of the image and are
+taller than wide), regions smaller or larger than a lumen. Colour-Doppler pixels
+count as lumen. The diameter is the minor axis of the fitted ellipse for a cross
+section, and the median width across the axis (twice the distance-transform ridge)
+for a vessel seen in long axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from iousguide.analysis.imaging import Prepared, disc, prepare
+from iousguide.analysis.refine import Refined, refine_region
+from iousguide.analysis.settings import TrackingSettings
+
+LONG_AXIS_ASPECT = 2.5
+#: mean power / median amplitude^2 of fully developed speckle (Rayleigh amplitude:
+#: E[A^2] = 2 s^2, median A = s sqrt(2 ln 2)), so the cap is in the units of the refinement
+TISSUE_POWER_PER_MEDIAN_AMPLITUDE2 = 1.0 / np.log(2.0)
+
+
+@dataclass
+class VesselDetection:
+    """One lumen in frame pixels (not source pixels).
+
+    Attributes
+    ----------
+    contour_px : ndarray (N, 2) float64, frame pixels
+    centroid_px : (float, float), frame pixels
+    diameter_mm : float
+        Lumen diameter in (nominal, when uncalibrated) mm.
+    diameter_px : float
+        The same in frame pixels (along x).
+    kind : str
+    long_axis : bool
+    edge_sigma_mm : float
+    mask_w : ndarray (h, w) bool
+        The lumen on the working grid.
+    """
+
+    contour_px: np.ndarray
+    centroid_px: tuple[float, float]
+    diameter_mm: float
+    diameter_px: float
+    kind: str
+    long_axis: bool
+    edge_sigma_mm: float
+    mask_w: np.ndarray
+    sheath_ratio: float
+    refined: Refined
+
+
+def detect_vessels(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None,
+                   settings: TrackingSettings | None = None,
+                   doppler: np.ndarray | None = None) -> list[VesselDetection]:
+    """Find vessel lumens in one grey frame.
+
+    Parameters
+    ----------
+    gray : ndarray, shape (rows, cols) uint8
+        B-mode frame (not modified).
+    spacing_mm : (float, float) or None
+        Pixel size x, y in mm; None = uncalibrated (diameters then in nominal units:
+        use ``diameter_px``).
+    settings : TrackingSettings, optional
+    doppler : ndarray (rows, cols) bool, optional
+        Colour-flow pixels (count as lumen).
+
+    Returns
+    -------
+    list of VesselDetection
+        Contours and centroids in frame pixels.
+    """
+    settings = settings or TrackingSettings()
+    prep = prepare(gray, spacing_mm=spacing_mm, settings=settings, doppler=doppler)
+    return detect_vessels_prepared(prep, settings=settings)
+
+
+def lumen_candidates(prep: Prepared, *, settings: TrackingSettings) -> tuple[np.ndarray, list[tuple]]:
+    """Dark components of the working grid that may be lumens.
+
+    Returns
+    -------
+    labels : ndarray (h, w) int32
+    candidates : list of (label, bbox (x, y, w, h), area_px)
+    """
+    tissue = prep.tissue_row[:, None].astype(np.float32)
+    dark = (prep.smooth < settings.lumen_threshold_fraction * tissue) & prep.valid
+    dark = dark.astype(np.uint8)
+    r_open = 0.25 * settings.vessel_min_diameter_mm / prep.work_px_mm
+    if r_open >= 1:
+        dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, disc(r_open))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    min_area = np.pi * (0.5 * settings.vessel_min_diameter_mm / prep.work_px_mm) ** 2 * 0.7
+    out = []
+    h, w = dark.shape
+    margin = settings.shadow_bottom_margin_mm / prep.work_px_mm
+    for label in range(1, n):
+        x, y, bw, bh, area = (int(v) for v in stats[label])
+        if area < min_area:
+            continue
+        # acoustic shadow: reaches the bottom of the field of view and is taller than wide
+        cols = slice(x, x + bw)
+        bottom = prep.valid_bottom_row[cols]
+        comp = labels[y:y + bh, x:x + bw] == label
+        lowest = y + (bh - 1 - np.argmax(comp[::-1, :], axis=0))
+        has = comp.any(axis=0)
+        reaches = has & (bottom >= 0) & (lowest >= bottom - margin)
+        if reaches.mean() > 0.3 and bh > 1.5 * bw:
+            continue
+        out.append((label, (x, y, bw, bh), area))
+    return labels, out
+
+
+def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> list[VesselDetection]:
+    """:func:`detect_vessels` on an already prepared frame."""
+    labels, candidates = lumen_candidates(prep, settings=settings)
+    tissue_row = prep.tissue_row
+    found: list[VesselDetection] = []
+    for label, bbox, _area in candidates:
+        comp = labels == label
+        core = float(np.median(prep.smooth[comp] / tissue_row[np.nonzero(comp)[0]]))
+        if core > settings.lumen_core_fraction:
+            continue
+        refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.speckle_smoothing_mm,
+                                upsample=settings.refine_upsample, level_fraction=settings.edge_level_fraction,
+                                margin_mm=max(2.5, 2 * settings.sheath_width_mm),
+                                outside_cap=_tissue_power(prep, bbox), sectors=12)
+        if refined is None:
+            continue
+        det = _measure_lumen(refined, prep, comp, settings)
+        if det is None:
+            continue
+        if not settings.vessel_min_diameter_mm <= det.diameter_mm <= settings.vessel_max_diameter_mm:
+            continue
+        found.append(det)
+    return found
+
+
+def _tissue_power(prep: Prepared, bbox: tuple[int, int, int, int]) -> float:
+    """Mean tissue echo power at the depth of a working-grid box."""
+    x, y, w, h = bbox
+    level = float(np.mean(prep.tissue_row[y:y + h]))
+    return level * level * TISSUE_POWER_PER_MEDIAN_AMPLITUDE2
+
+
+def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
+                   settings: TrackingSettings) -> VesselDetection | None:
+    ux, uy = prep.unit_mm
+    pts = refined.contour_px
+    pts_mm = (pts * np.array([ux, uy])).astype(np.float32)
+    area_mm2 = abs(cv2.contourArea(pts_mm))
+    if area_mm2 <= 0:
+        return None
+    moments = cv2.moments(pts.astype(np.float32))
+    if moments["m00"] == 0:
+        return None
+    cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
+    # region second moments (robust to a ragged speckle edge, unlike a contour ellipse fit)
+    mm = cv2.moments(pts_mm)
+    cov = np.array([[mm["mu20"], mm["mu11"]], [mm["mu11"], mm["mu02"]]]) / mm["m00"]
+    lam = np.linalg.eigvalsh(cov)
+    ratio = float(np.sqrt(max(lam[0], 0.0) / lam[1])) if lam[1] > 0 else 0.0
+    long_axis = ratio < 1.0 / LONG_AXIS_ASPECT
+    if long_axis:
+        dist = cv2.distanceTransform(refined.mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        peak = float(dist.max())
+        ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist > 0.6 * peak)
+        width_px = 2.0 * float(np.median(dist[ridge])) - 1.0 if ridge.any() else 2.0 * peak - 1.0
+        diameter_mm = max(width_px, 0.0) * refined.px_mm
+    else:
+        # minor axis of the ellipse with the contour's area and the moments' axis ratio
+        diameter_mm = 2.0 * np.sqrt(area_mm2 * ratio / np.pi)
+    ratio_sheath = _sheath_ratio(prep, comp, settings)
+    if ratio_sheath >= settings.sheath_ratio_portal:
+        kind = "portal_pedicle"
+    elif ratio_sheath <= settings.sheath_ratio_hepatic:
+        kind = "hepatic_vein"
+    else:
+        kind = "unknown"
+    return VesselDetection(contour_px=pts, centroid_px=(float(cx), float(cy)), diameter_mm=float(diameter_mm),
+                           diameter_px=float(diameter_mm / ux), kind=kind, long_axis=bool(long_axis),
+                           edge_sigma_mm=refined.edge_sigma_mm, mask_w=comp, sheath_ratio=ratio_sheath,
+                           refined=refined)
+
+
+def _sheath_ratio(prep: Prepared, comp: np.ndarray, settings: TrackingSettings) -> float:
+    """Bright-wall index: upper 3/4 percentile of the ring around the lumen over tissue.
+
+    The ring below the lumen is left out (posterior enhancement is not a sheath).
+    """
+    comp8 = comp.astype(np.uint8)
+    ring = cv2.dilate(comp8, disc(settings.sheath_width_mm / prep.work_px_mm)).astype(bool) & ~comp
+    ys, xs = np.nonzero(comp)
+    if len(ys) == 0:
+        return 1.0
+    cy = ys.mean()
+    rr, cc = np.nonzero(ring & prep.valid)
+    keep = rr <= cy + 0.25 * (ys.max() - ys.min())
+    rr, cc = rr[keep], cc[keep]
+    if len(rr) < 4:
+        return 1.0
+    rel = prep.smooth[rr, cc] / prep.tissue_row[rr]
+    return float(np.percentile(rel, 75))
