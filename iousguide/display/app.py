@@ -1,0 +1,39 @@
+"""Start the Qt application and run a guidance window (used by the CLI, tests and tools)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from PySide6 import QtWidgets
+
+from iousguide.display.window import GuidanceWindow, WindowOptions
+from iousguide.display.worker import LiveWorker, ReplayWorker
+
+
+def application() -> QtWidgets.QApplication:
+    """The QApplication (created once). Headless when there is no display."""
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and sys.platform.startswith("linux"):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        app = QtWidgets.QApplication(["iousguide"])
+    return app
+
+
+def make_worker(source, pipeline, options: WindowOptions):
+    """A replay worker for random-access recordings, a live worker otherwise."""
+    if getattr(source, "random_access", False):
+        return ReplayWorker(source, pipeline, speed=options.speed, loop=options.loop, analyse=options.analyse)
+    return LiveWorker(source, pipeline, analyse=options.analyse)
+
+
+def run_window(source, pipeline, options: WindowOptions, *, size_px: tuple[int, int] | None = None) -> dict:
+    """Open the window on ``source`` and run the event loop until it closes; return its stats."""
+    app = application()
+    window = GuidanceWindow(make_worker(source, pipeline, options), options)
+    if size_px is not None:
+        window.resize(*size_px)
+    window.show()
+    app.exec()
+    return window.stats()
