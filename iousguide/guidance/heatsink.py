@@ -1,0 +1,110 @@
+"""Heat-sink risk of one vessel for an ablation plan (issue 6, section 2).
+
+Zone = tumour + ablative margin; the distance that the rules use is from the
+zone edge to the vessel lumen, i.e. ``max(gap - ablation_margin_mm, 0)`` where
+``gap`` is the tumour-to-lumen distance (exact for an offset zone). Rules
+(CLINICAL.md; every threshold a setting, boundaries inclusive):
+
+* ``high``: vessel >= 3 mm within 5 mm of the zone edge, or any vessel >= 5 mm
+  within 10 mm (Lu 2002; Yu 2008);
+* ``moderate``: vessel >= 3 mm within 10 mm (RFA) or 15 mm (MWA) (Ringe 2015);
+* ``none`` otherwise (including every vessel < 3 mm: Lu 2002).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from iousguide.errors import AnalysisError
+from iousguide.guidance.settings import GuidanceSettings
+
+HEAT_SINK_CLASSES = ("none", "moderate", "high")
+
+
+@dataclass(frozen=True)
+class HeatSinkRisk:
+    """One vessel's class with the rule that fired and the numbers it used."""
+
+    cls: str
+    rule: str
+    basis: str
+    diameter_mm: float
+    zone_distance_mm: float
+    deficit_mm: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "class": self.cls,
+            "basis": self.basis,
+            "deficit_mm": None if self.deficit_mm is None else round(float(self.deficit_mm), 2),
+            "rule": self.rule,
+            "diameter_mm": round(float(self.diameter_mm), 3),
+            "zone_distance_mm": round(float(self.zone_distance_mm), 3),
+        }
+
+
+def zone_distance_mm(gap_mm: float, *, ablation_margin_mm: float) -> float:
+    """Distance from the edge of (tumour + margin) to a vessel ``gap_mm`` from the tumour (0 inside)."""
+    return max(float(gap_mm) - float(ablation_margin_mm), 0.0)
+
+
+def classify_heat_sink(
+    *, diameter_mm: float, gap_mm: float, settings: GuidanceSettings | None = None
+) -> HeatSinkRisk:
+    """Heat-sink class of one vessel.
+
+    Parameters
+    ----------
+    diameter_mm : float
+        Lumen diameter (mm).
+    gap_mm : float
+        Tumour boundary to lumen edge (mm), 0 when touching.
+    settings : GuidanceSettings, optional
+        Ablative margin, modality and rule thresholds.
+
+    Returns
+    -------
+    HeatSinkRisk
+        ``cls`` in :data:`HEAT_SINK_CLASSES`, the rule name, a one-line basis naming
+        rule, diameter and zone-edge distance, and the numbers themselves.
+    """
+    s = settings or GuidanceSettings()
+    if diameter_mm is None or gap_mm is None:
+        raise AnalysisError("heat-sink risk needs a diameter and a distance in mm (calibrated frame)")
+    diameter = float(diameter_mm)
+    dist = zone_distance_mm(gap_mm, ablation_margin_mm=s.ablation_margin_mm)
+    where = f"D = {diameter:.1f} mm, {dist:.1f} mm from the {s.ablation_margin_mm:g} mm-margin zone edge"
+    if diameter >= s.heat_sink_min_diameter_mm and dist <= s.high_near_distance_mm:
+        return HeatSinkRisk(
+            "high", "high_near",
+            f"high: vessel >= {s.heat_sink_min_diameter_mm:g} mm within {s.high_near_distance_mm:g} mm of the zone "
+            f"edge ({where}; Yu 2008, Lu 2002)",
+            diameter, dist,
+        )
+    if diameter >= s.high_large_diameter_mm and dist <= s.high_far_distance_mm:
+        return HeatSinkRisk(
+            "high", "high_large",
+            f"high: vessel >= {s.high_large_diameter_mm:g} mm within {s.high_far_distance_mm:g} mm of the zone "
+            f"edge ({where}; Yu 2008)",
+            diameter, dist,
+        )
+    if diameter >= s.heat_sink_min_diameter_mm and dist <= s.moderate_distance_mm:
+        return HeatSinkRisk(
+            "moderate", f"moderate_{s.modality.lower()}",
+            f"moderate: vessel >= {s.heat_sink_min_diameter_mm:g} mm within {s.moderate_distance_mm:g} mm "
+            f"({s.modality}) of the zone edge ({where}; Ringe 2015)",
+            diameter, dist,
+        )
+    if diameter < s.heat_sink_min_diameter_mm:
+        return HeatSinkRisk(
+            "none", "small_vessel",
+            f"none: vessel < {s.heat_sink_min_diameter_mm:g} mm ({where}; Lu 2002: no heat sink in 0/20 veins "
+            f"< 3 mm)",
+            diameter, dist,
+        )
+    return HeatSinkRisk(
+        "none", "far",
+        f"none: farther than {s.moderate_distance_mm:g} mm ({s.modality}) from the zone edge ({where})",
+        diameter, dist,
+    )
