@@ -206,3 +206,17 @@ def test_every_numeric_default_has_a_basis():
     for item in GuidanceSettings().describe():
         assert item["basis"], item["name"]
     assert "Angelsen" in BASIS["margin_target_mm"] and "Margonis" in BASIS["margin_floor_mm"]
+
+
+@pytest.mark.parametrize("orientation", [1, -1])
+def test_offset_line_is_exact_on_non_convex_shapes(orientation):
+    """The free line lies exactly at the target from a lobulated (non-convex) tumour, either winding."""
+    from iousguide.guidance import geometry as geo
+
+    t = np.linspace(0, 2 * np.pi, 400, endpoint=False) * orientation
+    r = 10 + 2.5 * np.cos(5 * t)
+    poly_mm = np.c_[r * np.cos(t), r * np.sin(t)]
+    plan = plan_margin(poly_mm / 0.1 + 300, [], spacing_mm=(0.1, 0.1), settings=GuidanceSettings())
+    d = geo.point_polygon_distance(geo.to_mm(plan.contour_px, (0.1, 0.1)), geo.to_mm(poly_mm / 0.1 + 300, (0.1, 0.1)))
+    assert np.all(np.abs(d - 5.0) <= 0.03)  # polygon simplification tolerance 0.02 mm
+    assert not geo.points_in_polygon(geo.to_mm(plan.contour_px, (0.1, 0.1)), poly_mm + 30).any()

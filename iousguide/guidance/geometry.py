@@ -171,8 +171,6 @@ def offset_outer_radius(c: np.ndarray, u: np.ndarray, poly_mm: np.ndarray, dista
     no raster). ``distance_mm`` may be a sequence: then the result is (K, N).
     """
     distances = np.atleast_1d(np.asarray(distance_mm, dtype=float))
-    base = outer_radius(c, u, poly_mm)
-    base = np.where(np.isnan(base), -np.inf, base)
     rel = poly_mm - c[None, :]
     t = u @ rel.T  # (N, M)
     t2_minus = t * t - (rel * rel).sum(1)[None, :]
@@ -180,15 +178,21 @@ def offset_outer_radius(c: np.ndarray, u: np.ndarray, poly_mm: np.ndarray, dista
     e = b - a
     length = np.maximum(np.linalg.norm(e, axis=1), _EPS)
     n = np.stack([e[:, 1], -e[:, 0]], axis=1) / length[:, None]
+    # outward normals: (e_y, -e_x) points out of a counter-clockwise polygon (x right, y down or up alike
+    # as long as the sign of the area is used); only the outer offset line of each strip can be on the
+    # boundary of the union, the inner one is always closer to another part of the polygon
+    x, y = poly_mm[:, 0], poly_mm[:, 1]
+    signed_area = (np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0
+    if signed_area < 0:
+        n = -n
     out = []
     for d in distances:
         disc = t2_minus + d * d
         disc[disc < 0] = np.nan
         exit_r = t + np.sqrt(disc)
-        best = np.maximum(base, np.nanmax(np.where(np.isnan(exit_r), -np.inf, exit_r), axis=1))
-        for sign in (1.0, -1.0):
-            hits = ray_segment_hits(c, u, a + sign * d * n, b + sign * d * n)
-            best = np.maximum(best, np.where(np.isnan(hits), -np.inf, hits).max(axis=1))
+        best = np.where(np.isnan(exit_r), -np.inf, exit_r).max(axis=1)
+        hits = ray_segment_hits(c, u, a + d * n, b + d * n)
+        best = np.maximum(best, np.where(np.isnan(hits), -np.inf, hits).max(axis=1))
         out.append(best)
     result = np.array(out)
     return result[0] if np.ndim(distance_mm) == 0 else result

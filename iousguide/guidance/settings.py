@@ -99,7 +99,7 @@ class GuidanceSettings:
     major_vessel_min_diameter_mm: float = 4.0
     major_vessel_kinds: tuple[str, ...] = ("hepatic_vein", "portal_pedicle")
     comparison_margin_mm: float = 10.0
-    ray_spacing_mm: float = 0.2
+    ray_spacing_mm: float = 0.3
     # ablation and heat sink (section 2)
     ablation_margin_mm: float = 5.0
     modality: str = "RFA"
