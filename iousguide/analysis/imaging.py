@@ -1,10 +1,11 @@
 """Shared image preparation for vessel and tumour analysis (pure functions, OpenCV).
 
-The analysis works on echo *amplitude*: grey levels are mapped back through the
-assumed log compression (``display_dynamic_range_db``), speckle is averaged with a
-Gaussian of a fixed size in mm, and every threshold is relative to the tissue
-amplitude at the same depth (a per-row median, which follows attenuation and
-time-gain compensation). Detection runs on a reduced isotropic grid of
+Detection works in dB (grey levels scaled by the assumed display dynamic range):
+speckle is averaged with a Gaussian of a fixed size in mm, and every threshold is a
+contrast in dB relative to the tissue level at the same depth (a per-row median,
+which follows attenuation and time-gain compensation). Boundaries are placed on
+echo *power* (grey mapped back through the log compression, squared), the quantity
+the point-spread function blurs linearly. Detection runs on a reduced isotropic grid of
 ``working_spacing_mm``; boundaries are then refined locally at full resolution.
 """
 
@@ -133,11 +134,13 @@ class Prepared:
     work_px_mm : float
         Working grid pixel size in (nominal) mm, isotropic.
     smooth : ndarray (h, w) float32
-        Speckle-averaged amplitude on the working grid.
+        Speckle-averaged echo level in dB (grey x dynamic range / 255) on the working grid.
     valid : ndarray (h, w) bool
         Imaged region (inside the fan / linear field of view), eroded slightly.
     tissue_row : ndarray (h,) float64
-        Tissue amplitude per working row.
+        Tissue echo level per working row, dB (median over the field of view without lumens).
+    tissue_power_row : ndarray (h,) float64
+        Tissue mean echo power per working row (amplitude squared, as in the refinement).
     signal_fraction : float
         Fraction of frame pixels above the black level.
     """
@@ -151,6 +154,7 @@ class Prepared:
     tissue_row: np.ndarray
     signal_fraction: float
     valid_bottom_row: np.ndarray  # (w,) last valid working row per column, -1 if none
+    tissue_power_row: np.ndarray
 
     def to_frame(self, x_w: np.ndarray | float, y_w: np.ndarray | float):
         """Working-grid coordinates -> frame pixel coordinates."""
@@ -203,23 +207,33 @@ def prepare(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, setting
     else:
         small_amp, small_gray = amplitude, gray
     sigma = settings.speckle_smoothing_mm / work_mm
-    smooth = cv2.GaussianBlur(small_amp, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    # detection map in dB (log domain: speckle is additive there and a bright wall next to a
+    # small lumen does not bleed into it as it does in amplitude)
+    db_per_grey = settings.display_dynamic_range_db / 255.0
+    grey_f = small_gray.astype(np.float32)
+    if doppler is not None:
+        grey_f[cv2.resize(doppler.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)] = 0
+    smooth = cv2.GaussianBlur(grey_f * np.float32(db_per_grey), (0, 0), sigmaX=sigma, sigmaY=sigma,
+                              borderType=cv2.BORDER_REFLECT)
+    power = cv2.GaussianBlur(small_amp * small_amp, (0, 0), sigmaX=sigma, sigmaY=sigma,
+                             borderType=cv2.BORDER_REFLECT)
     signal = (small_gray > settings.black_level).astype(np.uint8)
     if doppler is not None:
         dsmall = cv2.resize(doppler.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
         signal |= dsmall
     signal_fraction = float(np.count_nonzero(gray > settings.black_level)) / gray.size
     valid = _field_of_view(signal, radius_px=2.0 / work_mm, erode_px=0.6 / work_mm)
-    tissue = valid & (smooth > 0)
-    tissue_row = row_median(smooth, tissue)
-    tissue_row = smooth_profile(tissue_row, sigma_px=3.0 / work_mm)
-    dark = smooth < settings.lumen_threshold_fraction * tissue_row[:, None].astype(np.float32)
-    tissue_row = smooth_profile(row_median(smooth, tissue & ~dark), sigma_px=3.0 / work_mm)
-    tissue_row = np.maximum(tissue_row, lut[settings.black_level])
+    tissue_row = smooth_profile(row_median(smooth, valid), sigma_px=3.0 / work_mm)
+    dark = smooth < (tissue_row[:, None] - settings.lumen_contrast_db).astype(np.float32)
+    tissue = valid & ~dark
+    tissue_row = smooth_profile(row_median(smooth, tissue), sigma_px=3.0 / work_mm)
+    tissue_power_row = smooth_profile(row_median(power, tissue), sigma_px=3.0 / work_mm)
+    tissue_power_row = np.maximum(tissue_power_row, float(lut[settings.black_level]) ** 2)
     rows_idx = np.arange(h)[:, None]
     bottom = np.where(valid.any(axis=0), np.max(np.where(valid, rows_idx, -1), axis=0), -1)
     return Prepared(amplitude=amplitude, unit_mm=(ux, uy), scale_xy=(fx, fy), work_px_mm=work_mm, smooth=smooth,
-                    valid=valid, tissue_row=tissue_row, signal_fraction=signal_fraction, valid_bottom_row=bottom)
+                    valid=valid, tissue_row=tissue_row, signal_fraction=signal_fraction, valid_bottom_row=bottom,
+                    tissue_power_row=tissue_power_row)
 
 
 def _field_of_view(signal: np.ndarray, *, radius_px: float, erode_px: float) -> np.ndarray:

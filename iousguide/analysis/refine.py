@@ -56,7 +56,7 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
                   smoothing_mm: float, upsample: int, level_fraction: float, margin_mm: float,
                   exclude_frame: np.ndarray | None = None, fill: bool = True,
                   outside_cap: float | None = None, exclude_fill: float | None = None,
-                  sectors: int = 0) -> Refined | None:
+                  sectors: int = 0, band_limit_mm: float | None = None) -> Refined | None:
     """Refine one region of the working grid at full resolution.
 
     Parameters
@@ -87,6 +87,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         When > 0 (lumens): the outside level is taken per angular sector around the region;
         a first cut uses the darkest sector (no leak into a neighbouring dark lesion), a second
         cut uses each sector's own wall level within 1.5 mm of the first boundary.
+    band_limit_mm : float, optional
+        The refined region may not extend further than this outside the coarse region.
     outside_cap : float, optional
         Upper bound of the outside power (the tissue power at this depth): a bright wall
         (portal sheath) must not lift the level above tissue, or the region leaks into it.
@@ -170,29 +172,43 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
     # a blurred step crosses half its power at the edge: the level is set in power
     level = inside + level_fraction * (outside - inside)
     region = (up < level) if dark else (up > level)
+    if band_limit_mm is not None:
+        region &= d_out <= band_limit_mm / px_mm
     mask = _select(region, coarse_b, excl_up, fill)
     if mask is None:
         return None
     if sectors and dark:
-        # second pass: each direction at half power between the lumen and *its* wall (bright
-        # sheath, tissue or lesion), within a band around the first boundary so nothing leaks
-        d_out0 = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
+        # further passes: each direction at half power between the lumen and *its* wall (bright
+        # sheath, tissue or lesion), within a band around the first boundary so nothing leaks;
+        # repeated because each pass moves the boundary closer to the wall it samples
+        first = mask
+        d_first = cv2.distanceTransform(1 - first, cv2.DIST_L2, 3)
         blur_px = 2.0 * smoothing_mm / px_mm  # beyond the averaging skirt of the edge
-        ring2 = (d_out0 > blur_px) & (d_out0 <= blur_px + band_px)
-        if excl_up is not None:
-            ring2 &= ~excl_up
-        ys, xs = np.nonzero(mask)
-        cx, cy = float(xs.mean()), float(ys.mean())
-        out_sec = _sector_means(up, ring2, cx, cy, sectors)
-        if np.isfinite(out_sec).any():
+        sector_map = None
+        for _ in range(2):
+            d_out0 = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
+            far = (d_out0 > blur_px) & (d_out0 <= blur_px + band_px)
+            near = (d_out0 > 0.25 * band_px) & (d_out0 <= 0.9 * band_px)
+            if excl_up is not None:
+                far &= ~excl_up
+                near &= ~excl_up
+            ys, xs = np.nonzero(mask)
+            cx, cy = float(xs.mean()), float(ys.mean())
+            # the wall is the brighter of: right outside the boundary (a bright sheath the
+            # previous cut stopped short of) or beyond the edge blur (plain tissue)
+            out_sec = np.fmax(_sector_means(up, far, cx, cy, sectors), _sector_means(up, near, cx, cy, sectors))
+            if not np.isfinite(out_sec).any():
+                break
             out_sec = np.where(np.isfinite(out_sec), out_sec, np.nanmedian(out_sec))
             levels = inside + level_fraction * (np.maximum(out_sec, inside) - inside)
-            level_map = levels[_sector_index(up.shape, cx, cy, sectors)]
-            region2 = (up < level_map) & (d_out0 <= blur_px + band_px)
-            mask2 = _select(region2, mask.astype(bool), excl_up, fill)
-            if mask2 is not None:
-                mask = mask2
-                outside = float(np.mean(out_sec))
+            if sector_map is None:
+                sector_map = _sector_index(up.shape, cx, cy, sectors)
+            region2 = (up < levels[sector_map]) & (d_first <= blur_px + band_px)
+            mask2 = _select(region2, first.astype(bool), excl_up, fill)
+            if mask2 is None:
+                break
+            mask = mask2
+            outside = float(np.mean(out_sec))
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return None

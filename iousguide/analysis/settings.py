@@ -34,27 +34,31 @@ class TrackingSettings:
     display_dynamic_range_db : float
         Log-compression range assumed when turning grey levels back into echo amplitude.
     speckle_smoothing_mm : float
-        Gaussian sigma used to average speckle before thresholds.
-    lumen_threshold_fraction : float
-        A pixel is lumen candidate when its smoothed amplitude is below this fraction of the
-        tissue amplitude at the same depth (anechoic lumens reach the noise floor).
-    lumen_core_fraction : float
-        A candidate is kept as a vessel only if its median amplitude is below this fraction.
+        Gaussian sigma used to average speckle on the detection grid.
+    edge_smoothing_mm : float
+        Gaussian sigma of the speckle average used to place lumen boundaries (small enough
+        not to flatten a 1 mm bright sheath).
+    lumen_contrast_db : float
+        A pixel is lumen candidate when its speckle-averaged level is this many dB below the
+        tissue at the same depth (anechoic lumens reach the noise floor).
+    lumen_core_contrast_db : float
+        A candidate is kept as a vessel only if its darkest tenth is this many dB below tissue
+        (anechoic; a hypoechoic lesion keeps speckle above that).
     edge_level_fraction : float
-        Boundary level between lumen and wall amplitude (0.5 = half amplitude, the edge of a
-        blurred step).
+        Boundary level between inside and outside mean echo power (0.5: a blurred step
+        crosses half its power at the edge).
     vessel_min_diameter_mm, vessel_max_diameter_mm : float
         Size limits of a reported lumen (minor axis).
     shadow_bottom_margin_mm : float
         A dark region reaching this close to the bottom of the image that is taller than wide
         is an acoustic shadow, not a vessel.
-    sheath_ratio_portal, sheath_ratio_hepatic : float
-        Wall-to-tissue amplitude ratio above which a lumen is a portal pedicle (bright
-        Glissonian sheath) and below which it is a hepatic vein; in between ``unknown``.
+    sheath_contrast_db_portal, sheath_contrast_db_hepatic : float
+        Wall-over-tissue level (dB) above which a lumen is a portal pedicle (bright Glissonian
+        sheath) and below which it is a hepatic vein; in between ``unknown``.
     sheath_width_mm : float
         Width of the ring around the lumen inspected for a bright sheath.
-    tumor_contrast_fraction : float
-        Relative amplitude difference from tissue that marks lesion (or halo) pixels.
+    tumor_contrast_db : float
+        Level difference from tissue (dB, either sign) that marks lesion (or halo) pixels.
     tumor_min_diameter_mm, tumor_max_diameter_mm : float
         Size limits of a tumour (equivalent diameter).
     tumor_smoothing_mm : float
@@ -100,17 +104,18 @@ class TrackingSettings:
     refine_upsample: int = 3
     uncalibrated_depth_mm: float = 50.0
     display_dynamic_range_db: float = 60.0
-    speckle_smoothing_mm: float = 0.6
-    lumen_threshold_fraction: float = 0.3
-    lumen_core_fraction: float = 0.2
+    speckle_smoothing_mm: float = 0.4
+    edge_smoothing_mm: float = 0.3
+    lumen_contrast_db: float = 9.0
+    lumen_core_contrast_db: float = 15.0
     edge_level_fraction: float = 0.5
     vessel_min_diameter_mm: float = 1.5
     vessel_max_diameter_mm: float = 25.0
     shadow_bottom_margin_mm: float = 3.0
-    sheath_ratio_portal: float = 1.6
-    sheath_ratio_hepatic: float = 1.25
+    sheath_contrast_db_portal: float = 4.0
+    sheath_contrast_db_hepatic: float = 2.0
     sheath_width_mm: float = 1.5
-    tumor_contrast_fraction: float = 0.3
+    tumor_contrast_db: float = 3.0
     tumor_min_diameter_mm: float = 4.0
     tumor_max_diameter_mm: float = 70.0
     tumor_smoothing_mm: float = 1.0
@@ -135,6 +140,7 @@ class TrackingSettings:
     def __post_init__(self) -> None:
         positive = (
             "working_spacing_mm", "uncalibrated_depth_mm", "display_dynamic_range_db", "speckle_smoothing_mm",
+            "edge_smoothing_mm",
             "vessel_min_diameter_mm", "vessel_max_diameter_mm", "sheath_width_mm", "tumor_min_diameter_mm",
             "tumor_max_diameter_mm", "tumor_smoothing_mm", "track_gate_mm", "jump_threshold_mm",
             "contact_distance_mm", "tumor_max_area_change",
@@ -143,8 +149,10 @@ class TrackingSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
                 raise SettingsError(f"tracking setting {name} must be positive, got {value!r}")
-        for name in ("lumen_threshold_fraction", "lumen_core_fraction", "edge_level_fraction",
-                     "tumor_contrast_fraction", "smoothing_alpha", "min_signal_fraction", "saturated_fraction"):
+        for name in ("lumen_contrast_db", "lumen_core_contrast_db", "tumor_contrast_db"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"tracking setting {name} must be positive, got {getattr(self, name)!r}")
+        for name in ("edge_level_fraction", "smoothing_alpha", "min_signal_fraction", "saturated_fraction"):
             value = getattr(self, name)
             if not 0 < value <= 1:
                 raise SettingsError(f"tracking setting {name} must be in (0, 1], got {value!r}")

@@ -2,9 +2,9 @@
 
 A lesion differs from liver tissue at the same depth: darker (hypoechoic, or the
 hypoechoic halo of target and isoechoic-with-halo lesions) or brighter
-(hyperechoic). On the working grid, pixels whose speckle-averaged amplitude differs
-from the tissue amplitude of their row by more than ``tumor_contrast_fraction`` (in
-either direction, symmetric in dB) form the lesion map; vessel lumens are removed,
+(hyperechoic). On the working grid, pixels whose speckle-averaged level differs
+from the tissue level of their row by more than ``tumor_contrast_db`` (in either
+direction) form the lesion map; vessel lumens are removed,
 thin rims are opened away, and holes are filled, so a halo ring becomes the whole
 lesion. The chosen component is refined at full resolution at the half-power level
 between its rim and the surrounding tissue.
@@ -20,6 +20,7 @@ import numpy as np
 from iousguide.analysis.imaging import Prepared, disc, fill_holes
 from iousguide.analysis.refine import Refined, refine_region
 from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.vessels import looks_like_shadow
 
 
 @dataclass
@@ -36,7 +37,8 @@ class TumorCandidate:
     dark : bool
         True for a hypoechoic lesion or halo, False for hyperechoic.
     contrast_db : float
-        Mean |amplitude contrast| to tissue over the component, dB.
+        Edge contrast, dB: |mean level in the component's outer 1.5 mm - mean level in the
+        ring 1-3 mm outside it|. Slow texture variations of the parenchyma have little of it.
     solidity : float
         Area over convex-hull area.
     touches_border : bool
@@ -79,8 +81,8 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     px = prep.work_px_mm
     sigma = settings.tumor_smoothing_mm / px
     smooth = cv2.GaussianBlur(prep.smooth, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
-    rel = smooth / prep.tissue_row[:, None].astype(np.float32)
-    c = settings.tumor_contrast_fraction
+    rel = smooth - prep.tissue_row[:, None].astype(np.float32)  # dB contrast to tissue
+    c = settings.tumor_contrast_db
     valid = prep.valid
     if vessel_mask_w is not None and vessel_mask_w.any():
         # lumens and the blur skirt around them are not lesion
@@ -93,7 +95,7 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     border = valid & ~cv2.erode(valid.astype(np.uint8), disc(1.0 / px)).astype(bool)
     r_open = 0.5 * settings.tumor_min_diameter_mm / px * 0.5
     for dark in (True, False):
-        m = (rel < 1.0 - c) if dark else (rel > 1.0 / (1.0 - c))
+        m = (rel < -c) if dark else (rel > c)
         m = (m & valid & ~skirt).astype(np.uint8)
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(r_open))
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, disc(1.0 / px))
@@ -109,18 +111,37 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             hull_area = cv2.contourArea(cv2.convexHull(np.vstack(contours))) if contours else area
             solidity = min(area / hull_area, 1.0) if hull_area > 0 else 0.0
-            contrast_db = float(np.mean(np.abs(20 * np.log10(np.maximum(rel[comp], 1e-3)))))
+            contrast_db = _edge_contrast_db(rel, labels, label, (x, y, w, h), px=px)
             touches = bool((border & comp).any())
+            if dark and looks_like_shadow(prep, sub.astype(bool), (x, y, w, h), margin_mm=settings.shadow_bottom_margin_mm):
+                continue
             out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
                                       centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=dark,
                                       contrast_db=contrast_db, solidity=float(solidity), touches_border=touches))
     return out
 
 
+def _edge_contrast_db(rel: np.ndarray, labels: np.ndarray, label: int, bbox: tuple[int, int, int, int], *,
+                      px: float) -> float:
+    x, y, w, h = bbox
+    pad = int(np.ceil(3.0 / px)) + 1
+    y0, y1 = max(y - pad, 0), min(y + h + pad, rel.shape[0])
+    x0, x1 = max(x - pad, 0), min(x + w + pad, rel.shape[1])
+    comp = (labels[y0:y1, x0:x1] == label).astype(np.uint8)
+    d_out = cv2.distanceTransform(1 - comp, cv2.DIST_L2, 3)
+    d_in = cv2.distanceTransform(comp, cv2.DIST_L2, 3)
+    ring = (d_out > 1.0 / px) & (d_out <= 3.0 / px) & (labels[y0:y1, x0:x1] == 0)
+    rim = (d_in > 0) & (d_in <= 1.5 / px)
+    if not ring.any() or not rim.any():
+        return 0.0
+    sub = rel[y0:y1, x0:x1]
+    return float(abs(np.mean(sub[rim]) - np.mean(sub[ring])))
+
+
 def plausible_auto(candidate: TumorCandidate, *, settings: TrackingSettings) -> bool:
     """Whether a candidate may be proposed without a seed (compact, inside the view, contrasted)."""
     return (not candidate.touches_border and candidate.solidity >= 0.8
-            and candidate.contrast_db >= 2.0
+            and candidate.contrast_db >= 1.5 * settings.tumor_contrast_db
             and settings.tumor_min_diameter_mm * 1.25 <= candidate.equivalent_diameter_mm)
 
 
@@ -135,8 +156,9 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
                  vessel_mask_frame: np.ndarray | None = None) -> Refined | None:
     """Full-resolution sub-pixel boundary of a lesion candidate (vessel lumens excluded)."""
     x, y, w, h = candidate.bbox_w
-    tissue_power = float(np.mean(prep.tissue_row[y:y + h])) ** 2 / np.log(2.0)
+    tissue_power = float(np.mean(prep.tissue_power_row[y:y + h]))
     return refine_region(prep, candidate.mask_w, candidate.bbox_w, dark=candidate.dark,
                          smoothing_mm=settings.tumor_smoothing_mm, upsample=max(1, settings.refine_upsample - 1),
                          level_fraction=settings.edge_level_fraction, margin_mm=3.0,
-                         exclude_frame=vessel_mask_frame, fill=True, exclude_fill=tissue_power)
+                         exclude_frame=vessel_mask_frame, fill=True, exclude_fill=tissue_power,
+                         band_limit_mm=2.0)

@@ -22,9 +22,6 @@ from iousguide.analysis.refine import Refined, refine_region
 from iousguide.analysis.settings import TrackingSettings
 
 LONG_AXIS_ASPECT = 2.5
-#: mean power / median amplitude^2 of fully developed speckle (Rayleigh amplitude:
-#: E[A^2] = 2 s^2, median A = s sqrt(2 ln 2)), so the cap is in the units of the refinement
-TISSUE_POWER_PER_MEDIAN_AMPLITUDE2 = 1.0 / np.log(2.0)
 
 
 @dataclass
@@ -93,7 +90,7 @@ def lumen_candidates(prep: Prepared, *, settings: TrackingSettings) -> tuple[np.
     candidates : list of (label, bbox (x, y, w, h), area_px)
     """
     tissue = prep.tissue_row[:, None].astype(np.float32)
-    dark = (prep.smooth < settings.lumen_threshold_fraction * tissue) & prep.valid
+    dark = (prep.smooth < tissue - settings.lumen_contrast_db) & prep.valid
     dark = dark.astype(np.uint8)
     r_open = 0.25 * settings.vessel_min_diameter_mm / prep.work_px_mm
     if r_open >= 1:
@@ -107,17 +104,46 @@ def lumen_candidates(prep: Prepared, *, settings: TrackingSettings) -> tuple[np.
         x, y, bw, bh, area = (int(v) for v in stats[label])
         if area < min_area:
             continue
-        # acoustic shadow: reaches the bottom of the field of view and is taller than wide
-        cols = slice(x, x + bw)
-        bottom = prep.valid_bottom_row[cols]
         comp = labels[y:y + bh, x:x + bw] == label
-        lowest = y + (bh - 1 - np.argmax(comp[::-1, :], axis=0))
-        has = comp.any(axis=0)
-        reaches = has & (bottom >= 0) & (lowest >= bottom - margin)
-        if reaches.mean() > 0.3 and bh > 1.5 * bw:
+        if looks_like_shadow(prep, comp, (x, y, bw, bh), margin_mm=settings.shadow_bottom_margin_mm):
             continue
         out.append((label, (x, y, bw, bh), area))
     return labels, out
+
+
+def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int], *,
+                      margin_mm: float) -> bool:
+    """Whether a dark component of the working grid is an acoustic shadow.
+
+    A shadow is taller than wide and either runs down to the bottom of the field of view
+    or hangs below a strong echo (calcification, gas: >= 6 dB above tissue just above it).
+
+    Parameters
+    ----------
+    prep : Prepared
+    comp : ndarray (bh, bw) bool
+        The component inside its bounding box.
+    bbox : (x, y, bw, bh)
+        Bounding box on the working grid.
+    margin_mm : float
+        How close to the bottom of the field of view counts as reaching it.
+    """
+    x, y, bw, bh = bbox
+    if bh <= 1.5 * bw:
+        return False
+    margin = margin_mm / prep.work_px_mm
+    bottom = prep.valid_bottom_row[x:x + bw]
+    has = comp.any(axis=0)
+    lowest = y + (bh - 1 - np.argmax(comp[::-1, :], axis=0))
+    reaches = has & (bottom >= 0) & (lowest >= bottom - margin)
+    if reaches.mean() > 0.3:
+        return True
+    band = max(int(round(1.5 / prep.work_px_mm)), 1)
+    y0 = max(y - band, 0)
+    if y0 >= y:
+        return False
+    above = prep.smooth[y0:y, x:x + bw] - prep.tissue_row[y0:y, None]
+    return bool(np.percentile(above, 75) >= 6.0)
 
 
 def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> list[VesselDetection]:
@@ -127,10 +153,10 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
     found: list[VesselDetection] = []
     for label, bbox, _area in candidates:
         comp = labels == label
-        core = float(np.median(prep.smooth[comp] / tissue_row[np.nonzero(comp)[0]]))
-        if core > settings.lumen_core_fraction:
+        core_db = float(np.percentile(prep.smooth[comp] - tissue_row[np.nonzero(comp)[0]], 10))
+        if core_db > -settings.lumen_core_contrast_db:
             continue
-        refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.speckle_smoothing_mm,
+        refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
                                 upsample=settings.refine_upsample, level_fraction=settings.edge_level_fraction,
                                 margin_mm=max(2.5, 2 * settings.sheath_width_mm),
                                 outside_cap=_tissue_power(prep, bbox), sectors=12)
@@ -145,11 +171,42 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
     return found
 
 
+def ellipse_axis_ratio(contour: np.ndarray) -> float:
+    """Minor/major axis ratio of a closed contour from its first elliptic Fourier harmonic.
+
+    The first harmonic of the boundary (resampled uniformly along its length) is the best
+    fitting ellipse and ignores the small-scale raggedness that speckle gives an edge, which
+    biases moment or least-squares ellipse fits towards elongation.
+
+    Parameters
+    ----------
+    contour : ndarray (N, 2) float
+        Closed boundary (any isotropic unit).
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    pts = np.asarray(contour, dtype=np.float64).reshape(-1, 2)
+    seg = np.hypot(*(np.roll(pts, -1, axis=0) - pts).T)
+    total = seg.sum()
+    if total <= 0 or len(pts) < 5:
+        return 0.0
+    s_cum = np.concatenate([[0.0], np.cumsum(seg)])
+    closed = np.vstack([pts, pts[:1]])
+    n = 128
+    t = np.linspace(0.0, total, n, endpoint=False)
+    z = np.interp(t, s_cum, closed[:, 0]) + 1j * np.interp(t, s_cum, closed[:, 1])
+    spec = np.fft.fft(z) / n
+    a_pos, a_neg = abs(spec[1]), abs(spec[-1])
+    major = a_pos + a_neg
+    return float(abs(a_pos - a_neg) / major) if major > 0 else 0.0
+
+
 def _tissue_power(prep: Prepared, bbox: tuple[int, int, int, int]) -> float:
     """Mean tissue echo power at the depth of a working-grid box."""
     x, y, w, h = bbox
-    level = float(np.mean(prep.tissue_row[y:y + h]))
-    return level * level * TISSUE_POWER_PER_MEDIAN_AMPLITUDE2
+    return float(np.mean(prep.tissue_power_row[y:y + h]))
 
 
 def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
@@ -164,11 +221,7 @@ def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
     if moments["m00"] == 0:
         return None
     cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
-    # region second moments (robust to a ragged speckle edge, unlike a contour ellipse fit)
-    mm = cv2.moments(pts_mm)
-    cov = np.array([[mm["mu20"], mm["mu11"]], [mm["mu11"], mm["mu02"]]]) / mm["m00"]
-    lam = np.linalg.eigvalsh(cov)
-    ratio = float(np.sqrt(max(lam[0], 0.0) / lam[1])) if lam[1] > 0 else 0.0
+    ratio = ellipse_axis_ratio(pts_mm)
     long_axis = ratio < 1.0 / LONG_AXIS_ASPECT
     if long_axis:
         dist = cv2.distanceTransform(refined.mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
@@ -179,10 +232,10 @@ def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
     else:
         # minor axis of the ellipse with the contour's area and the moments' axis ratio
         diameter_mm = 2.0 * np.sqrt(area_mm2 * ratio / np.pi)
-    ratio_sheath = _sheath_ratio(prep, comp, settings)
-    if ratio_sheath >= settings.sheath_ratio_portal:
+    ratio_sheath = _sheath_contrast_db(prep, comp, settings)
+    if ratio_sheath >= settings.sheath_contrast_db_portal:
         kind = "portal_pedicle"
-    elif ratio_sheath <= settings.sheath_ratio_hepatic:
+    elif ratio_sheath <= settings.sheath_contrast_db_hepatic:
         kind = "hepatic_vein"
     else:
         kind = "unknown"
@@ -192,8 +245,8 @@ def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
                            refined=refined)
 
 
-def _sheath_ratio(prep: Prepared, comp: np.ndarray, settings: TrackingSettings) -> float:
-    """Bright-wall index: upper 3/4 percentile of the ring around the lumen over tissue.
+def _sheath_contrast_db(prep: Prepared, comp: np.ndarray, settings: TrackingSettings) -> float:
+    """Bright-wall index: 75th percentile of the ring around the lumen minus tissue, dB.
 
     The ring below the lumen is left out (posterior enhancement is not a sheath).
     """
@@ -201,12 +254,12 @@ def _sheath_ratio(prep: Prepared, comp: np.ndarray, settings: TrackingSettings) 
     ring = cv2.dilate(comp8, disc(settings.sheath_width_mm / prep.work_px_mm)).astype(bool) & ~comp
     ys, xs = np.nonzero(comp)
     if len(ys) == 0:
-        return 1.0
+        return 0.0
     cy = ys.mean()
     rr, cc = np.nonzero(ring & prep.valid)
     keep = rr <= cy + 0.25 * (ys.max() - ys.min())
     rr, cc = rr[keep], cc[keep]
     if len(rr) < 4:
-        return 1.0
-    rel = prep.smooth[rr, cc] / prep.tissue_row[rr]
+        return 0.0
+    rel = prep.smooth[rr, cc] - prep.tissue_row[rr]
     return float(np.percentile(rel, 75))

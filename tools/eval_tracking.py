@@ -1,0 +1,177 @@
+"""Measure the tracker on fresh phantom cases (development scorer; the official harness is
+``iousguide evaluate``).
+
+    python tools/eval_tracking.py --seeds 100-105 --frames 20 [--difficulty medium] [--probe convex]
+        [--spacing-mm 0.12] [--seed-tumor] [--json out.json]
+
+Matching rule (documented, independent of the tracker): a detection matches a truth vessel
+when its centroid lies within 0.5 x true diameter + 1 mm of the true centroid (the nearest
+such truth vessel, one-to-one). Recall/precision/diameter error count truth vessels >= 3 mm
+that are not clipped by the image edge; a detection matching no truth vessel of any size is a
+false positive. Distance error: matched vessels whose true distance is <= 15 mm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.tracker import Tracker
+
+
+def parse_range(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out.extend(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def dice(contour_a, contour_b, shape) -> float:
+    ma = np.zeros(shape, np.uint8)
+    mb = np.zeros(shape, np.uint8)
+    if contour_a is not None and len(contour_a) >= 3:
+        cv2.fillPoly(ma, [np.round(np.asarray(contour_a) * 8).astype(np.int32)], 1, shift=3)
+    if contour_b is not None and len(contour_b) >= 3:
+        cv2.fillPoly(mb, [np.round(np.asarray(contour_b) * 8).astype(np.int32)], 1, shift=3)
+    s = int(ma.sum() + mb.sum())
+    return 2.0 * float((ma & mb).sum()) / s if s else 1.0
+
+
+def primary_tumor(tf: dict):
+    if tf.get("tumor"):
+        return tf["tumor"]
+    for t in tf.get("tumors") or []:
+        if t.get("primary"):
+            return t
+    return None
+
+
+def score_case(frames, truth, results, *, spacing_mm: float) -> dict:
+    stats = {"tp": 0, "fn": 0, "fp": 0, "dist_err": [], "diam_err": [], "dice": [], "id_switch": 0, "frames": 0}
+    last_id: dict[int, int] = {}
+    for frame, tf, res in zip(frames, truth.frames, results):
+        stats["frames"] += 1
+        tvs = tf.get("vessels") or []
+        dets = list(res.vessels)
+        used = set()
+        pairs = []
+        for tv in sorted(tvs, key=lambda v: -v["diameter_mm"]):
+            c = np.array(tv["centroid_px"])
+            best, best_d = None, None
+            for j, dv in enumerate(dets):
+                if j in used:
+                    continue
+                d_mm = float(np.hypot(*(np.array(dv.centroid_px) - c))) * spacing_mm
+                if d_mm <= 0.5 * tv["diameter_mm"] + 1.0 and (best_d is None or d_mm < best_d):
+                    best, best_d = j, d_mm
+            if best is not None:
+                used.add(best)
+                pairs.append((tv, dets[best]))
+            big = tv["diameter_mm"] >= 3.0 and not tv.get("clipped", False)
+            if big:
+                if best is None:
+                    stats["fn"] += 1
+                else:
+                    stats["tp"] += 1
+        stats["fp"] += len(dets) - len(used)
+        for tv, dv in pairs:
+            if tv["diameter_mm"] >= 3.0 and not tv.get("clipped", False) and dv.diameter_mm is not None:
+                stats["diam_err"].append(dv.diameter_mm - tv["diameter_mm"])
+            if tv.get("distance_mm") is not None and tv["distance_mm"] <= 15.0 and dv.distance_mm is not None:
+                stats["dist_err"].append(dv.distance_mm - tv["distance_mm"])
+            if tv["id"] in last_id and last_id[tv["id"]] != dv.id:
+                stats["id_switch"] += 1
+            last_id[tv["id"]] = dv.id
+        tt = primary_tumor(tf)
+        if tt is not None:
+            stats["dice"].append(dice(tt["contour_px"], None if res.tumor is None else res.tumor.contour_px,
+                                      frame.shape))
+    return stats
+
+
+def summarize(all_stats: list[dict]) -> dict:
+    tp = sum(s["tp"] for s in all_stats)
+    fn = sum(s["fn"] for s in all_stats)
+    fp = sum(s["fp"] for s in all_stats)
+    dist = np.array([e for s in all_stats for e in s["dist_err"]])
+    diam = np.array([e for s in all_stats for e in s["diam_err"]])
+    dices = np.array([e for s in all_stats for e in s["dice"]])
+    frames = sum(s["frames"] for s in all_stats)
+    switches = sum(s["id_switch"] for s in all_stats)
+    return {
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "distance_mae_mm": float(np.mean(np.abs(dist))) if len(dist) else None,
+        "distance_p95_mm": float(np.percentile(np.abs(dist), 95)) if len(dist) else None,
+        "distance_bias_mm": float(np.mean(dist)) if len(dist) else None,
+        "n_distances": int(len(dist)),
+        "diameter_mae_mm": float(np.mean(np.abs(diam))) if len(diam) else None,
+        "diameter_bias_mm": float(np.mean(diam)) if len(diam) else None,
+        "n_diameters": int(len(diam)),
+        "tumor_dice_mean": float(np.mean(dices)) if len(dices) else None,
+        "tumor_dice_median": float(np.median(dices)) if len(dices) else None,
+        "id_switches_per_100_frames": 100.0 * switches / frames if frames else None,
+        "frames": frames,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from iousguide.phantom import generate_case
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="1000-1003")
+    ap.add_argument("--frames", type=int, default=15)
+    ap.add_argument("--difficulty", default="medium")
+    ap.add_argument("--probe", default=None)
+    ap.add_argument("--spacing-mm", type=float, default=None)
+    ap.add_argument("--seed-tumor", action="store_true", help="seed the tracker at the true tumour centroid")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    per_case = []
+    all_stats = []
+    for seed in parse_range(args.seeds):
+        kw = {}
+        if args.probe:
+            kw["probe"] = args.probe
+        if args.spacing_mm:
+            kw["spacing_mm"] = args.spacing_mm
+        frames, truth = generate_case(seed, difficulty=args.difficulty, n_frames=args.frames, **kw)
+        settings = TrackingSettings()
+        if args.seed_tumor:
+            tt = next((primary_tumor(tf) for tf in truth.frames if primary_tumor(tf)), None)
+            if tt is not None:
+                first = next(i for i, tf in enumerate(truth.frames) if primary_tumor(tf))
+                settings = TrackingSettings(tumor_seed_px=tuple(tt["centroid_px"]), tumor_seed_frame=first)
+        tracker = Tracker(settings)
+        t0 = time.perf_counter()
+        results = [tracker.process(f) for f in frames]
+        ms = (time.perf_counter() - t0) * 1e3 / max(len(frames), 1)
+        st = score_case(frames, truth, results, spacing_mm=frames[0].spacing_mm[0])
+        all_stats.append(st)
+        summ = summarize([st])
+        summ.update(seed=seed, description=truth.header.get("description"), ms_per_frame=ms,
+                    spacing_mm=frames[0].spacing_mm[0])
+        per_case.append(summ)
+        if args.verbose:
+            print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in summ.items()}))
+    total = summarize(all_stats)
+    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in total.items()}))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"total": total, "cases": per_case}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
