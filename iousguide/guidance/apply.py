@@ -108,7 +108,7 @@ def apply_guidance(
     if result.tumor is None or result.tumor.contour_px is None or len(np.asarray(result.tumor.contour_px)) < 3:
         return _skip(result, "no tumour in this frame")
     spacing = (float(result.spacing_mm[0]), float(result.spacing_mm[1]))
-    tumor_mm = geo.clean_polygon(geo.to_mm(result.tumor.contour_px, spacing))
+    tumor_mm = geo.clean_polygon(geo.to_mm(result.tumor.contour_px, spacing), tolerance_mm=geo.contour_tolerance_mm(spacing))
     if len(tumor_mm) < 3 or geo.polygon_area_mm2(tumor_mm) <= 0:
         return _skip(result, "tumour contour is degenerate")
 
@@ -139,7 +139,7 @@ def apply_guidance(
             try:
                 gap = vessel_gap_mm(vessel, tumor_mm, spacing_mm=spacing)
                 risk = classify_heat_sink(diameter_mm=vessel.diameter_mm, gap_mm=gap, settings=settings)
-                poly = geo.clean_polygon(geo.to_mm(vessel.contour_px, spacing))
+                poly = geo.clean_polygon(geo.to_mm(vessel.contour_px, spacing), tolerance_mm=geo.contour_tolerance_mm(spacing))
                 if len(poly) >= 3:
                     sinks.append(VesselSink(int(vessel.id), poly, float(vessel.diameter_mm)))
             except AnalysisError as exc:

@@ -24,6 +24,15 @@ def to_px(points_mm, spacing_mm: tuple[float, float]) -> np.ndarray:
     return pts / np.asarray(spacing_mm, dtype=float)[None, :]
 
 
+def contour_tolerance_mm(spacing_mm: tuple[float, float]) -> float:
+    """Simplification tolerance for traced contours: half a pixel (>= 0.02 mm).
+
+    Pixel-chain contours carry +-0.5 px staircase noise; keeping every stair step
+    only multiplies the vertex count (and the planner's cost) without adding truth.
+    """
+    return max(0.02, 0.5 * min(float(spacing_mm[0]), float(spacing_mm[1])))
+
+
 def clean_polygon(poly_mm: np.ndarray, *, tolerance_mm: float = 0.02) -> np.ndarray:
     """Drop repeated vertices and a repeated closing vertex; simplify within ``tolerance_mm``.
 

@@ -127,7 +127,7 @@ def vessel_gap_mm(vessel, tumor_mm: np.ndarray, *, spacing_mm: tuple[float, floa
     """Tumour-to-lumen gap (mm): the tracker's ``distance_mm`` if given, else from the contours."""
     if vessel.distance_mm is not None:
         return max(float(vessel.distance_mm), 0.0)
-    poly = geo.clean_polygon(geo.to_mm(vessel.contour_px, spacing_mm))
+    poly = geo.clean_polygon(geo.to_mm(vessel.contour_px, spacing_mm), tolerance_mm=geo.contour_tolerance_mm(spacing_mm))
     if len(poly) < 3:
         raise AnalysisError(f"vessel {vessel.id} has a degenerate contour ({len(poly)} points)")
     return geo.polygon_gap_mm(tumor_mm, poly)
@@ -173,7 +173,7 @@ def plan_margin(
     spacing_mm = (float(spacing_mm[0]), float(spacing_mm[1]))
     target = float(settings.margin_target_mm)
     floor = float(settings.margin_floor_mm)
-    tumor = geo.clean_polygon(geo.to_mm(tumor_contour_px, spacing_mm))
+    tumor = geo.clean_polygon(geo.to_mm(tumor_contour_px, spacing_mm), tolerance_mm=geo.contour_tolerance_mm(spacing_mm))
     if len(tumor) < 3 or geo.polygon_area_mm2(tumor) <= 0:
         raise AnalysisError(f"tumour contour is degenerate ({len(tumor)} points)")
     centre = geo.interior_point(tumor)
@@ -194,7 +194,7 @@ def plan_margin(
     polys: dict[int, np.ndarray] = {}
     info: dict[int, tuple[bool, float]] = {}  # id -> (major, uncertainty_mm)
     for vessel in vessels:
-        poly = geo.clean_polygon(geo.to_mm(vessel.contour_px, spacing_mm))
+        poly = geo.clean_polygon(geo.to_mm(vessel.contour_px, spacing_mm), tolerance_mm=geo.contour_tolerance_mm(spacing_mm))
         if len(poly) < 3:
             warnings.append(f"vessel {vessel.id}: degenerate contour, ignored by the planner")
             continue
