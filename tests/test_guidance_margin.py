@@ -220,3 +220,40 @@ def test_offset_line_is_exact_on_non_convex_shapes(orientation):
     d = geo.point_polygon_distance(geo.to_mm(plan.contour_px, (0.1, 0.1)), geo.to_mm(poly_mm / 0.1 + 300, (0.1, 0.1)))
     assert np.all(np.abs(d - 5.0) <= 0.06)  # polygon simplification tolerance: half a pixel (0.05 mm)
     assert not geo.points_in_polygon(geo.to_mm(plan.contour_px, (0.1, 0.1)), poly_mm + 30).any()
+
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(
+    gap_mm=st.floats(0.0, 8.0),
+    diameter_mm=st.floats(2.0, 12.0),
+    angle_rad=st.floats(0.0, 2 * math.pi),
+    kind=st.sampled_from(["hepatic_vein", "portal_pedicle", "unknown"]),
+    mark=st.sampled_from([None, True, False]),
+)
+def test_planner_invariants_for_any_single_vessel(gap_mm, diameter_mm, angle_rad, kind, mark):
+    v = vessel(7, kind, gap_mm=gap_mm, diameter_mm=diameter_mm, angle_rad=angle_rad)
+    s = GuidanceSettings(preserve_ids=frozenset({7}) if mark is True else frozenset(),
+                         no_preserve_ids=frozenset({7}) if mark is False else frozenset())
+    plan = plan_margin(tumour(), [v], spacing_mm=SPACING, settings=s)
+    major = kind != "unknown" and diameter_mm >= s.major_vessel_min_diameter_mm
+    preserved = mark if mark is not None else major
+    # the smallest margin is the gap when the vessel is preserved inside the band, else the target
+    expected = min(gap_mm, 5.0) if preserved else 5.0
+    assert plan.min_margin_mm == pytest.approx(expected, abs=PX_MM)
+    assert all(0.0 <= seg.margin_mm <= 5.0 + 1e-6 for seg in plan.segments)
+    assert plan.sacrifice_vessel_ids == ([7] if not preserved and gap_mm < 1.0 else [])
+    assert plan.detachment_vessel_ids == ([7] if preserved and major and gap_mm < 1.0 - PX_MM else plan.detachment_vessel_ids)
+    if not (preserved and major):
+        assert plan.detachment_vessel_ids == []
+    for seg in plan.segments:
+        if seg.reason == "free":
+            assert seg.margin_mm == pytest.approx(5.0)
+        if seg.cls == "ok":
+            assert seg.margin_mm >= 5.0 - 1e-6
+        if seg.margin_mm < 1.0:
+            assert seg.cls == "r1_risk"
+    # never cut into the tumour
+    assert np.all(radius_mm(plan.contour_px) >= R_TUMOR_MM - PX_MM)
