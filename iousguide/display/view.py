@@ -378,8 +378,10 @@ class GuidanceView(pg.PlotWidget):
                     text += " ✗take"
                 label.setText(text, color=color)
                 anchor_pts = pts if pts is not None else self._to_view([vessel.centroid_px])
-                right = anchor_pts[np.argmax(anchor_pts[:, 0])]
-                label.setPos(float(right[0]), float(anchor_pts[:, 1].min()))
+                centre = self._to_view([vessel.centroid_px])[0]
+                gap = 1.5 if calibrated else 8.0  # beside the lumen, never on it
+                label.setAnchor((0, 0.5))
+                label.setPos(float(anchor_pts[:, 0].max()) + gap, float(centre[1]))
                 drawn["vessels"] += 1
         # heat-sink rings + ablation zones (ablation mode)
         ablation = _plan_dict(result.ablation) if show else None
@@ -466,7 +468,15 @@ class GuidanceView(pg.PlotWidget):
             self._caliper_ends.setData(pts[:, 0], pts[:, 1])
             self._caliper_label.setText(format_distance(near.distance_mm, near.uncertainty_mm), color=CALIPER_COLOR)
             mid = pts.mean(axis=0)
-            self._caliper_label.setPos(float(mid[0]) + 1.0, float(mid[1]) - 1.0)
+            direction = pts[1] - pts[0]
+            normal = np.array([-direction[1], direction[0]])
+            norm = float(np.hypot(*normal))
+            normal = normal / norm if norm > 0 else np.array([0.0, 1.0])
+            if normal[1] < 0:
+                normal = -normal  # the label goes below the line (deeper), clear of both ends
+            pos = mid + normal * 2.0
+            self._caliper_label.setAnchor((0.5, 0.0) if abs(normal[1]) >= abs(normal[0]) else (0.0, 0.5))
+            self._caliper_label.setPos(float(pos[0]), float(pos[1]))
             for item in (self._caliper, self._caliper_ends, self._caliper_label):
                 item.setVisible(True)
             drawn["caliper"] = 1
