@@ -24,6 +24,7 @@ Calibration comes from the Sequence of Ultrasound Regions (see
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,13 @@ import numpy as np
 
 from iousguide.acquisition.base import IndexedSource, SourceInfo, monotonic_ns
 from iousguide.calibration import Calibration
-from iousguide.errors import CalibrationError, CorruptDataError, SourceError, UnsupportedFormatError
+from iousguide.errors import (
+    CalibrationError,
+    CorruptDataError,
+    IousguideError,
+    SourceError,
+    UnsupportedFormatError,
+)
 from iousguide.frames import Frame
 
 #: frame rate assumed for a multi-frame file without any timing attribute
@@ -305,10 +312,18 @@ class DicomSource(IndexedSource):
         self._lock = threading.Lock()
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         try:
-            self._open(path)
-        except Exception:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # pydicom's value-validation chatter: not for the user's terminal
+                self._open(path)
+        except IousguideError:
             self.close()
             raise
+        except MemoryError:
+            self.close()
+            raise CorruptDataError(f"{path}: DICOM header asks for more memory than is available") from None
+        except Exception as exc:  # a garbled header trips pydicom in many places; never let that escape
+            self.close()
+            raise CorruptDataError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {_first_line(exc)})") from None
 
     # -- opening ---------------------------------------------------------------
     def _open(self, path: Path) -> None:
@@ -316,7 +331,9 @@ class DicomSource(IndexedSource):
         from pydicom.errors import InvalidDicomError
 
         try:
-            ds = pydicom.dcmread(str(path), defer_size="64 KB")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                ds = pydicom.dcmread(str(path), defer_size="64 KB")
         except InvalidDicomError:
             raise UnsupportedFormatError(f"{path}: not a DICOM file (no DICM preamble or valid header)") from None
         except FileNotFoundError:
@@ -326,10 +343,15 @@ class DicomSource(IndexedSource):
         except Exception as exc:  # pydicom raises many types on a truncated/garbled header
             raise CorruptDataError(f"{path}: corrupt or truncated DICOM header ({type(exc).__name__}: {exc})") from None
         self._ds = ds
+        messages = [str(w.message) for w in caught]
+        if any("end of file" in m.lower() or "truncat" in m.lower() for m in messages):
+            raise CorruptDataError(f"{path}: truncated DICOM file ({_first_line(messages[0])})")
         try:
             has_pixels = "PixelData" in ds
         except Exception:
             has_pixels = False
+        if not has_pixels and len(ds) == 0:
+            raise CorruptDataError(f"{path}: no data elements after the file meta header (truncated?)")
         if not has_pixels:
             sop = str(ds.get("SOPClassUID", "")) if "SOPClassUID" in ds else ""
             name = getattr(ds.get("SOPClassUID", None), "name", "") if sop else ""
@@ -477,7 +499,9 @@ class DicomSource(IndexedSource):
         with self._lock:
             try:
                 self._fh.seek(0)
-                array = pixels.pixel_array(self._fh, index=index, raw=True)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    array = pixels.pixel_array(self._fh, index=index, raw=True)
             except NotImplementedError as exc:
                 raise UnsupportedFormatError(
                     f"{self.source_id}: transfer syntax {getattr(self._tsyntax, 'name', self._tsyntax)} "
@@ -494,7 +518,14 @@ class DicomSource(IndexedSource):
                 raise CorruptDataError(
                     f"{self.source_id}: frame {index} cannot be decoded ({type(exc).__name__}: {_first_line(exc)})"
                 ) from None
-        pixels_u8 = self._to_uint8(np.asarray(array), index)
+        try:
+            pixels_u8 = self._to_uint8(np.asarray(array), index)
+        except IousguideError:
+            raise
+        except Exception as exc:
+            raise CorruptDataError(
+                f"{self.source_id}: frame {index} cannot be converted ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
         self._cache[index] = pixels_u8
         while len(self._cache) > CACHE_FRAMES:
             self._cache.popitem(last=False)
@@ -556,6 +587,18 @@ class DicomSource(IndexedSource):
         )
 
     def info(self) -> SourceInfo:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return self._info()
+            except IousguideError:
+                raise
+            except Exception as exc:
+                raise CorruptDataError(
+                    f"{self.source_id}: unreadable DICOM header ({type(exc).__name__}: {_first_line(exc)})"
+                ) from None
+
+    def _info(self) -> SourceInfo:
         info = super().info()
         ds = self._ds
 
@@ -597,11 +640,20 @@ def _as_list(value: Any) -> list:
     return list(value)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _first_line(exc: BaseException | str, limit: int = 200) -> str:
+    """The message on one line: first line, plus the next when the first ends in ':' (pydicom lists causes)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__ if isinstance(exc, BaseException) else ""
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:
+        text = f"{text} {lines[1]}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_missing_plugin(exc: BaseException) -> bool:
+    """pydicom says a syntax is unsupported or its plugins lack dependencies (not: the data is bad)."""
     text = str(exc).lower()
-    return "plugin" in text and ("no" in text or "missing" in text or "unable" in text or "require" in text)
+    if "exceptions were raised by all available plugins" in text:
+        return False
+    return "is not supported" in text or "missing" in text or "no pixel data decoders" in text or "dependencies" in text
