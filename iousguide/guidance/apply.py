@@ -154,6 +154,7 @@ def apply_guidance(
             estimate = (estimator or _DEFAULT_ESTIMATOR).estimate(
                 zone_mm, sinks, applicator_mm=tuple(applicator_mm), settings=settings
             )
+            note = estimate.note
         except AnalysisError as exc:
             note = f"bioheat estimate not run: {exc}"
             warnings.append(note)

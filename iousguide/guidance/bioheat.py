@@ -302,9 +302,15 @@ def _deficits(theta_free, theta_v, level, vessels, lumen_of, centre, n, g, n_ray
     owner = np.zeros(n_rays, dtype=int)
     short = np.flatnonzero(shortfall > 0)
     if len(present) > 1 and short.size:
-        front = centre[None, :] + r_with[short, None] * u[short]
-        dist = np.stack([geo.point_polygon_distance(front, v.polygon_mm) for v in present])  # (V, R')
-        owner[short] = dist.argmin(axis=0)
+        # nearest lumen cell of each retreated front point (one distance transform on the grid)
+        labels = np.zeros((n, n), dtype=int)
+        for k, v in enumerate(present):
+            labels[lumen_of[v.id]] = k + 1
+        _, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+        front = c + r_with[short, None] / g * u[short]  # (x, y) in cells from the grid corner
+        col = np.clip(np.round(front[:, 0]).astype(int), 0, n - 1)
+        row = np.clip(np.round(front[:, 1]).astype(int), 0, n - 1)
+        owner[short] = labels[iy[row, col], ix[row, col]] - 1
     for k, v in enumerate(present):
         mine = owner == k
         deficits[v.id] = float(shortfall[mine].max()) if mine.any() else 0.0
@@ -342,28 +348,21 @@ def estimate_ablation(
     start_ns = time.perf_counter_ns()
     s = settings or GuidanceSettings()
     params = PennesParams.from_settings(s)
-    g = float(s.bioheat_grid_mm)
-    n = int(np.round(s.bioheat_field_mm / g))
-    n += 1 - n % 2  # odd: the applicator sits on a cell centre
     centre = np.asarray(applicator_mm, dtype=float)
-    origin = centre - g * (n // 2)
-    q, theta_free = _free_field(n, g, float(s.applicator_radius_mm), params)
-    disc = q > 0
-
-    h = np.zeros((n, n))
-    scale = np.ones((n, n))
-    lumen_of: dict[int, np.ndarray] = {}
-    for v in vessels:
-        mask = _rasterise(v.polygon_mm, n, origin, g)
-        if not mask.any():
-            continue
-        mask &= ~disc
-        lumen_of[v.id] = mask
-        h[mask] = params.wall_h_w_per_m2_k(v.diameter_mm)
-        faces = _wall_faces(mask)
-        perimeter = float(np.linalg.norm(np.diff(np.vstack([v.polygon_mm, v.polygon_mm[:1]]), axis=0), axis=1).sum())
-        if faces:
-            scale[mask] = min(perimeter / (faces * g), 1.0)
+    note = ""
+    for g in (float(s.bioheat_grid_mm), 2.0 * float(s.bioheat_grid_mm)):
+        n = int(np.round(s.bioheat_field_mm / g))
+        n += 1 - n % 2  # odd: the applicator sits on a cell centre
+        origin = centre - g * (n // 2)
+        q, theta_free = _free_field(n, g, float(s.applicator_radius_mm), params)
+        h, scale, lumen_of = _lumens(vessels, q > 0, n, origin, g, params)
+        cells = _capacitance_size(h > 0)
+        if cells <= s.bioheat_max_boundary_cells:
+            break
+        note = (
+            f"{cells} vessel boundary cells at {g:g} mm exceed {s.bioheat_max_boundary_cells}: "
+            f"solved on a {2 * g:g} mm grid"
+        )
     theta_v = (
         solve_pennes(q, grid_mm=g, params=params, lumen_h_w_per_m2_k=h, wall_scale=scale, free_solution=theta_free)
         if lumen_of
@@ -397,7 +396,37 @@ def estimate_ablation(
         origin_mm=(float(origin[0]), float(origin[1])),
         temperature_c=theta_v * power + s.body_temperature_c,
         solve_ms=(time.perf_counter_ns() - start_ns) / 1e6,
+        note=note,
     )
+
+
+def _lumens(vessels, source: np.ndarray, n: int, origin: np.ndarray, g: float, params: PennesParams):
+    """Per cell: wall h of the vessel whose lumen it is (0 in tissue), wall-length scale, masks by id."""
+    h = np.zeros((n, n))
+    scale = np.ones((n, n))
+    lumen_of: dict[int, np.ndarray] = {}
+    for v in vessels:
+        mask = _rasterise(v.polygon_mm, n, origin, g)
+        if not mask.any():
+            continue
+        mask &= ~source
+        lumen_of[v.id] = mask
+        h[mask] = params.wall_h_w_per_m2_k(v.diameter_mm)
+        faces = _wall_faces(mask)
+        closed = np.vstack([v.polygon_mm, v.polygon_mm[:1]])
+        perimeter = float(np.linalg.norm(np.diff(closed, axis=0), axis=1).sum())
+        if faces:
+            scale[mask] = min(perimeter / (faces * g), 1.0)
+    return h, scale, lumen_of
+
+
+def _capacitance_size(lumen: np.ndarray) -> int:
+    """Number of unknowns of the capacitance system: lumen boundary ring + tissue wall cells."""
+    if not lumen.any():
+        return 0
+    grown = ndimage.binary_dilation(lumen)
+    shrunk = ndimage.binary_erosion(lumen, border_value=0)
+    return int((grown & ~lumen).sum() + (lumen & ~shrunk).sum())
 
 
 @lru_cache(maxsize=8)

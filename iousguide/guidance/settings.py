@@ -63,6 +63,8 @@ BASIS: dict[str, str] = {
     "coagulation_isotherm_c": "coagulation isotherm commonly 50-60 C; 55 C = middle of that range (CLINICAL.md)",
     "bioheat_grid_mm": "0.5 mm grid: the K0 line-source check is < 2 % there (tests/test_guidance_bioheat.py)",
     "bioheat_field_mm": "60 x 60 mm field around the applicator (issue 6 speed goal)",
+    "bioheat_max_boundary_cells": "speed bound: above this many vessel boundary cells the estimate runs on a grid "
+    "twice as coarse (a dense solve grows with the cube of this count; 600 cells ~ 3 ms on one core)",
     "applicator_radius_mm": "equivalent steady source spread over a disc of this radius (electrode/antenna ~1-2 mm)",
     "applicator_px": "applicator position in source px; default the tumour centroid",
     "ray_spacing_mm": "planner resolution: ray spacing along the outer cut line",
@@ -121,6 +123,7 @@ class GuidanceSettings:
     coagulation_isotherm_c: float = 55.0
     bioheat_grid_mm: float = 0.5
     bioheat_field_mm: float = 60.0
+    bioheat_max_boundary_cells: int = 600
     applicator_radius_mm: float = 1.0
     applicator_px: tuple[float, float] | None = None
 
@@ -138,7 +141,7 @@ class GuidanceSettings:
             "high_far_distance_mm", "moderate_distance_rfa_mm", "moderate_distance_mwa_mm",
             "tissue_conductivity_w_per_m_k", "perfusion_per_s", "blood_density_kg_per_m3",
             "blood_specific_heat_j_per_kg_k", "blood_conductivity_w_per_m_k", "nusselt", "bioheat_grid_mm",
-            "bioheat_field_mm", "applicator_radius_mm",
+            "bioheat_field_mm", "applicator_radius_mm", "bioheat_max_boundary_cells",
         )
         for name in positive:
             value = getattr(self, name)
