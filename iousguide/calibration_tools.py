@@ -339,6 +339,7 @@ def detect_ruler(
     min_period_px: float = 4.0,
     max_period_px: float | None = None,
     line_tolerance_px: float = 1.5,
+    neighbours: int = 8,
 ) -> RulerResult:
     """mm per pixel from a depth ruler's tick marks.
 
@@ -361,6 +362,8 @@ def detect_ruler(
         larger image side).
     line_tolerance_px : float
         Largest distance of a tick from the ruler line, pixels.
+    neighbours : int
+        Each candidate pairs with this many nearest candidates to propose lines.
 
     Returns
     -------
@@ -376,7 +379,7 @@ def detect_ruler(
     Notes
     -----
     Candidates are small bright marks on a dark background (white top-hat).
-    Every pair of nearby candidates proposes a line and a spacing; candidates
+    Every candidate and each of its nearest neighbours propose a line and a spacing; candidates
     within ``line_tolerance_px`` of the line whose positions along it fall on
     the lattice ``a + n * period`` (within 20 % of a period, gaps of up to two
     missed ticks) are counted; the proposal with the most ticks wins (lowest
@@ -400,7 +403,19 @@ def detect_ruler(
         points = points[rng.choice(len(points), 600, replace=False)]
     diff = points[None, :, :] - points[:, None, :]
     dist = np.hypot(diff[..., 0], diff[..., 1])
-    pairs = np.argwhere(np.triu((dist >= min_period_px) & (dist <= max_period_px), 1))
+    # each candidate proposes lines through its nearest neighbours only (a tick's
+    # neighbours on the ruler are among its closest marks): O(n * k) proposals
+    in_range = (dist >= min_period_px) & (dist <= max_period_px)
+    masked = np.where(in_range, dist, np.inf)
+    k = min(neighbours, len(points) - 1)
+    nearest = np.argsort(masked, axis=1)[:, :k]
+    pairs = {
+        (min(i, int(j)), max(i, int(j)))
+        for i in range(len(points))
+        for j in nearest[i]
+        if np.isfinite(masked[i, j])
+    }
+    pairs = sorted(pairs)
     best = None
     for i, j in pairs:
         period = dist[i, j]
@@ -411,7 +426,19 @@ def detect_ruler(
         on_line = np.flatnonzero(across <= line_tolerance_px)
         if len(on_line) < min_ticks:
             continue
-        idx, numbers = _lattice_fit(along[on_line], period, 0.0)
+        s_line = along[on_line]
+        idx, numbers = _lattice_fit(s_line, period, 0.0)
+        if len(idx) < min_ticks:
+            continue
+        # the pair's distance is quantised to whole pixels: refine the lattice on its
+        # ticks and reassign, so that a long ruler does not drift out of tolerance
+        for _ in range(2):
+            slope, intercept = np.polyfit(numbers.astype(float), s_line[idx], 1)
+            if not slope >= min_period_px:
+                break
+            idx, numbers = _lattice_fit(s_line, float(slope), float(intercept))
+            if len(idx) < min_ticks:
+                break
         if len(idx) < min_ticks:
             continue
         chosen = on_line[idx]
