@@ -30,7 +30,7 @@ from iousguide.phantom.model import PORTAL_PEDICLE, LiverModel, ProbePose
 LUMEN_DB = -32.0
 SHEATH_DB = 9.0
 CAPSULE_DB = 10.0
-CALCIUM_DB = 12.0
+CALCIUM_DB = 15.0
 TUMOR_LABEL_BASE = 1000
 
 
@@ -178,8 +178,15 @@ class ImagingParams:
         Grey level (0-255) of mean parenchyma at the top after compression.
     noise_floor_db : float
         Electronic noise intensity relative to parenchyma at zero depth (dB, negative).
+    elevation_correlation_mm : float
+        Elevation distance over which the speckle decorrelates (scatterer texture node spacing).
+    texel_mm : float
+        Upper bound of the scatterer texel size (made finer automatically for fine grids).
     display_smoothing_px : float
         Gaussian sigma (px) of the scanner's speckle smoothing after log compression (0 = off).
+    reflector_density_per_cm3, reflector_radius_mm, reflector_db : float
+        Sparse bright parenchymal reflectors (portal-triad echoes): number per cm^3, radius (mm) and
+        echogenicity (dB); 0 density disables them.
     """
 
     frequency_mhz: float = 7.5
@@ -188,12 +195,15 @@ class ImagingParams:
     lateral_fwhm_far_mm: float = 1.2
     focus_depth_mm: float = 30.0
     attenuation_db_cm_mhz: float = 0.5
-    tgc_compensation: float = 0.92
+    tgc_compensation: float = 0.88
     tgc_ripple_db: float = 1.5
     dynamic_range_db: float = 62.0
-    parenchyma_grey: float = 82.0
+    parenchyma_grey: float = 64.0
     noise_floor_db: float = -62.0
     display_smoothing_px: float = 0.7
+    reflector_density_per_cm3: float = 60.0
+    reflector_radius_mm: float = 0.3
+    reflector_db: float = 13.0
     elevation_correlation_mm: float = 1.0
     texel_mm: float = 0.1
 
@@ -284,6 +294,9 @@ def slice_maps(model: LiverModel, pose: ProbePose, geometry: ProbeGeometry, t_s:
         for kx, ky, kz, phase, amp in model.texture:
             tex += amp * np.sin(kx * x + ky * y + kz * z + phase)
         echo = (1.0 + tex).astype(np.float32)
+    if params.reflector_density_per_cm3 > 0:
+        splat_reflectors(echo, pose, geometry, reflector_points(model.seed, density_per_cm3=params.reflector_density_per_cm3),
+                         radius_mm=params.reflector_radius_mm, value=np.float32(_db(params.reflector_db)))
     atten = np.full((h, w), params.liver_atten_db_mm, np.float32)
     labels = np.zeros((h, w), np.int32)
     boxes: dict[int, tuple[int, int, int, int]] = {}
@@ -308,9 +321,9 @@ def slice_maps(model: LiverModel, pose: ProbePose, geometry: ProbeGeometry, t_s:
             for kx, ky, kz, phase in model.calcification:
                 s = s + np.sin(kx * xs + ky * ys + kz * zs + phase)
             core = f < -max(tumor.halo_mm, 1.0)
-            spots = core & (s > 1.5)
+            spots = core & (s > 1.1)
             e[spots] = _db(CALCIUM_DB)
-            att[spots] = 30.0
+            att[spots] = 6.0
         window = (slice(r0, r1), slice(c0, c1))
         echo[window][inside] = e[inside]
         atten[window][inside] = att[inside]
@@ -346,6 +359,59 @@ def slice_maps(model: LiverModel, pose: ProbePose, geometry: ProbeGeometry, t_s:
     echo[capsule] = _db(CAPSULE_DB)
     labels[capsule & (labels >= TUMOR_LABEL_BASE)] = 0
     return SliceMaps(echo=echo, atten_db_mm=atten, labels=labels, boxes=boxes)
+
+
+_REFLECTOR_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def reflector_points(seed: int, *, density_per_cm3: float = 55.0, box_mm=((-80, 80), (-60, 60), (0, 110))) -> np.ndarray:
+    """Sparse bright tissue reflectors (portal-triad echoes) fixed in the tissue: (N, 3) world mm (cached)."""
+    key = (int(seed), float(density_per_cm3), tuple(map(tuple, box_mm)))
+    pts = _REFLECTOR_CACHE.get(key)
+    if pts is None:
+        rng = np.random.default_rng([int(seed), 3131])
+        lo = np.array([b[0] for b in box_mm], float)
+        hi = np.array([b[1] for b in box_mm], float)
+        n = int(np.prod(hi - lo) / 1000.0 * density_per_cm3)
+        pts = lo + rng.random((n, 3)) * (hi - lo)
+        _REFLECTOR_CACHE.clear()
+        _REFLECTOR_CACHE[key] = pts
+    return pts
+
+
+def splat_reflectors(echo: np.ndarray, pose: ProbePose, geometry: "ProbeGeometry", points: np.ndarray, *,
+                     radius_mm: float, value: float) -> int:
+    """Paint the reflectors that the image plane cuts (discs of the in-plane radius) into ``echo`` (in place).
+
+    Returns the number painted.
+    """
+    n = pose.plane_normal()
+    rel = points - np.array([pose.x_mm, pose.y_mm, 0.0])
+    elev = rel @ n
+    sel = np.abs(elev) < radius_mm
+    if not sel.any():
+        return 0
+    p, e = points[sel], elev[sel]
+    foot = p - e[:, None] * n[None, :]
+    tau = math.radians(pose.tilt_deg)
+    u = foot[:, 0] - pose.x_mm
+    v = foot[:, 2] * (1.0 - pose.press) / math.cos(tau)
+    r_in = np.sqrt(radius_mm ** 2 - e ** 2)
+    sx, sy = geometry.spacing_mm
+    cx = u / sx + (geometry.width_px - 1) / 2.0
+    cy = v / sy
+    reach = int(math.ceil(radius_mm / min(sx, sy)))
+    h, w = echo.shape
+    count = 0
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            px = np.round(cx).astype(np.int64) + dx
+            py = np.round(cy).astype(np.int64) + dy
+            ok = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+            ok &= ((px - cx) * sx) ** 2 + ((py - cy) * sy) ** 2 <= r_in ** 2
+            echo[py[ok], px[ok]] = value
+            count += int(ok.sum())
+    return count
 
 
 def _gauss_kernel(sigma_px: float) -> np.ndarray:
@@ -426,9 +492,14 @@ class Renderer:
         self.model = model
         self.geometry = geometry
         self.params = params or ImagingParams()
-        self.scatterers = ScattererField(model.seed, texel_mm=self.params.texel_mm,
-                                         node_mm=self.params.elevation_correlation_mm)
         p, g = self.params, geometry
+        # texels a little finer than the finest beam-grid step: nearest sampling never repeats a texel, so the
+        # scatterers stay white on the beam grid and the unit-energy PSF keeps mean intensity = echogenicity
+        finest = min(g.spacing_mm[1], g.beam_lateral_spacing_mm(0.0))
+        half_width = g.width_px * g.spacing_mm[0] / 2 + 20.0
+        self.scatterers = ScattererField(model.seed, texel_mm=min(p.texel_mm, 0.95 * finest),
+                                         node_mm=p.elevation_correlation_mm, x_range_mm=(-half_width, half_width),
+                                         z_range_mm=(-2.0, g.max_depth_mm * 1.15 + 5.0))
         u_beam, v_beam = g.beam_grid
         n_samples = u_beam.shape[0]
         self.sample_depth_mm = np.arange(n_samples, dtype=np.float64) * g.spacing_mm[1]

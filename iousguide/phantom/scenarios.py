@@ -298,7 +298,7 @@ def _free_parenchyma(seed):
     vf.tree(HEPATIC_VEIN, x_mm=-27, z_mm=38, radius_mm=5.0, n_branches=3, clearance_mm=10.0, slope=(0.1, 0.1))
     vf.tree(PORTAL_PEDICLE, x_mm=26, z_mm=16, radius_mm=3.2, n_branches=3, clearance_mm=10.0, slope=(-0.1, 0.05))
     vf.tree(PORTAL_PEDICLE, x_mm=8, z_mm=50, radius_mm=2.0, n_branches=2, clearance_mm=10.0, slope=(0.1, -0.05))
-    poses = sweep_poses(rng, 180, 15.0, y_start_mm=-5.5, y_end_mm=5.5, x_wobble_mm=1.5)
+    poses = sweep_poses(rng, 150, 15.0, y_start_mm=-5.5, y_end_mm=5.5, x_wobble_mm=1.5)
     return tumors, vf.vessels, poses, LINEAR, "tumour in free parenchyma: no vessel >= 3 mm within 10 mm (5 mm margin possible)"
 
 
@@ -312,19 +312,19 @@ def _hepatic_vein_abutting(seed):
     vf.add(HEPATIC_VEIN, (x_v - 3, -45, 26.0), (x_v + 3, 45, 23.0), r / 1.15, r * 1.1, force=True)
     vf.tree(PORTAL_PEDICLE, x_mm=27, z_mm=40, radius_mm=3.0, n_branches=3, clearance_mm=8.0, slope=(0.0, 0.1))
     vf.tree(HEPATIC_VEIN, x_mm=-8, z_mm=47, radius_mm=2.5, n_branches=2, clearance_mm=6.0, slope=(0.2, -0.05))
-    poses = sweep_poses(rng, 180, 15.0, y_start_mm=-4.5, y_end_mm=4.5, lifts_s=((7.2, 7.6),))
+    poses = sweep_poses(rng, 150, 15.0, y_start_mm=-4.5, y_end_mm=4.5, lifts_s=((7.2, 7.6),))
     return tumors, vf.vessels, poses, LINEAR, "tumour abutting a 9-10 mm hepatic vein (vascular detachment); probe lift at 7.2-7.6 s"
 
 
 def _portal_pedicle(seed):
     rng = np.random.default_rng(seed)
-    tumors = [_tumor(rng, 1, (0.0, 0.0, 20.0), 7.0, "isoechoic_halo")]
+    tumors = [_tumor(rng, 1, (0.0, 0.0, 15.0), 7.0, "isoechoic_halo")]
     vf = _VesselFactory(rng, tumors)
     r = 2.9  # ~5.8 mm portal pedicle below the tumour, 3 mm gap (lumen edge to tumour)
-    z_v = 20.0 + surface_radius_mm(tumors[0], (0, 0, 1)) + 3.0 + r
+    z_v = 15.0 + surface_radius_mm(tumors[0], (0, 0, 1)) + 3.0 + r
     vf.add(PORTAL_PEDICLE, (-40, -6, z_v + 1.0), (40, 6, z_v - 1.0), r, r * 0.95, sheath_mm=1.0, force=True)
-    vf.tree(HEPATIC_VEIN, x_mm=-17, z_mm=18, radius_mm=3.5, n_branches=2, clearance_mm=6.0, slope=(0.0, 0.05))
-    geometry = ProbeGeometry(kind="linear", width_px=400, height_px=300, spacing_mm=(0.14, 0.14))
+    vf.tree(HEPATIC_VEIN, x_mm=-17, z_mm=14, radius_mm=3.0, n_branches=2, clearance_mm=6.0, slope=(0.0, 0.05))
+    geometry = ProbeGeometry(kind="linear", width_px=320, height_px=256, spacing_mm=(0.15, 0.15))
     poses = sweep_poses(rng, 100, 10.0, y_start_mm=-4.0, y_end_mm=4.0, x_wobble_mm=1.0)
     return tumors, vf.vessels, poses, geometry, "tumour 3 mm from a ~6 mm portal pedicle (high heat-sink risk for ablation)"
 
@@ -348,19 +348,19 @@ def _small_vessels(seed):
     vf.tree(PORTAL_PEDICLE, x_mm=40, z_mm=66, radius_mm=3.0, n_branches=1, clearance_mm=26.0, small_clearance_mm=3.0)
     geometry = ProbeGeometry(kind="convex", width_px=640, height_px=480, spacing_mm=(0.15, 0.15), radius_mm=30.0,
                              opening_deg=75.0)
-    poses = sweep_poses(rng, 180, 15.0, y_start_mm=-4.5, y_end_mm=4.5, tilt_deg=5.0)
+    poses = sweep_poses(rng, 150, 15.0, y_start_mm=-4.5, y_end_mm=4.5, tilt_deg=5.0)
     return tumors, vf.vessels, poses, geometry, "tumour among < 3 mm vessels (low heat-sink risk), convex probe"
 
 
 def _occult_lesion(seed):
     rng = np.random.default_rng(seed)
-    tumors = [_tumor(rng, 1, (3.0, 1.0, 24.0), 3.2, "isoechoic_halo", contrast_db=-2.0, halo_mm=1.0,
+    tumors = [_tumor(rng, 1, (2.0, 1.0, 19.0), 3.2, "isoechoic_halo", contrast_db=-2.0, halo_mm=1.0,
                      halo_contrast_db=-9.0, irregularity=0.05)]
     vf = _VesselFactory(rng, tumors)
-    vf.tree(HEPATIC_VEIN, x_mm=-14, z_mm=30, radius_mm=4.0, n_branches=3, clearance_mm=5.0, slope=(0.2, 0.0))
-    vf.tree(PORTAL_PEDICLE, x_mm=14, z_mm=14, radius_mm=2.5, n_branches=3, clearance_mm=5.0, slope=(-0.1, 0.1))
-    geometry = ProbeGeometry(kind="linear", width_px=400, height_px=300, spacing_mm=(0.12, 0.12))
-    poses = sweep_poses(rng, 150, 10.0, y_start_mm=-18.0, y_end_mm=18.0, to_and_fro=False, tilt_deg=2.0)
+    vf.tree(HEPATIC_VEIN, x_mm=-12, z_mm=25, radius_mm=4.0, n_branches=3, clearance_mm=5.0, slope=(0.2, 0.0))
+    vf.tree(PORTAL_PEDICLE, x_mm=12, z_mm=11, radius_mm=2.5, n_branches=3, clearance_mm=5.0, slope=(-0.1, 0.1))
+    geometry = ProbeGeometry(kind="linear", width_px=320, height_px=256, spacing_mm=(0.13, 0.13))
+    poses = sweep_poses(rng, 100, 10.0, y_start_mm=-18.0, y_end_mm=18.0, to_and_fro=False, tilt_deg=2.0)
     return tumors, vf.vessels, poses, geometry, "occult 6-7 mm isoechoic lesion with a thin halo, visible mid-sweep only"
 
 
@@ -371,7 +371,7 @@ def _two_lesions(seed):
     vf = _VesselFactory(rng, tumors)
     vf.tree(HEPATIC_VEIN, x_mm=2, z_mm=44, radius_mm=4.5, n_branches=2, clearance_mm=3.0, slope=(0.0, -0.1))
     vf.tree(PORTAL_PEDICLE, x_mm=-30, z_mm=14, radius_mm=2.8, n_branches=2, clearance_mm=3.0)
-    poses = sweep_poses(rng, 180, 15.0, y_start_mm=-3.0, y_end_mm=5.0, lifts_s=((9.0, 9.3),))
+    poses = sweep_poses(rng, 150, 15.0, y_start_mm=-3.0, y_end_mm=5.0, lifts_s=((9.0, 9.3),))
     return tumors, vf.vessels, poses, LINEAR, "two lesions (hyperechoic primary, calcified second with shadow) on a scanner screen"
 
 
@@ -417,8 +417,11 @@ def random_case(seed: int, *, difficulty: str | float = "medium", n_frames: int 
     rng = np.random.default_rng([int(seed), 555])
     kind = probe or ("convex" if rng.random() < 0.4 else "linear")
     sp = float(spacing_mm) if spacing_mm is not None else float(rng.uniform(0.08, 0.2))
+    radius_mm = float(rng.uniform(20, 40))
+    # the whole fan fits in the image: its widest point (the bottom corners) stays inside the columns
+    fit_deg = 2 * math.degrees(math.atan(0.5 * width_px * sp / (radius_mm + height_px * sp))) * 0.97
     geometry = ProbeGeometry(kind=kind, width_px=width_px, height_px=height_px, spacing_mm=(sp, sp),
-                             radius_mm=float(rng.uniform(20, 40)), opening_deg=float(rng.uniform(60, 80)))
+                             radius_mm=radius_mm, opening_deg=float(min(rng.uniform(60, 80), fit_deg)))
     depth = geometry.max_depth_mm
     appearance = str(rng.choice(["hypoechoic", "target", "isoechoic_halo", "hyperechoic", "calcified"]))
     radius = float(np.clip(rng.uniform(9, 13) * (1 - 0.6 * level), 2.5, 0.2 * depth))
