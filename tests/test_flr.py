@@ -99,3 +99,14 @@ def test_api_refuses_inconsistent_input():
         remnant_budget(liver_ml=1000, resect_ml=100, floor_fraction=0.3, liver="chemo")
     with pytest.raises(SettingsError):
         remnant_budget(liver_ml=True, resect_ml=100)
+
+
+def test_module_examples_hold():
+    import doctest
+
+    import iousguide.guidance.flr as flr
+    import iousguide.guidance.settings as settings
+
+    for module in (flr, settings):
+        failures, tried = doctest.testmod(module)
+        assert tried > 0 and failures == 0, module.__name__

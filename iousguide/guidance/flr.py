@@ -162,7 +162,7 @@ def remnant_budget(
     else:
         floor, basis = floor_for(liver or DEFAULT_LIVER)
     remnant = total - resect
-    floor_ml = floor * total
+    floor_ml = round(floor * total, 6)  # mL; drops float noise (0.3 * 1500 = 450.00000000000006)
     salvage_remnant = salvage_fraction = salvage_ok = None
     salvage = None
     if salvage_ml is not None:

@@ -187,3 +187,14 @@ def _plain(value):
     if isinstance(value, tuple):
         return list(value)
     return value
+
+
+def settings_table(settings: GuidanceSettings | None = None) -> str:
+    """Plain-text table of every guidance setting, its value and basis (for ``--help``-like output)."""
+    rows = (settings or GuidanceSettings()).describe()
+    width = max(len(r["name"]) for r in rows)
+    return "\n".join(f"{r['name']:<{width}}  {r['value']!s:<12}  {r['basis']}" for r in rows)
+
+
+if __name__ == "__main__":  # python -m iousguide.guidance.settings
+    print(settings_table())
