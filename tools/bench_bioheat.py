@@ -27,13 +27,18 @@ def circle(cx, cy, r, n=360):
 
 
 def timed(fn, repeats):
+    """(median wall ms, p95 wall ms, median CPU ms of this thread) over ``repeats`` calls after a warm-up.
+
+    On a shared machine the wall time includes waiting for a core; the thread CPU
+    time is the work itself."""
     fn()  # warm caches (Green's function, FFT plans)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times)), float(np.percentile(times, 95))
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.thread_time() - c0) * 1e3)
+    return float(np.median(wall)), float(np.percentile(wall, 95)), float(np.median(cpu))
 
 
 def superlu_ms(n, grid_mm):
@@ -55,6 +60,12 @@ def superlu_ms(n, grid_mm):
     return timed(lambda: spl.splu(a, permc_spec="MMD_AT_PLUS_A"), 5)
 
 
+def row(label, stats, rate=False):
+    med, p95, cpu = stats
+    extra = f"  ({1000 / med:6.1f} /s)" if rate else ""
+    print(f"  {label:<46} {med:7.2f} / {p95:7.2f} ms wall, {cpu:7.2f} ms CPU{extra}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
@@ -72,16 +83,18 @@ def main(argv=None) -> int:
             VesselSink(1, np.array([[-30, 16], [30, 16], [30, 26], [-30, 26]], float), 10.0)],
     }
     print(f"bioheat: {n} x {n} cells ({args.field_mm:g} mm field, {args.grid_mm:g} mm grid), "
-          f"{args.repeats} repeats, median / p95 ms")
+          f"{args.repeats} repeats, median / p95 wall ms, median thread-CPU ms")
+    import os
+
+    print(f"  load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     for name, vessels in scenes.items():
-        med, p95 = timed(lambda: estimate_ablation(zone, vessels, applicator_mm=(0.0, 0.0), settings=s), args.repeats)
-        print(f"  {name:<46} {med:7.2f} / {p95:7.2f} ms  ({1000 / med:5.1f} /s)")
+        row(name, timed(lambda: estimate_ablation(zone, vessels, applicator_mm=(0.0, 0.0), settings=s), args.repeats),
+            rate=True)
     cache = BioheatEstimator()
     vessels = scenes["8 mm vessel 4 mm outside the zone"]
-    med, p95 = timed(lambda: cache.estimate(zone, vessels, applicator_mm=(0.0, 0.0), settings=s), args.repeats)
-    print(f"  {'same scene again (BioheatEstimator cache hit)':<46} {med:7.2f} / {p95:7.2f} ms")
-    med, p95 = superlu_ms(n, args.grid_mm)
-    print(f"  {'for comparison: one SuperLU factorisation':<46} {med:7.2f} / {p95:7.2f} ms")
+    row("same scene again (BioheatEstimator cache hit)",
+        timed(lambda: cache.estimate(zone, vessels, applicator_mm=(0.0, 0.0), settings=s), args.repeats))
+    row("for comparison: one SuperLU factorisation", superlu_ms(n, args.grid_mm))
 
     spacing = (0.1, 0.1)
     tumour_px = circle(400, 300, 100, n=720)
@@ -94,18 +107,16 @@ def main(argv=None) -> int:
 
     vessels_px = [v(1, "hepatic_vein", 0.0, 10.0, 0.0), v(2, "portal_pedicle", 2.0, 6.0, math.pi),
                   v(3, "unknown", 3.0, 2.0, -math.pi / 2)]
-    print("margin planner (20 mm tumour, 720-point contour, 0.1 mm/px), median / p95 ms")
+    print("margin planner (20 mm tumour, 720-point contour, 0.1 mm/px)")
     for label, vs in (("no vessel", []), ("3 vessels (abutting HV, pedicle, small)", vessels_px)):
-        med, p95 = timed(lambda: plan_margin(tumour_px, vs, spacing_mm=spacing, settings=s), args.repeats)
-        print(f"  {label:<46} {med:7.2f} / {p95:7.2f} ms")
+        row(label, timed(lambda: plan_margin(tumour_px, vs, spacing_mm=spacing, settings=s), args.repeats))
     tumour = TumorResult(centroid_px=(400, 300), contour_px=tumour_px, area_px=math.pi * 1e4, area_mm2=math.pi * 100,
                          equivalent_diameter_mm=20.0)
     result = FrameResult(frame=0, t_s=0.0, spacing_mm=spacing, status="ok", tumor=tumour, vessels=vessels_px)
     for label, settings in (("apply_guidance, bioheat on (cache off)", s),
                             ("apply_guidance, bioheat off", dataclasses.replace(s, bioheat=False))):
-        med, p95 = timed(lambda: apply_guidance(result, settings=settings, estimator=BioheatEstimator(max_entries=0)),
-                         args.repeats)
-        print(f"  {label:<46} {med:7.2f} / {p95:7.2f} ms")
+        row(label, timed(lambda: apply_guidance(result, settings=settings, estimator=BioheatEstimator(max_entries=0)),
+                         args.repeats))
     return 0
 
 
