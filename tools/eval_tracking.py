@@ -125,6 +125,36 @@ def summarize(all_stats: list[dict]) -> dict:
     }
 
 
+def run_recording(path: str, *, max_frames: int | None = None) -> tuple[list[dict], float]:
+    """Tracker-only analysis of a bundled recording with its preset; (result dicts, ms/frame)."""
+    from pathlib import Path
+
+    from iousguide.acquisition import open_source
+    from iousguide.calibration import load_preset
+
+    rec = Path(path)
+    stem = rec.name.split(".")[0]
+    preset_path = Path(__file__).resolve().parents[1] / "calibration" / f"{stem}.toml"
+    preset = load_preset(preset_path) if preset_path.exists() else None
+    out, times = [], []
+    with open_source(str(rec), calibration=preset) as source:
+        tracker = Tracker(TrackingSettings())
+        for i, frame in enumerate(source):
+            if max_frames is not None and i >= max_frames:
+                break
+            t0 = time.perf_counter()
+            res = tracker.process(frame)
+            times.append((time.perf_counter() - t0) * 1e3)
+            out.append(res.to_json())
+    return out, float(np.median(times)) if times else 0.0
+
+
+def official(results: list[dict], truth) -> dict:
+    from iousguide.evaluation import evaluate_results
+
+    return evaluate_results(results, truth)
+
+
 def main(argv: list[str] | None = None) -> int:
     from iousguide.phantom import generate_case
 
@@ -137,7 +167,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-tumor", action="store_true", help="seed the tracker at the true tumour centroid")
     ap.add_argument("--json", default=None)
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--recordings", nargs="*", default=None,
+                    help="score bundled recordings with the official harness instead of fresh cases")
+    ap.add_argument("--official", action="store_true", help="fresh cases: also print the official harness table")
     args = ap.parse_args(argv)
+    if args.recordings is not None:
+        from pathlib import Path
+
+        from iousguide.evaluation import format_table
+        from iousguide.phantom import read_truth
+
+        root = Path(__file__).resolve().parents[1] / "recordings"
+        paths = args.recordings or sorted(str(p) for p in root.iterdir()
+                                          if p.suffix in (".mp4", ".dcm", ".mha") and "truth" not in p.name)
+        reports = []
+        for path in paths:
+            results, ms = run_recording(path)
+            truth = read_truth(str(path).rsplit(".", 2 if path.endswith(".igs.mha") else 1)[0] + ".truth.jsonl.gz")
+            report = official(results, truth)
+            report["tracker_ms_median"] = ms
+            report["recording"] = Path(path).name
+            reports.append(report)
+            print(format_table(report), f"\n  tracker median {ms:.1f} ms/frame", flush=True)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(reports, fh, indent=1, default=str)
+        return 0
     per_case = []
     all_stats = []
     for seed in parse_range(args.seeds):
@@ -158,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         results = [tracker.process(f) for f in frames]
         ms = (time.perf_counter() - t0) * 1e3 / max(len(frames), 1)
         st = score_case(frames, truth, results, spacing_mm=frames[0].spacing_mm[0])
+        if args.official:
+            from iousguide.evaluation import format_table
+
+            print(format_table(official([r.to_json() for r in results], truth)))
         all_stats.append(st)
         summ = summarize([st])
         summ.update(seed=seed, description=truth.header.get("description"), ms_per_frame=ms,

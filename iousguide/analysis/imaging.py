@@ -173,7 +173,7 @@ class Prepared:
 
 
 def prepare(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, settings: TrackingSettings,
-            doppler: np.ndarray | None = None) -> Prepared:
+            doppler: np.ndarray | None = None, field_of_view: np.ndarray | None = None) -> Prepared:
     """Amplitude, working grid, field of view and tissue level of one grey frame.
 
     Parameters
@@ -185,6 +185,9 @@ def prepare(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, setting
     settings : TrackingSettings
     doppler : ndarray (rows, cols) bool, optional
         Colour-flow pixels: treated as lumen (noise-floor amplitude).
+    field_of_view : ndarray (h, w) bool, optional
+        The field of view on the working grid from an earlier frame of the same stream
+        (``Prepared.valid``); computed when None or of another shape.
 
     Returns
     -------
@@ -222,7 +225,10 @@ def prepare(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, setting
         dsmall = cv2.resize(doppler.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
         signal |= dsmall
     signal_fraction = float(np.count_nonzero(gray > settings.black_level)) / gray.size
-    valid = _field_of_view(signal, radius_px=2.0 / work_mm, erode_px=0.6 / work_mm)
+    if field_of_view is not None and field_of_view.shape == (h, w):
+        valid = field_of_view
+    else:
+        valid = _field_of_view(signal, radius_px=2.0 / work_mm, erode_px=0.6 / work_mm)
     tissue_row = smooth_profile(row_median(smooth, valid), sigma_px=3.0 / work_mm)
     dark = smooth < (tissue_row[:, None] - settings.lumen_contrast_db).astype(np.float32)
     tissue = valid & ~dark
@@ -243,8 +249,8 @@ def _field_of_view(signal: np.ndarray, *, radius_px: float, erode_px: float) -> 
     if n <= 1:
         return np.zeros(signal.shape, dtype=bool)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    pts = cv2.findNonZero((labels == largest).astype(np.uint8))
-    hull = cv2.convexHull(pts)
+    contours, _ = cv2.findContours((labels == largest).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(np.vstack(contours))
     fov = np.zeros_like(signal)
     cv2.fillConvexPoly(fov, hull, 1)
     if erode_px >= 1:

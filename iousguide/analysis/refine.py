@@ -139,7 +139,9 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
     band_px = max(1.0 / px_mm, 2.0)  # 1 mm
     d_in = cv2.distanceTransform(coarse_up, cv2.DIST_L2, 3)
     d_out = cv2.distanceTransform(1 - coarse_up, cv2.DIST_L2, 3)
-    rim = (d_in > 0) & (d_in <= band_px)
+    rim = (d_in > 0.5 * band_px) & (d_in <= 1.5 * band_px)
+    if not rim.any():
+        rim = (d_in > 0) & (d_in <= band_px)
     if not rim.any():
         rim = coarse_up.astype(bool)
     ring = (d_out > 1.0 * band_px) & (d_out <= 2.0 * band_px)
@@ -179,31 +181,28 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         return None
     if sectors and dark:
         # further passes: each direction at half power between the lumen and *its* wall (bright
-        # sheath, tissue or lesion), within a band around the first boundary so nothing leaks;
+        # sheath, tissue or lesion), within 1 mm of the first boundary so nothing leaks;
         # repeated because each pass moves the boundary closer to the wall it samples
         first = mask
         d_first = cv2.distanceTransform(1 - first, cv2.DIST_L2, 3)
-        blur_px = 2.0 * smoothing_mm / px_mm  # beyond the averaging skirt of the edge
         sector_map = None
         for _ in range(2):
             d_out0 = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
-            far = (d_out0 > blur_px) & (d_out0 <= blur_px + band_px)
-            near = (d_out0 > 0.25 * band_px) & (d_out0 <= 0.9 * band_px)
+            near = (d_out0 > 0.4 * band_px) & (d_out0 <= 1.0 * band_px)
             if excl_up is not None:
-                far &= ~excl_up
                 near &= ~excl_up
             ys, xs = np.nonzero(mask)
             cx, cy = float(xs.mean()), float(ys.mean())
-            # the wall is the brighter of: right outside the boundary (a bright sheath the
-            # previous cut stopped short of) or beyond the edge blur (plain tissue)
-            out_sec = np.fmax(_sector_means(up, far, cx, cy, sectors), _sector_means(up, near, cx, cy, sectors))
+            # the wall is what lies right outside the boundary in each direction: a bright
+            # sheath the previous cut stopped short of, tissue, or a dark halo (never beyond it)
+            out_sec = _sector_means(up, near, cx, cy, sectors)
             if not np.isfinite(out_sec).any():
                 break
             out_sec = np.where(np.isfinite(out_sec), out_sec, np.nanmedian(out_sec))
             levels = inside + level_fraction * (np.maximum(out_sec, inside) - inside)
             if sector_map is None:
                 sector_map = _sector_index(up.shape, cx, cy, sectors)
-            region2 = (up < levels[sector_map]) & (d_first <= blur_px + band_px)
+            region2 = (up < levels[sector_map]) & (d_first <= band_px)
             mask2 = _select(region2, first.astype(bool), excl_up, fill)
             if mask2 is None:
                 break
@@ -266,9 +265,17 @@ def _select(region: np.ndarray, seed: np.ndarray, exclude: np.ndarray | None, fi
         return None
     mask = (labels == best).astype(np.uint8)
     if fill:
-        mask = fill_holes(mask)
-        if exclude is not None:
-            mask[exclude] = 0
+        if exclude is not None and exclude.any():
+            # a ring closed by an excluded region (a halo against a vessel) still encloses
+            ex = exclude.astype(np.uint8)
+            mask = fill_holes(mask | ex)
+            n2, lab2, _, _ = cv2.connectedComponentsWithStats(mask & (1 - ex), connectivity=8)
+            if n2 > 1:
+                ov = np.bincount(lab2[seed], minlength=n2)
+                ov[0] = 0
+                mask = (lab2 == int(np.argmax(ov))).astype(np.uint8)
+        else:
+            mask = fill_holes(mask)
     return mask
 
 

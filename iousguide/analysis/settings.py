@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
+
 from iousguide.errors import SettingsError
 
 
@@ -28,7 +30,10 @@ class TrackingSettings:
     working_spacing_mm : float
         Pixel size of the internal detection grid (frames finer than this are reduced).
     refine_upsample : int
-        Upsampling factor of the local full-resolution boundary refinement (sub-pixel contours).
+        Largest upsampling factor of the local full-resolution boundary refinement.
+    refine_px_mm : float
+        Target pixel size of the refinement grid (the factor is the smallest that reaches it,
+        up to ``refine_upsample``); boundaries are placed within half of it.
     uncalibrated_depth_mm : float
         Nominal image depth used only to size filters on uncalibrated frames.
     display_dynamic_range_db : float
@@ -39,11 +44,11 @@ class TrackingSettings:
         Gaussian sigma of the speckle average used to place lumen boundaries (small enough
         not to flatten a 1 mm bright sheath).
     lumen_contrast_db : float
-        A pixel is lumen candidate when its speckle-averaged level is this many dB below the
-        tissue at the same depth (anechoic lumens reach the noise floor).
-    lumen_core_contrast_db : float
-        A candidate is kept as a vessel only if its darkest tenth is this many dB below tissue
-        (anechoic; a hypoechoic lesion keeps speckle above that).
+        A lumen core is at least this many dB below the tissue at its depth (such pixels are
+        also left out of the tissue level estimate).
+    lumen_core_fraction : float
+        A lumen core lies below this fraction of the tissue level on the display's dB scale
+        (0 = black): anechoic, unlike a hypoechoic lesion or halo, which keeps speckle above.
     edge_level_fraction : float
         Boundary level between inside and outside mean echo power (0.5: a blurred step
         crosses half its power at the edge).
@@ -101,13 +106,14 @@ class TrackingSettings:
     tumor_seed_frame: int | None = None
     auto_tumor: bool = True
     working_spacing_mm: float = 0.3
-    refine_upsample: int = 3
+    refine_upsample: int = 4
+    refine_px_mm: float = 0.05
     uncalibrated_depth_mm: float = 50.0
     display_dynamic_range_db: float = 60.0
     speckle_smoothing_mm: float = 0.4
     edge_smoothing_mm: float = 0.3
     lumen_contrast_db: float = 9.0
-    lumen_core_contrast_db: float = 15.0
+    lumen_core_fraction: float = 0.4
     edge_level_fraction: float = 0.5
     vessel_min_diameter_mm: float = 1.5
     vessel_max_diameter_mm: float = 25.0
@@ -118,7 +124,7 @@ class TrackingSettings:
     tumor_contrast_db: float = 3.0
     tumor_min_diameter_mm: float = 4.0
     tumor_max_diameter_mm: float = 70.0
-    tumor_smoothing_mm: float = 1.0
+    tumor_smoothing_mm: float = 0.7
     tumor_confirm_frames: int = 2
     tumor_max_area_change: float = 2.0
     track_gate_mm: float = 6.0
@@ -139,7 +145,7 @@ class TrackingSettings:
 
     def __post_init__(self) -> None:
         positive = (
-            "working_spacing_mm", "uncalibrated_depth_mm", "display_dynamic_range_db", "speckle_smoothing_mm",
+            "working_spacing_mm", "refine_px_mm", "uncalibrated_depth_mm", "display_dynamic_range_db", "speckle_smoothing_mm",
             "edge_smoothing_mm",
             "vessel_min_diameter_mm", "vessel_max_diameter_mm", "sheath_width_mm", "tumor_min_diameter_mm",
             "tumor_max_diameter_mm", "tumor_smoothing_mm", "track_gate_mm", "jump_threshold_mm",
@@ -149,10 +155,10 @@ class TrackingSettings:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
                 raise SettingsError(f"tracking setting {name} must be positive, got {value!r}")
-        for name in ("lumen_contrast_db", "lumen_core_contrast_db", "tumor_contrast_db"):
+        for name in ("lumen_contrast_db", "tumor_contrast_db"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"tracking setting {name} must be positive, got {getattr(self, name)!r}")
-        for name in ("edge_level_fraction", "smoothing_alpha", "min_signal_fraction", "saturated_fraction"):
+        for name in ("lumen_core_fraction", "edge_level_fraction", "smoothing_alpha", "min_signal_fraction", "saturated_fraction"):
             value = getattr(self, name)
             if not 0 < value <= 1:
                 raise SettingsError(f"tracking setting {name} must be in (0, 1], got {value!r}")
@@ -174,6 +180,10 @@ class TrackingSettings:
             raise SettingsError(f"tumor_seed_frame must be >= 0, got {self.tumor_seed_frame!r}")
         if self.full_scale_depth_mm is not None and not self.full_scale_depth_mm > 0:
             raise SettingsError(f"full_scale_depth_mm must be positive, got {self.full_scale_depth_mm!r}")
+
+    def upsample_for(self, pixel_mm: float) -> int:
+        """Refinement upsampling factor for a frame pixel of ``pixel_mm`` (nominal) mm."""
+        return int(min(max(np.ceil(pixel_mm / self.refine_px_mm - 1e-6), 1), self.refine_upsample))
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

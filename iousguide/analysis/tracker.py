@@ -35,6 +35,10 @@ from iousguide.errors import AnalysisError
 from iousguide.frames import Frame
 
 
+#: the field of view (fan or linear image) is found again every this many frames
+FOV_REFRESH_FRAMES = 15
+
+
 @dataclass
 class AlphaBeta:
     """Alpha-beta filter of one scalar measurement over time (explicit state).
@@ -124,6 +128,8 @@ class Tracker:
         self._click: tuple[float, float] | None = None
         self._settings_seed_used = self.settings.tumor_seed_px is None
         self._frames_seen = 0
+        self._fov: np.ndarray | None = None
+        self._fov_age = 0
 
     def seed_tumor(self, x_src: float, y_src: float) -> None:
         """Seed (or re-seed) the tumour at a point in source pixels; used on the next frame.
@@ -198,7 +204,11 @@ class Tracker:
         self._frames_seen += 1
         calibrated = frame.spacing_mm is not None
         doppler = doppler_mask(frame.pixels, chroma_level=s.doppler_chroma_level) if frame.is_color else None
-        prep = prepare(gray, spacing_mm=frame.spacing_mm, settings=s, doppler=doppler)
+        fov = self._fov if self._fov_age < FOV_REFRESH_FRAMES else None
+        prep = prepare(gray, spacing_mm=frame.spacing_mm, settings=s, doppler=doppler, field_of_view=fov)
+        if fov is None or prep.valid is not fov:
+            self._fov, self._fov_age = prep.valid, 0
+        self._fov_age += 1
         vessels = detect_vessels_prepared(prep, settings=s)
         vessel_w = np.zeros(prep.work_shape, dtype=bool)
         vessel_frame = np.zeros(frame.shape, dtype=np.uint8)
@@ -245,9 +255,9 @@ class Tracker:
         depth_mm = s.full_scale_depth_mm if s.full_scale_depth_mm is not None else rows * uy
         vessel_results: list[VesselResult] = []
         for v, track in zip(vessels, ids):
-            if tumor_geo is not None and tumor_geo.inside(np.array([v.centroid_px]) * np.array([ux, uy]))[0] \
-                    and v.diameter_mm < 0.5 * (tumor_result.area_px * ux * uy / np.pi) ** 0.5 * 2:
-                continue  # anechoic area inside the tumour (necrosis), not a vessel
+            if tumor_geo is not None and tumor_geo.inside(v.contour_px[::max(len(v.contour_px) // 16, 1)]
+                                                          * np.array([ux, uy])).all():
+                continue  # anechoic area wholly inside the tumour (necrosis), not a vessel
             flags: list[str] = []
             diameter, jumped = track.diameter_filter.update(v.diameter_mm, t_s, jump=max(s.jump_threshold_mm,
                                                                                            0.3 * v.diameter_mm))

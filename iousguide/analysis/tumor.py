@@ -99,7 +99,12 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
         m = (m & valid & ~skirt).astype(np.uint8)
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(r_open))
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, disc(1.0 / px))
-        m = fill_holes(m)
+        if dark and skirt.any():
+            # a halo ring closed by an abutting vessel is still a ring
+            m = fill_holes(m | skirt.astype(np.uint8)) & ~skirt.astype(np.uint8)
+            m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(r_open))
+        else:
+            m = fill_holes(m)
         n, labels, stats, cents = cv2.connectedComponentsWithStats(m, connectivity=8)
         for label in range(1, n):
             area = int(stats[label, cv2.CC_STAT_AREA])
@@ -111,8 +116,10 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             hull_area = cv2.contourArea(cv2.convexHull(np.vstack(contours))) if contours else area
             solidity = min(area / hull_area, 1.0) if hull_area > 0 else 0.0
-            contrast_db = _edge_contrast_db(rel, labels, label, (x, y, w, h), px=px)
+            contrast_db = _edge_contrast_db(rel, labels, label, (x, y, w, h), px=px, exclude=skirt)
             touches = bool((border & comp).any())
+            if not dark and skirt.any() and _below_vessel(skirt, (x, y, w, h), px=px):
+                continue  # posterior enhancement behind a lumen, not a lesion
             if dark and looks_like_shadow(prep, sub.astype(bool), (x, y, w, h), margin_mm=settings.shadow_bottom_margin_mm):
                 continue
             out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
@@ -121,8 +128,16 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     return out
 
 
+def _below_vessel(vessels: np.ndarray, bbox: tuple[int, int, int, int], *, px: float) -> bool:
+    """Whether a bright region hangs right below a lumen (posterior acoustic enhancement)."""
+    x, y, w, h = bbox
+    band = int(np.ceil(3.0 / px))
+    above = vessels[max(y - band, 0):y + max(h // 4, 1), x:x + w]
+    return bool(above.any(axis=0).mean() >= 0.3) if above.size else False
+
+
 def _edge_contrast_db(rel: np.ndarray, labels: np.ndarray, label: int, bbox: tuple[int, int, int, int], *,
-                      px: float) -> float:
+                      px: float, exclude: np.ndarray) -> float:
     x, y, w, h = bbox
     pad = int(np.ceil(3.0 / px)) + 1
     y0, y1 = max(y - pad, 0), min(y + h + pad, rel.shape[0])
@@ -130,7 +145,7 @@ def _edge_contrast_db(rel: np.ndarray, labels: np.ndarray, label: int, bbox: tup
     comp = (labels[y0:y1, x0:x1] == label).astype(np.uint8)
     d_out = cv2.distanceTransform(1 - comp, cv2.DIST_L2, 3)
     d_in = cv2.distanceTransform(comp, cv2.DIST_L2, 3)
-    ring = (d_out > 1.0 / px) & (d_out <= 3.0 / px) & (labels[y0:y1, x0:x1] == 0)
+    ring = (d_out > 1.0 / px) & (d_out <= 3.0 / px) & (labels[y0:y1, x0:x1] == 0) & ~exclude[y0:y1, x0:x1]
     rim = (d_in > 0) & (d_in <= 1.5 / px)
     if not ring.any() or not rim.any():
         return 0.0
@@ -141,7 +156,7 @@ def _edge_contrast_db(rel: np.ndarray, labels: np.ndarray, label: int, bbox: tup
 def plausible_auto(candidate: TumorCandidate, *, settings: TrackingSettings) -> bool:
     """Whether a candidate may be proposed without a seed (compact, inside the view, contrasted)."""
     return (not candidate.touches_border and candidate.solidity >= 0.8
-            and candidate.contrast_db >= 1.5 * settings.tumor_contrast_db
+            and candidate.contrast_db >= settings.tumor_contrast_db
             and settings.tumor_min_diameter_mm * 1.25 <= candidate.equivalent_diameter_mm)
 
 
@@ -158,7 +173,7 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
     x, y, w, h = candidate.bbox_w
     tissue_power = float(np.mean(prep.tissue_power_row[y:y + h]))
     return refine_region(prep, candidate.mask_w, candidate.bbox_w, dark=candidate.dark,
-                         smoothing_mm=settings.tumor_smoothing_mm, upsample=max(1, settings.refine_upsample - 1),
+                         smoothing_mm=settings.tumor_smoothing_mm, upsample=max(1, settings.upsample_for(min(prep.unit_mm)) - 1),
                          level_fraction=settings.edge_level_fraction, margin_mm=3.0,
                          exclude_frame=vessel_mask_frame, fill=True, exclude_fill=tissue_power,
                          band_limit_mm=2.0)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from iousguide.analysis.imaging import Prepared, disc, prepare
+from iousguide.analysis.imaging import Prepared, disc, fill_holes, prepare
 from iousguide.analysis.refine import Refined, refine_region
 from iousguide.analysis.settings import TrackingSettings
 
@@ -82,7 +82,12 @@ def detect_vessels(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None,
 
 
 def lumen_candidates(prep: Prepared, *, settings: TrackingSettings) -> tuple[np.ndarray, list[tuple]]:
-    """Dark components of the working grid that may be lumens.
+    """Anechoic cores of the working grid that may be lumens.
+
+    A core lies in the lowest ``lumen_core_fraction`` of the display range between black and
+    the tissue level at its depth (and ``lumen_contrast_db`` below tissue): a dark halo or a
+    hypoechoic lesion next to a lumen is not merged into it (the full-resolution refinement
+    then finds the lumen edge).
 
     Returns
     -------
@@ -90,13 +95,14 @@ def lumen_candidates(prep: Prepared, *, settings: TrackingSettings) -> tuple[np.
     candidates : list of (label, bbox (x, y, w, h), area_px)
     """
     tissue = prep.tissue_row[:, None].astype(np.float32)
-    dark = (prep.smooth < tissue - settings.lumen_contrast_db) & prep.valid
+    # anechoic: in the lowest part of the display range between black (0 dB) and tissue, and
+    # at least lumen_contrast_db below tissue
+    core_level = np.minimum(settings.lumen_core_fraction * tissue, tissue - settings.lumen_contrast_db)
+    dark = (prep.smooth < core_level) & prep.valid
     dark = dark.astype(np.uint8)
-    r_open = 0.25 * settings.vessel_min_diameter_mm / prep.work_px_mm
-    if r_open >= 1:
-        dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, disc(r_open))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
-    min_area = np.pi * (0.5 * settings.vessel_min_diameter_mm / prep.work_px_mm) ** 2 * 0.7
+    # the core of the smallest lumen (blurred by the detection smoothing) is smaller than it
+    min_area = max(np.pi * (0.5 * settings.vessel_min_diameter_mm / prep.work_px_mm) ** 2 * 0.3, 3)
     out = []
     h, w = dark.shape
     margin = settings.shadow_bottom_margin_mm / prep.work_px_mm
@@ -105,10 +111,52 @@ def lumen_candidates(prep: Prepared, *, settings: TrackingSettings) -> tuple[np.
         if area < min_area:
             continue
         comp = labels[y:y + bh, x:x + bw] == label
+        pad = int(np.ceil(1.0 / prep.work_px_mm))
+        closed = cv2.morphologyEx(np.pad(comp.astype(np.uint8), pad), cv2.MORPH_CLOSE, disc(pad))
+        if np.count_nonzero(fill_holes(closed)) > 1.5 * np.count_nonzero(closed):
+            continue  # a dark ring around echoic tissue: a lesion halo, not a lumen
+        comp = _solid_part(comp)
+        if comp is None:
+            continue  # a thin curved arc (part of a halo), not a lumen
+        if not comp.all() or comp.shape != (bh, bw):
+            labels[y:y + bh, x:x + bw][(labels[y:y + bh, x:x + bw] == label) & ~comp] = 0
+            area = int(np.count_nonzero(comp))
+            if area < min_area:
+                continue
         if looks_like_shadow(prep, comp, (x, y, bw, bh), margin_mm=settings.shadow_bottom_margin_mm):
             continue
         out.append((label, (x, y, bw, bh), area))
     return labels, out
+
+
+def _solid_part(comp: np.ndarray) -> np.ndarray | None:
+    """The lumen-like part of a dark component (bool mask of the same shape), or None.
+
+    Lumens are convex (round, oval, straight bands). A component that is not (solidity
+    < 0.75) is a lumen merged with thin curved dark structures (a lesion halo): an opening
+    with 60 % of its largest inscribed radius keeps the lumen and drops the thin arcs.
+    """
+    comp8 = comp.astype(np.uint8)
+    contours, _ = cv2.findContours(comp8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    area = float(np.count_nonzero(comp8))
+    hull = cv2.contourArea(cv2.convexHull(np.vstack(contours)))
+    if hull <= 0 or area / hull >= 0.75:
+        return comp
+    r_in = float(cv2.distanceTransform(np.pad(comp8, 1), cv2.DIST_L2, 3).max())
+    r_open = 0.6 * r_in
+    if r_open < 1.5:
+        return None
+    opened = cv2.morphologyEx(comp8, cv2.MORPH_OPEN, disc(r_open))
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    if n <= 1:
+        return None
+    keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    part = lab == keep
+    # give back the rim the opening shaved off, but not the arcs
+    part = cv2.dilate(part.astype(np.uint8), disc(max(r_open * 0.5, 1))).astype(bool) & comp
+    return part
 
 
 def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int], *,
@@ -153,11 +201,8 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
     found: list[VesselDetection] = []
     for label, bbox, _area in candidates:
         comp = labels == label
-        core_db = float(np.percentile(prep.smooth[comp] - tissue_row[np.nonzero(comp)[0]], 10))
-        if core_db > -settings.lumen_core_contrast_db:
-            continue
         refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
-                                upsample=settings.refine_upsample, level_fraction=settings.edge_level_fraction,
+                                upsample=settings.upsample_for(min(prep.unit_mm)), level_fraction=settings.edge_level_fraction,
                                 margin_mm=max(2.5, 2 * settings.sheath_width_mm),
                                 outside_cap=_tissue_power(prep, bbox), sectors=12)
         if refined is None:
@@ -171,23 +216,7 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
     return found
 
 
-def ellipse_axis_ratio(contour: np.ndarray) -> float:
-    """Minor/major axis ratio of a closed contour from its first elliptic Fourier harmonic.
-
-    The first harmonic of the boundary (resampled uniformly along its length) is the best
-    fitting ellipse and ignores the small-scale raggedness that speckle gives an edge, which
-    biases moment or least-squares ellipse fits towards elongation.
-
-    Parameters
-    ----------
-    contour : ndarray (N, 2) float
-        Closed boundary (any isotropic unit).
-
-    Returns
-    -------
-    float in [0, 1]
-    """
-    pts = np.asarray(contour, dtype=np.float64).reshape(-1, 2)
+def _first_harmonic_ratio(pts: np.ndarray) -> float:
     seg = np.hypot(*(np.roll(pts, -1, axis=0) - pts).T)
     total = seg.sum()
     if total <= 0 or len(pts) < 5:
@@ -201,6 +230,39 @@ def ellipse_axis_ratio(contour: np.ndarray) -> float:
     a_pos, a_neg = abs(spec[1]), abs(spec[-1])
     major = a_pos + a_neg
     return float(abs(a_pos - a_neg) / major) if major > 0 else 0.0
+
+
+def _harmonic_table() -> tuple[np.ndarray, np.ndarray]:
+    """First-harmonic ratio of exact ellipses (arc-length sampling flattens it) vs true ratio."""
+    true = np.linspace(0.05, 1.0, 96)
+    theta = np.linspace(0, 2 * np.pi, 720, endpoint=False)
+    measured = np.array([_first_harmonic_ratio(np.stack([np.cos(theta), r * np.sin(theta)], axis=1)) for r in true])
+    return measured, true
+
+
+_HARMONIC_MEASURED, _HARMONIC_TRUE = _harmonic_table()
+
+
+def ellipse_axis_ratio(contour: np.ndarray) -> float:
+    """Minor/major axis ratio of a closed contour, insensitive to a speckle-ragged edge.
+
+    The first elliptic Fourier harmonic of the boundary (resampled uniformly along its
+    length) ignores the small-scale raggedness that speckle gives an edge, which biases
+    moment or least-squares ellipse fits towards elongation. Arc-length sampling makes
+    that harmonic rounder than the ellipse; the exact relation, computed once from ideal
+    ellipses, is inverted.
+
+    Parameters
+    ----------
+    contour : ndarray (N, 2) float
+        Closed boundary (any isotropic unit).
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    pts = np.asarray(contour, dtype=np.float64).reshape(-1, 2)
+    return float(np.interp(_first_harmonic_ratio(pts), _HARMONIC_MEASURED, _HARMONIC_TRUE))
 
 
 def _tissue_power(prep: Prepared, bbox: tuple[int, int, int, int]) -> float:

@@ -1,0 +1,231 @@
+"""Tracking module: exact synthetic geometry in speckle, bad frames, ids, uncalibrated, real data.
+
+The synthetic scenes (iousguide.analysis.synthetic) are discs of known echogenicity in
+fully developed speckle, blurred by a Gaussian point-spread function (0.25 mm axial,
+0.6 mm lateral FWHM) and log-compressed, so the truth is analytic. Tolerances are stated
+from the physics, not fitted: a boundary is placed to within about a third of the lateral
+PSF width by speckle (0.2 mm per edge), so a diameter or an edge-to-edge distance (two
+edges) may be off by up to 0.4 mm.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.synthetic import Disc, Scene, edge_distance_mm, render
+from iousguide.analysis.tracker import Tracker
+from iousguide.errors import AnalysisError, SettingsError
+from iousguide.frames import Frame
+
+TOL_MM = 0.4
+
+
+def make_frame(pixels, index=0, spacing=0.1, origin=(0, 0), t=None):
+    return Frame(pixels=pixels, index=index, t_mono_ns=index, t_source_s=index / 15 if t is None else t,
+                 spacing_mm=None if spacing is None else (spacing, spacing), origin_px=origin)
+
+
+def nearest(result, x_mm, y_mm, spacing, origin=(0, 0)):
+    best = None
+    for v in result.vessels:
+        d = np.hypot(v.centroid_px[0] - origin[0] - x_mm / spacing, v.centroid_px[1] - origin[1] - y_mm / spacing)
+        if best is None or d < best[0]:
+            best = (d, v)
+    assert best is not None and best[0] * spacing < 1.0, f"no vessel found near ({x_mm}, {y_mm}) mm"
+    return best[1]
+
+
+@pytest.fixture(scope="module")
+def tumour_scene():
+    """A 12 mm hypoechoic tumour (-8 dB) with vessels at 2.0, 5.0 and 0 mm (touching)."""
+    tumour = Disc((40.0, 30.0), 6.0, echo=0.4)
+    vessels = [Disc((40.0 + 6 + 2.0 + 2.5, 30.0), 2.5),      # 5 mm vessel, 2 mm gap (right)
+               Disc((40.0 - 6 - 5.0 - 2.0, 30.0), 2.0),      # 4 mm vessel, 5 mm gap (left)
+               Disc((40.0, 30.0 + 6 + 1.75), 1.75)]         # 3.5 mm vessel touching (below)
+    scene = Scene(shape_px=(600, 800), spacing_mm=0.1, discs=[tumour, *vessels])
+    return scene, tumour, vessels
+
+
+def run(frames, settings=None):
+    tracker = Tracker(settings or TrackingSettings())
+    return tracker, [tracker.process(f) for f in frames]
+
+
+def test_vessel_diameters_and_kinds_in_speckle():
+    for spacing, seed in ((0.1, 11), (0.15, 12)):
+        w_mm, h_mm = 800 * spacing, 600 * spacing
+        discs = [Disc((0.3 * w_mm, 0.4 * h_mm), 1.5), Disc((0.6 * w_mm, 0.4 * h_mm), 3.0),
+                 Disc((0.45 * w_mm, 0.75 * h_mm), 2.4, radius_y_mm=1.5)]
+        img = render(Scene(shape_px=(600, 800), spacing_mm=spacing, discs=discs), seed=seed)
+        _, (res,) = run([make_frame(img, spacing=spacing)])
+        assert res.status == "no_tumor" and len(res.vessels) == 3, res.message
+        for disc, true_d in zip(discs, (3.0, 6.0, 3.0)):  # minor axis of the ellipse = 2 x 1.5 mm
+            v = nearest(res, disc.center_mm[0], disc.center_mm[1], spacing)
+            assert abs(v.diameter_mm - true_d) <= TOL_MM, (spacing, true_d, v.diameter_mm)
+            assert v.kind == "hepatic_vein"  # no bright wall drawn
+            assert v.distance_mm is None and v.uncertainty_mm is None  # no tumour: nothing to measure
+
+
+def test_distances_contact_and_uncertainty(tumour_scene):
+    scene, tumour, vessels = tumour_scene
+    img = render(scene, seed=5)
+    frames = [make_frame(img, index=i) for i in range(3)]
+    _, results = run(frames)
+    res = results[-1]
+    assert res.status == "ok", res.message
+    assert res.tumor is not None and res.tumor.state in ("auto", "tracked")
+    assert abs(res.tumor.equivalent_diameter_mm - 12.0) <= 2 * TOL_MM
+    for vessel in vessels:
+        v = nearest(res, vessel.center_mm[0], vessel.center_mm[1], 0.1)
+        truth = edge_distance_mm(tumour, vessel)
+        assert abs(v.distance_mm - truth) <= TOL_MM, (truth, v.distance_mm)
+        # the closest points lie on the two boundaries, the right distance apart
+        (tx, ty), (vx, vy) = v.closest_px
+        assert abs(np.hypot(tx - vx, ty - vy) * 0.1 - v.distance_mm) <= 0.15
+        # uncertainty: at least the vendor caliper rule (1 % of the 60 mm depth + 2 % of value)
+        assert v.uncertainty_mm >= 0.01 * 60.0 + 0.02 * v.distance_mm - 1e-9
+        if truth == 0:
+            assert v.distance_mm <= 0.15 and v.contact_arc_deg >= 45.0
+        elif truth >= 2.0:
+            assert v.contact_arc_deg == 0.0
+    assert res.min_distance_mm == min(v.distance_mm for v in res.vessels)
+
+
+def test_uncalibrated_frames_give_no_mm(tumour_scene):
+    scene, _, _ = tumour_scene
+    img = render(scene, seed=6)
+    _, results = run([make_frame(img, index=i, spacing=None) for i in range(3)])
+    res = results[-1]
+    assert res.status == "uncalibrated" and "uncalibrated" in res.message
+    assert res.spacing_mm is None and res.min_distance_mm is None
+    assert res.tumor is not None and res.tumor.area_mm2 is None and res.tumor.equivalent_diameter_mm is None
+    assert res.vessels
+    for v in res.vessels:
+        assert v.diameter_mm is None and v.distance_mm is None and v.uncertainty_mm is None
+        assert v.contact_arc_deg is None
+        assert v.diameter_px > 0 and v.distance_px is not None
+    text = str(res.to_json())
+    assert "_mm': 0" not in text
+
+
+def test_crop_origin_gives_source_pixels(tumour_scene):
+    scene, tumour, _ = tumour_scene
+    img = render(scene, seed=7)
+    _, a = run([make_frame(img, index=i) for i in range(3)])
+    _, b = run([make_frame(img, index=i, origin=(120, 45)) for i in range(3)])
+    assert a[-1].tumor is not None and b[-1].tumor is not None
+    assert np.allclose(np.array(b[-1].tumor.centroid_px) - a[-1].tumor.centroid_px, (120, 45), atol=1e-6)
+    assert [v.distance_mm for v in a[-1].vessels] == [v.distance_mm for v in b[-1].vessels]
+
+
+def test_ids_stable_over_a_moving_sequence():
+    frames, positions = [], []
+    for i in range(12):
+        shift = 0.4 * i  # mm per frame, a slow sweep
+        discs = [Disc((20 + shift, 25), 3.0), Disc((50 + shift, 35), 2.0), Disc((35 - shift, 45), 2.5)]
+        positions.append([d.center_mm for d in discs])
+        img = render(Scene(shape_px=(600, 800), spacing_mm=0.1, discs=discs), seed=100 + i)
+        frames.append(make_frame(img, index=i))
+    _, results = run(frames)
+    ids = []
+    for res, pos in zip(results, positions):
+        ids.append(tuple(nearest(res, x, y, 0.1).id for x, y in pos))
+    assert len(set(ids)) == 1, ids
+    assert len(set(ids[0])) == 3
+
+
+def test_bad_frames_give_status_and_message(tumour_scene):
+    scene, _, _ = tumour_scene
+    img = render(scene, seed=8)
+    tracker = Tracker()
+    ok = tracker.process(make_frame(img, index=0))
+    assert ok.status in ("ok", "no_tumor")
+    black = tracker.process(make_frame(np.zeros_like(img), index=1))
+    assert black.status == "no_signal" and "probe" in black.message and not black.vessels
+    white = tracker.process(make_frame(np.full_like(img, 255), index=2))
+    assert white.status == "no_signal" and "saturated" in white.message
+    small = img[:300, :400].copy()
+    odd = tracker.process(make_frame(small, index=3))
+    assert odd.status == "error" and "800x600" in odd.message and "400x300" in odd.message
+    back = tracker.process(make_frame(img, index=4))
+    assert back.status in ("ok", "no_tumor") and back.vessels
+    # a new size that persists restarts tracking on it
+    for i in range(5, 5 + TrackingSettings().size_change_confirm_frames):
+        last = tracker.process(make_frame(small, index=i))
+    assert last.status in ("ok", "no_tumor") and last.vessels
+    assert all(np.isfinite(v.diameter_mm) for v in last.vessels)
+
+
+def test_seeds_outside_or_on_a_vessel(tumour_scene):
+    scene, tumour, vessels = tumour_scene
+    img = render(scene, seed=9)
+    tracker = Tracker(TrackingSettings(auto_tumor=False))
+    first = tracker.process(make_frame(img, index=0))
+    assert first.tumor is None and first.status == "no_tumor"
+    with pytest.raises(AnalysisError, match="outside the image"):
+        tracker.seed_tumor(900, 100)
+    with pytest.raises(AnalysisError):
+        tracker.seed_tumor(float("nan"), 3)
+    vx, vy = vessels[0].center_mm
+    tracker.seed_tumor(vx / 0.1, vy / 0.1)
+    on_vessel = tracker.process(make_frame(img, index=1))
+    assert on_vessel.tumor is None and "vessel" in on_vessel.message
+    tx, ty = tumour.center_mm
+    tracker.seed_tumor(tx / 0.1, ty / 0.1)
+    seeded = tracker.process(make_frame(img, index=2))
+    assert seeded.status == "ok" and seeded.tumor.state == "seeded"
+    followed = tracker.process(make_frame(img, index=3))
+    assert followed.tumor.state == "tracked"
+    # settings seed outside the frame: a message, not a crash
+    t2 = Tracker(TrackingSettings(tumor_seed_px=(5000.0, 10.0), auto_tumor=False))
+    res = t2.process(make_frame(img, index=0))
+    assert res.status == "no_tumor" and "outside" in res.message
+    with pytest.raises(SettingsError):
+        TrackingSettings(edge_level_fraction=1.5)
+
+
+def test_tumour_leaving_the_view_is_lost_then_reacquired(tumour_scene):
+    scene, tumour, vessels = tumour_scene
+    with_t = render(scene, seed=10)
+    without = render(Scene(shape_px=scene.shape_px, spacing_mm=0.1, discs=list(vessels)), seed=10)
+    tx, ty = tumour.center_mm
+    tracker = Tracker(TrackingSettings(tumor_seed_px=(tx / 0.1, ty / 0.1)))
+    states = [tracker.process(make_frame(p, index=i)) for i, p in enumerate([with_t, with_t, without, without,
+                                                                             with_t])]
+    assert [r.status for r in states] == ["ok", "ok", "lost", "lost", "ok"]
+    assert states[2].tumor is None and states[2].min_distance_mm is None and "lost" in states[2].message
+    assert states[4].tumor.state == "reacquired"
+
+
+def test_jump_is_flagged_not_smoothed():
+    tumour = Disc((40.0, 30.0), 6.0, echo=0.4)
+    far = Disc((40.0 + 6 + 6.0 + 2.5, 30.0), 2.5)
+    near = Disc((40.0 + 6 + 1.0 + 2.5, 30.0), 2.5)  # 5 mm closer in one frame
+    imgs = [render(Scene(discs=[tumour, far]), seed=20 + i) for i in range(4)]
+    imgs.append(render(Scene(discs=[tumour, near]), seed=30))
+    tx, ty = tumour.center_mm
+    _, results = run([make_frame(p, index=i) for i, p in enumerate(imgs)],
+                     TrackingSettings(tumor_seed_px=(tx / 0.1, ty / 0.1)))
+    before = nearest(results[3], *far.center_mm, 0.1)
+    after = nearest(results[4], *near.center_mm, 0.1)
+    assert before.id == after.id
+    assert "jump" in after.flags and "jump" not in before.flags
+    assert abs(after.distance_mm - 1.0) <= TOL_MM  # reported as measured
+
+
+def test_inputs_not_mutated_and_no_qt(tumour_scene):
+    scene, _, _ = tumour_scene
+    img = render(scene, seed=13)
+    copy = img.copy()
+    frame = make_frame(img)
+    Tracker().process(frame)
+    assert np.array_equal(frame.pixels, copy)
+    import subprocess
+
+    code = ("import sys; import iousguide.analysis.tracker; "
+            "sys.exit(1 if any(m.startswith(('PySide6', 'pyqtgraph')) for m in sys.modules) else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
