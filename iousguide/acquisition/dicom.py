@@ -78,7 +78,7 @@ _DATA_TYPES = {
 class UltrasoundRegion:
     """One item of the Sequence of Ultrasound Regions (0018,6011).
 
-    Bounds are the DICOM inclusive pixel bounds; ``delta_x``/``delta_y`` are in
+    Bounds are the DICOM inclusive pixel bounds; ``physical_delta_x``/``physical_delta_y`` are in
     the region's physical units (``units_x``/``units_y``, 3 = cm).
     """
 
@@ -91,8 +91,8 @@ class UltrasoundRegion:
     max_y1: int
     units_x: int
     units_y: int
-    delta_x: float
-    delta_y: float
+    physical_delta_x: float
+    physical_delta_y: float
 
     @property
     def is_spatial(self) -> bool:
@@ -100,10 +100,10 @@ class UltrasoundRegion:
         return (
             self.units_x == _CM_UNITS
             and self.units_y == _CM_UNITS
-            and self.delta_x > 0
-            and self.delta_y > 0
-            and np.isfinite(self.delta_x)
-            and np.isfinite(self.delta_y)
+            and self.physical_delta_x > 0
+            and self.physical_delta_y > 0
+            and np.isfinite(self.physical_delta_x)
+            and np.isfinite(self.physical_delta_y)
         )
 
     @property
@@ -142,8 +142,8 @@ def read_regions(ds: Any) -> list[UltrasoundRegion]:
                     max_y1=int(item.RegionLocationMaxY1),
                     units_x=int(item.get("PhysicalUnitsXDirection", 0) or 0),
                     units_y=int(item.get("PhysicalUnitsYDirection", 0) or 0),
-                    delta_x=float(item.get("PhysicalDeltaX", 0.0) or 0.0),
-                    delta_y=float(item.get("PhysicalDeltaY", 0.0) or 0.0),
+                    physical_delta_x=float(item.get("PhysicalDeltaX", 0.0) or 0.0),
+                    physical_delta_y=float(item.get("PhysicalDeltaY", 0.0) or 0.0),
                 )
             )
         except Exception:
@@ -213,7 +213,7 @@ def regions_calibration(
         warnings.append(f"{region.describe()} is another spatial region: not used (chose region {chosen.number})")
     try:
         calibration = Calibration(
-            spacing_mm=(chosen.delta_x * 10.0, chosen.delta_y * 10.0),
+            spacing_mm=(chosen.physical_delta_x * 10.0, chosen.physical_delta_y * 10.0),
             crop_px=crop,
             name=f"dicom-region-{chosen.number}",
             source="dicom_regions",
