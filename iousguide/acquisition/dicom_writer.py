@@ -142,7 +142,7 @@ def write_us_cine(
 
     ds.PixelData = stack.tobytes()
     if compression == "rle":
-        ds.compress(RLELossless)
+        ds.compress(RLELossless, generate_instance_uid=False)  # keep the deterministic UID
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
