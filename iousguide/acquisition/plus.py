@@ -35,9 +35,12 @@ Memory
 * Uncompressed data is read **frame by frame** with ``os.pread`` (one frame in memory).
 * Compressed data (MetaIO zlib, NRRD gzip) is stream-decompressed with
   ``zlib.decompressobj``. Decoder checkpoints (``decompressobj.copy()`` + input
-  offset, ~45 KB each) are kept every >= 16 MiB of output, at most ~256 of them, so a
-  backward seek re-decodes at most one checkpoint interval; decoded frames live in an
-  LRU cache of at most 8 frames / 32 MiB. Files whose pixel data is <= 256 MiB are
+  offset, ~70 KB each, measured) are kept every >= 16 MiB of output, at most 128 of
+  them (<= ~9 MB, reached from ~2 GB of pixels on), so a backward seek re-decodes at
+  most one checkpoint interval; decoded frames live in an LRU cache of at most
+  8 frames / 32 MiB.
+* Per-frame header fields (timestamps, status, transforms) are kept in memory as
+  text: about 0.5-1 KB per frame, the one part that grows with the recording length. Files whose pixel data is <= 256 MiB are
   decoded once at open to verify the stream (a truncated or garbage stream is then a
   :class:`CorruptDataError` at open); larger ones are verified as they are read.
 * NRRD files whose list axis is not the last one (interleaved frames, some Slicer
@@ -77,10 +80,10 @@ ZLIB_MAX_RATIO = 1100  # deflate cannot expand more than ~1032:1
 VERIFY_AT_OPEN_BYTES = 256 * 1024 * 1024
 INTERLEAVED_GZIP_LIMIT_BYTES = 512 * 1024 * 1024
 CHECKPOINT_MIN_BYTES = 16 * 1024 * 1024
-MAX_CHECKPOINTS = 256
+MAX_CHECKPOINTS = 128
 CACHE_MAX_FRAMES = 8
 CACHE_MAX_BYTES = 32 * 1024 * 1024
-READ_CHUNK_BYTES = 256 * 1024
+READ_CHUNK_BYTES = 64 * 1024
 NO_TIMESTAMP_FPS = 10.0
 
 JOURNAL_HEADER = "journal.mhd"
@@ -634,8 +637,8 @@ class _ZlibStream:
 
     A checkpoint is ``(decompressobj.copy(), input offset)`` taken at multiples of
     ``checkpoint_every`` output bytes. Memory: the decoder state plus at most
-    :data:`MAX_CHECKPOINTS` decoder copies (about 45 KB each), independent of the
-    recording length.
+    :data:`MAX_CHECKPOINTS` decoder copies (about 70 KB each with their unread
+    input), independent of the recording length.
     """
 
     def __init__(self, layout: _Layout, *, total_bytes: int) -> None:
@@ -809,15 +812,19 @@ def from_mf(pixels: np.ndarray, orientation: str) -> np.ndarray:
 
 
 def _spacing_from_transform(text: str) -> tuple[float, float, float, float] | None:
-    """(sx, sy, ox_px, oy_px) from a 16-number ImageToTransducerTransform, or None."""
+    """(sx, sy, ox_px, oy_px) from a 16-number ImageToTransducerTransform, or None.
+
+    sx, sy are the norms of the first two columns of the rotation-scale part (mm/px);
+    the origin follows from the translation ``-o * s``.
+    """
     values = _floats(text)
     if values is None or len(values) != 16 or not all(math.isfinite(v) for v in values):
         return None
-    m = np.asarray(values).reshape(4, 4)
-    sx, sy = float(np.linalg.norm(m[:3, 0])), float(np.linalg.norm(m[:3, 1]))
+    sx = math.sqrt(values[0] ** 2 + values[4] ** 2 + values[8] ** 2)
+    sy = math.sqrt(values[1] ** 2 + values[5] ** 2 + values[9] ** 2)
     if not (sx > 0 and sy > 0):
         return None
-    return sx, sy, -float(m[0, 3]) / sx, -float(m[1, 3]) / sy
+    return sx, sy, -values[3] / sx, -values[7] / sy
 
 
 # ---------------------------------------------------------------------------
