@@ -6,7 +6,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 
 from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
 from iousguide.guidance.apply import apply_guidance

@@ -133,7 +133,6 @@ def apply_guidance(
     risks = {}
     sinks = []
     for vessel in result.vessels:
-        preserve = is_preserved(vessel, settings=settings)
         risk = None
         if vessel.diameter_mm is not None:
             try:

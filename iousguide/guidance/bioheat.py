@@ -266,25 +266,25 @@ def _rasterise(poly_mm: np.ndarray, n: int, origin_mm: np.ndarray, grid_mm: floa
     return mask.astype(bool)
 
 
-def _isotherm_radii(theta: np.ndarray, centre_cell: float, directions: np.ndarray, level: float,
+def _isotherm_radii(theta: np.ndarray, centre_cell: float, directions: np.ndarray, level_k: float,
                     step_cells: float = 0.5) -> np.ndarray:
-    """Distance (cells) along rays from the centre cell at which theta first drops below ``level``, (R,)."""
+    """Distance (cells) along rays from the centre cell at which theta (K) first drops below ``level_k``, (R,)."""
     steps = np.arange(0.0, centre_cell, step_cells)
     rows = centre_cell + steps[None, :] * directions[:, 1:2]
     cols = centre_cell + steps[None, :] * directions[:, 0:1]
     vals = ndimage.map_coordinates(theta, [rows.ravel(), cols.ravel()], order=1, mode="nearest").reshape(rows.shape)
-    below = vals < level
+    below = vals < level_k
     first = np.where(below.any(axis=1), below.argmax(axis=1), len(steps) - 1)
     j = np.maximum(first, 1)
     rr = np.arange(len(directions))
     v0, v1 = vals[rr, j - 1], vals[rr, j]
     with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.clip(np.where(v0 != v1, (v0 - level) / (v0 - v1), 0.0), 0.0, 1.0)
+        frac = np.clip(np.where(v0 != v1, (v0 - level_k) / (v0 - v1), 0.0), 0.0, 1.0)
     out = steps[j - 1] + frac * step_cells
     return np.where(first == 0, 0.0, out)
 
 
-def _deficits(theta_free, theta_v, level, vessels, lumen_of, centre, n, g, n_rays: int = 240):
+def _deficits(theta_free, theta_v, rise_k, vessels, lumen_of, centre, n, g, n_rays: int = 240):
     """Per vessel: the largest retreat (mm) of the coagulation front, on rays whose front lies nearest that
     vessel, relative to the vessel-free front (capped at the first lumen wall on the ray)."""
     present = [v for v in vessels if v.id in lumen_of and not geo.points_in_polygon(centre[None, :], v.polygon_mm)[0]]
@@ -293,27 +293,27 @@ def _deficits(theta_free, theta_v, level, vessels, lumen_of, centre, n, g, n_ray
         return deficits
     u = geo.ray_directions(n_rays)
     c = float(n // 2)
-    r_free = _isotherm_radii(theta_free, c, u, level) * g
-    r_with = _isotherm_radii(theta_v, c, u, level) * g
-    r_wall = np.full(n_rays, np.inf)
+    r_free_mm = _isotherm_radii(theta_free, c, u, rise_k) * g
+    r_with_mm = _isotherm_radii(theta_v, c, u, rise_k) * g
+    r_wall_mm = np.full(n_rays, np.inf)
     for v in present:
-        r_wall = np.minimum(r_wall, geo.first_hit_radius(centre, u, v.polygon_mm))
-    shortfall = np.maximum(np.minimum(r_free, r_wall) - r_with, 0.0)
+        r_wall_mm = np.minimum(r_wall_mm, geo.first_hit_radius(centre, u, v.polygon_mm))
+    shortfall_mm = np.maximum(np.minimum(r_free_mm, r_wall_mm) - r_with_mm, 0.0)
     owner = np.zeros(n_rays, dtype=int)
-    short = np.flatnonzero(shortfall > 0)
+    short = np.flatnonzero(shortfall_mm > 0)
     if len(present) > 1 and short.size:
         # nearest lumen cell of each retreated front point (one distance transform on the grid)
         labels = np.zeros((n, n), dtype=int)
         for k, v in enumerate(present):
             labels[lumen_of[v.id]] = k + 1
         _, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
-        front = c + r_with[short, None] / g * u[short]  # (x, y) in cells from the grid corner
+        front = c + r_with_mm[short, None] / g * u[short]  # (x, y) in cells from the grid corner
         col = np.clip(np.round(front[:, 0]).astype(int), 0, n - 1)
         row = np.clip(np.round(front[:, 1]).astype(int), 0, n - 1)
         owner[short] = labels[iy[row, col], ix[row, col]] - 1
     for k, v in enumerate(present):
         mine = owner == k
-        deficits[v.id] = float(shortfall[mine].max()) if mine.any() else 0.0
+        deficits[v.id] = float(shortfall_mm[mine].max()) if mine.any() else 0.0
     return deficits
 
 
@@ -369,7 +369,7 @@ def estimate_ablation(
         else theta_free
     )
 
-    level = s.coagulation_isotherm_c - s.body_temperature_c
+    rise_k = s.coagulation_isotherm_c - s.body_temperature_c
     zone = _rasterise(zone_mm, n, origin, g)
     if not zone.any():
         raise AnalysisError("the ablation zone is empty on the bioheat grid")
@@ -377,24 +377,24 @@ def estimate_ablation(
         raise AnalysisError(
             f"the ablation zone does not fit in the {s.bioheat_field_mm:g} mm bioheat field; enlarge bioheat_field_mm"
         )
-    power = level / float(theta_free[zone].min())  # W/m so that the vessel-free isotherm covers the zone
+    power_w_per_m = rise_k / float(theta_free[zone].min())  # the vessel-free isotherm just covers the zone
     # covered to within one grid cell: every tissue cell of the zone shrunk by one cell reaches the isotherm
     inner = ndimage.binary_erosion(zone)
     tissue_zone = inner & (h <= 0)
-    covered = bool(np.all(theta_v[tissue_zone] * power >= level * (1 - 1e-9)))
+    covered = bool(np.all(theta_v[tissue_zone] * power_w_per_m >= rise_k * (1 - 1e-9)))
 
-    deficits = _deficits(theta_free * power, theta_v * power, level, vessels, lumen_of, centre, n, g)
-    coag = (theta_v * power >= level).astype(np.uint8)
+    deficits = _deficits(theta_free * power_w_per_m, theta_v * power_w_per_m, rise_k, vessels, lumen_of, centre, n, g)
+    coag = (theta_v * power_w_per_m >= rise_k).astype(np.uint8)
     predicted = _component_contour(coag, (n // 2, n // 2), origin, g)
     return AblationEstimate(
         covered=covered,
         predicted_zone_mm=predicted,
         deficit_mm=deficits,
-        equivalent_source_w_per_m=float(power),
+        equivalent_source_w_per_m=float(power_w_per_m),
         coagulation_isotherm_c=float(s.coagulation_isotherm_c),
         grid_mm=g,
         origin_mm=(float(origin[0]), float(origin[1])),
-        temperature_c=theta_v * power + s.body_temperature_c,
+        temperature_c=theta_v * power_w_per_m + s.body_temperature_c,
         solve_ms=(time.perf_counter_ns() - start_ns) / 1e6,
         note=note,
     )

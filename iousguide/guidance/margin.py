@@ -171,78 +171,78 @@ def plan_margin(
     if spacing_mm is None:
         raise AnalysisError("a margin plan needs a calibrated frame (spacing_mm is None)")
     spacing_mm = (float(spacing_mm[0]), float(spacing_mm[1]))
-    target = float(settings.margin_target_mm)
-    floor = float(settings.margin_floor_mm)
-    tumor = geo.clean_polygon(geo.to_mm(tumor_contour_px, spacing_mm), tolerance_mm=geo.contour_tolerance_mm(spacing_mm))
-    if len(tumor) < 3 or geo.polygon_area_mm2(tumor) <= 0:
-        raise AnalysisError(f"tumour contour is degenerate ({len(tumor)} points)")
-    centre = geo.interior_point(tumor)
-    reach = float(np.sqrt(((tumor - centre) ** 2).sum(1)).max())
-    outer = reach + max(target, settings.comparison_margin_mm)
-    n_rays = int(np.clip(np.ceil(2 * np.pi * outer / settings.ray_spacing_mm), _MIN_RAYS, _MAX_RAYS))
+    target_mm = float(settings.margin_target_mm)
+    floor_mm = float(settings.margin_floor_mm)
+    tumor_mm = geo.clean_polygon(geo.to_mm(tumor_contour_px, spacing_mm), tolerance_mm=geo.contour_tolerance_mm(spacing_mm))
+    if len(tumor_mm) < 3 or geo.polygon_area_mm2(tumor_mm) <= 0:
+        raise AnalysisError(f"tumour contour is degenerate ({len(tumor_mm)} points)")
+    centre_mm = geo.interior_point(tumor_mm)
+    reach_mm = float(np.sqrt(((tumor_mm - centre_mm) ** 2).sum(1)).max())
+    outer_mm = reach_mm + max(target_mm, settings.comparison_margin_mm)
+    n_rays = int(np.clip(np.ceil(2 * np.pi * outer_mm / settings.ray_spacing_mm), _MIN_RAYS, _MAX_RAYS))
     u = geo.ray_directions(n_rays)
 
-    r_tumor = geo.outer_radius(centre, u, tumor)
-    r_tumor = np.where(np.isnan(r_tumor), 0.0, r_tumor)
-    r_free, r_wide = geo.offset_outer_radius(centre, u, tumor, [target, settings.comparison_margin_mm])
+    r_tumor_mm = geo.outer_radius(centre_mm, u, tumor_mm)
+    r_tumor_mm = np.where(np.isnan(r_tumor_mm), 0.0, r_tumor_mm)
+    r_free_mm, r_wide_mm = geo.offset_outer_radius(centre_mm, u, tumor_mm, [target_mm, settings.comparison_margin_mm])
 
     preserved_ids: list[int] = []
     warnings: list[str] = []
     sacrifice: list[int] = []
-    r_vessel = np.full(n_rays, np.inf)
+    r_vessel_mm = np.full(n_rays, np.inf)
     vessel_of_ray = np.full(n_rays, -1)
     polys: dict[int, np.ndarray] = {}
     info: dict[int, tuple[bool, float]] = {}  # id -> (major, uncertainty_mm)
     for vessel in vessels:
-        poly = geo.clean_polygon(geo.to_mm(vessel.contour_px, spacing_mm), tolerance_mm=geo.contour_tolerance_mm(spacing_mm))
-        if len(poly) < 3:
+        poly_mm = geo.clean_polygon(geo.to_mm(vessel.contour_px, spacing_mm), tolerance_mm=geo.contour_tolerance_mm(spacing_mm))
+        if len(poly_mm) < 3:
             warnings.append(f"vessel {vessel.id}: degenerate contour, ignored by the planner")
             continue
         preserved = is_preserved(vessel, settings=settings)
-        gap = vessel_gap_mm(vessel, tumor, spacing_mm=spacing_mm)
+        gap_mm = vessel_gap_mm(vessel, tumor_mm, spacing_mm=spacing_mm)
         if not preserved:
-            if gap < floor:
+            if gap_mm < floor_mm:
                 sacrifice.append(int(vessel.id))
             continue
-        if geo.points_in_polygon(centre[None, :], poly)[0]:
-            warnings.append(f"vessel {vessel.id}: contour contains the tumour centre, ignored by the planner")
+        if geo.points_in_polygon(centre_mm[None, :], poly_mm)[0]:
+            warnings.append(f"vessel {vessel.id}: contour contains the tumour centre_mm, ignored by the planner")
             continue
         preserved_ids.append(int(vessel.id))
-        polys[int(vessel.id)] = poly
+        polys[int(vessel.id)] = poly_mm
         info[int(vessel.id)] = (is_major(vessel, settings=settings), float(vessel.uncertainty_mm or 0.0))
-        hit = geo.first_hit_radius(centre, u, poly)
-        closer = hit < r_vessel
-        r_vessel = np.where(closer, hit, r_vessel)
+        hit_mm = geo.first_hit_radius(centre_mm, u, poly_mm)
+        closer = hit_mm < r_vessel_mm
+        r_vessel_mm = np.where(closer, hit_mm, r_vessel_mm)
         vessel_of_ray = np.where(closer, int(vessel.id), vessel_of_ray)
 
-    constrained = r_vessel < r_free
-    r_cut = np.where(constrained, np.maximum(r_vessel, r_tumor), r_free)
+    constrained = r_vessel_mm < r_free_mm
+    r_cut_mm = np.where(constrained, np.maximum(r_vessel_mm, r_tumor_mm), r_free_mm)
     vessel_of_ray = np.where(constrained, vessel_of_ray, -1)
-    points_mm = centre[None, :] + r_cut[:, None] * u
-    # free rays sit on the exact target offset by construction; measure the others
-    margins = np.full(n_rays, target)
-    hit = np.flatnonzero(constrained)
-    if hit.size:
-        margins[hit] = geo.point_polygon_distance(points_mm[hit], tumor)
-        margins[hit[r_cut[hit] <= r_tumor[hit] + 1e-9]] = 0.0
+    points_mm = centre_mm[None, :] + r_cut_mm[:, None] * u
+    # free rays sit on the exact target_mm offset by construction; measure the others
+    margins_mm = np.full(n_rays, target_mm)
+    measured = np.flatnonzero(constrained)
+    if measured.size:
+        margins_mm[measured] = geo.point_polygon_distance(points_mm[measured], tumor_mm)
+        margins_mm[measured[r_cut_mm[measured] <= r_tumor_mm[measured] + 1e-9]] = 0.0
 
     # labels per ray
     reason = np.full(n_rays, "free", dtype=object)
     cls = np.full(n_rays, "ok", dtype=object)
-    unc = np.zeros(n_rays)
+    unc_mm = np.zeros(n_rays)
     near_band = np.zeros(n_rays, dtype=bool)
-    for vid, poly in polys.items():
-        major, u_mm = info[vid]
+    for vid, poly_mm in polys.items():
+        major, u_vessel_mm = info[vid]
         mine = vessel_of_ray == vid
-        unc[mine] = u_mm
-        if u_mm > 0:  # free line within the vessel's uncertainty of its wall: not "ok"
-            lo, hi = poly.min(axis=0) - u_mm, poly.max(axis=0) + u_mm
-            in_box = np.all((points_mm >= lo) & (points_mm <= hi), axis=1)
+        unc_mm[mine] = u_vessel_mm
+        if u_vessel_mm > 0:  # free line within the vessel's uncertainty of its wall: not "ok"
+            lo_mm, hi_mm = poly_mm.min(axis=0) - u_vessel_mm, poly_mm.max(axis=0) + u_vessel_mm
+            in_box = np.all((points_mm >= lo_mm) & (points_mm <= hi_mm), axis=1)
             free_idx = np.flatnonzero(~constrained & in_box)
             if free_idx.size:
-                d = geo.point_polygon_distance(points_mm[free_idx], poly)
-                near_band[free_idx[d <= u_mm]] = True
-        below = mine & (margins < floor)
+                dist_mm = geo.point_polygon_distance(points_mm[free_idx], poly_mm)
+                near_band[free_idx[dist_mm <= u_vessel_mm]] = True
+        below = mine & (margins_mm < floor_mm)
         if np.any(below):
             if major:
                 reason[below] = "detachment"
@@ -252,30 +252,30 @@ def plan_margin(
                     f"vessel {vid}: preserved but not a major vessel, so a detachment is not allowed; "
                     "take it with the specimen or accept an R1 margin"
                 )
-        reason[mine & (margins >= floor)] = "preserved_vessel"
-    lower = margins - unc
-    cls[:] = np.where(lower >= target - 1e-6, "ok", np.where(lower >= floor - 1e-9, "tight", "r1_risk"))
+        reason[mine & (margins_mm >= floor_mm)] = "preserved_vessel"
+    lower_mm = margins_mm - unc_mm
+    cls[:] = np.where(lower_mm >= target_mm - 1e-6, "ok", np.where(lower_mm >= floor_mm - 1e-9, "tight", "r1_risk"))
     cls[(cls == "ok") & near_band] = "tight"
     cls[reason == "detachment"] = "r1_risk"
     vessel_label = np.where(reason == "free", -1, vessel_of_ray)
 
-    segments = _segments(points_mm, margins, reason, vessel_label, cls, unc, spacing_mm=spacing_mm, target_mm=target)
+    segments = _segments(points_mm, margins_mm, reason, vessel_label, cls, unc_mm, spacing_mm=spacing_mm, target_mm=target_mm)
     detach = sorted({s.vessel_id for s in segments if s.reason == "detachment"})
 
-    area_tumor = geo.polygon_area_mm2(tumor)
-    area_plan = geo.ring_area_mm2(centre, u, r_cut)
-    area_wide = geo.ring_area_mm2(centre, u, r_wide)
-    spared = area_wide - area_plan
-    removed_wide = area_wide - area_tumor
+    area_tumor_mm2 = geo.polygon_area_mm2(tumor_mm)
+    area_plan_mm2 = geo.ring_area_mm2(centre_mm, u, r_cut_mm)
+    area_wide_mm2 = geo.ring_area_mm2(centre_mm, u, r_wide_mm)
+    spared_mm2 = area_wide_mm2 - area_plan_mm2
+    removed_wide_mm2 = area_wide_mm2 - area_tumor_mm2
     return MarginPlan(
-        target_mm=target,
-        floor_mm=floor,
+        target_mm=target_mm,
+        floor_mm=floor_mm,
         segments=segments,
-        min_margin_mm=float(margins.min()),
+        min_margin_mm=float(margins_mm.min()),
         detachment_vessel_ids=detach,
         sacrifice_vessel_ids=sorted(sacrifice),
-        spared_mm2_vs_10mm=float(spared),
-        spared_pct_vs_10mm=float(100.0 * spared / removed_wide) if removed_wide > 0 else 0.0,
+        spared_mm2_vs_10mm=float(spared_mm2),
+        spared_pct_vs_10mm=float(100.0 * spared_mm2 / removed_wide_mm2) if removed_wide_mm2 > 0 else 0.0,
         comparison_margin_mm=float(settings.comparison_margin_mm),
         contour_px=geo.to_px(points_mm, spacing_mm),
         preserved_vessel_ids=sorted(preserved_ids),
@@ -284,7 +284,7 @@ def plan_margin(
     )
 
 
-def _segments(points_mm, margins, reason, vessel_label, cls, unc, *, spacing_mm, target_mm) -> list[MarginSegment]:
+def _segments(points_mm, margins_mm, reason, vessel_label, cls, unc_mm, *, spacing_mm, target_mm) -> list[MarginSegment]:
     """Cut the closed ray polyline into runs of equal (reason, vessel, class)."""
     import cv2
 
@@ -313,12 +313,12 @@ def _segments(points_mm, margins, reason, vessel_label, cls, unc, *, spacing_mm,
         segments.append(
             MarginSegment(
                 contour_px=simple.astype(float),
-                margin_mm=float(margins[run].min()),
+                margin_mm=float(margins_mm[run].min()),
                 reason=str(r),
                 vessel_id=None if v < 0 else int(v),
                 cls=str(c),
                 target_mm=target_mm,
-                uncertainty_mm=float(unc[run].max()),
+                uncertainty_mm=float(unc_mm[run].max()),
             )
         )
     return segments
