@@ -473,3 +473,18 @@ def test_open_sequence_refuses_other_extensions(tmp_path):
         plus_module.open_sequence(path)
     with pytest.raises(IousguideError):
         plus_module.open_sequence(tmp_path)  # a folder that is not a recording journal
+
+
+@pytest.mark.parametrize("relative", [
+    "liver_sweep/liver_sweep_every7th.igs.mha",
+    "plus/BoneUltrasound_L14.igs.mha",
+    "plus/Prostate10_video.igs.mhd",
+])
+def test_pixels_equal_itk_metaio_reader(relative):
+    """ITK's MetaIO reader (independent of ours) gives the same pixels for every shown slot."""
+    sitk = pytest.importorskip("SimpleITK")
+    path = shared_file(relative)
+    cube = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # (slots, rows, cols); these files are MF
+    with open_source(path) as source:
+        for frame in source:
+            assert np.array_equal(frame.pixels, cube[frame.extra["plus_frame_index"]])

@@ -257,3 +257,20 @@ def test_kill_9_mid_recording_keeps_every_written_frame(tmp_path, channels):
     out = recover(partial_path_for(path), compress=True)
     with open_source(out) as source:
         assert len(source) == n
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("rgb", [False, True])
+def test_itk_reads_what_we_write(tmp_path, compress, rgb):
+    """An independent MetaIO reader (ITK, as PLUS and Slicer use) sees the same stored pixels."""
+    sitk = pytest.importorskip("SimpleITK")
+    frames = _frames(4, rgb=rgb, h=30, w=40)
+    path = tmp_path / "itk.igs.mha"
+    with SequenceWriter(path, compress=compress, orientation="UN") as writer:
+        for frame in frames:
+            writer.append(frame)
+    image = sitk.ReadImage(str(path))
+    assert image.GetSize() == (40, 30, 4)
+    assert image.GetNumberOfComponentsPerPixel() == (3 if rgb else 1)
+    stored = np.stack([f.pixels[::-1, ::-1] for f in frames])  # UN on disk
+    assert np.array_equal(sitk.GetArrayFromImage(image), stored)
