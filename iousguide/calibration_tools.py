@@ -150,7 +150,7 @@ def detect_region(
     min_std: float = 0.5,
     close_fraction: float = 0.03,
     open_fraction: float = 0.02,
-    dark_level: float = 10.0,
+    dark_level: float = 4.0,
     single_open_fraction: float = 0.06,
 ) -> RegionResult:
     """Find the ultrasound image inside captured screen frames.
@@ -169,8 +169,10 @@ def detect_region(
         image side (closing bridges dark anechoic areas inside the image; opening
         removes thin changing text such as a frame counter or a clock).
     dark_level : float
-        Single-image heuristic: grey level (after a box blur of 2 % of the image
-        side) above which a pixel counts as part of the image.
+        Single-image heuristic: grey levels above the screen's black level (5th
+        percentile, after a box blur of 2 % of the image side) from which a pixel
+        counts as part of the image; relative, so a limited-range capture (black
+        = 16) behaves like a full-range one.
     single_open_fraction : float
         Single-image heuristic: opening kernel (fraction of the smaller side) that
         removes text, rulers and thin graphics.
@@ -226,7 +228,7 @@ def detect_region(
     # rulers and thin graphics vanish in an opening wider than a character
     window = max(int(round(side * 0.02)) | 1, 3)
     score = cv2.blur(greys[0].astype(np.float32), (window, window))
-    threshold = dark_level
+    threshold = float(np.percentile(score, 5)) + dark_level  # above the screen's black level
     single_open = max(int(round(side * single_open_fraction)), 5)
     box, mask = _region_from_score(score, threshold, close_px=close_px, open_px=single_open)
     if box is None:
