@@ -109,3 +109,39 @@ def test_pipeline_marks_flow_through_apply():
     by_id = {v["id"]: v for v in data["vessels"]}
     assert by_id[3]["preserve"] and not by_id[1]["preserve"]
     assert data["margin_plan"]["sacrifice_vessel_ids"] == [1]
+
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+
+def _blob(rng, cx, cy, r_px, n):
+    t = np.sort(rng.uniform(0, 2 * np.pi, n))
+    r = r_px * (1 + 0.35 * rng.uniform(-1, 1, n))
+    return np.c_[cx + r * np.cos(t), cy + r * np.sin(t)]
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n_vessels=st.integers(0, 4), bioheat=st.booleans())
+def test_any_tracker_like_scene_gives_finite_serialisable_guidance(seed, n_vessels, bioheat):
+    """Lumpy tumours and vessels anywhere (touching, overlapping, far, tiny): never raises, never NaN."""
+    rng = np.random.default_rng(seed)
+    spacing = (float(rng.uniform(0.07, 0.3)),) * 2
+    tumour = _blob(rng, 300, 250, rng.uniform(10, 120), int(rng.integers(3, 200)))
+    vessels = []
+    for vid in range(n_vessels):
+        cx, cy = rng.uniform(50, 550, 2)
+        contour = _blob(rng, cx, cy, rng.uniform(2, 60), int(rng.integers(3, 80)))
+        diameter_mm = float(rng.uniform(0.5, 15))
+        vessels.append(VesselResult(
+            id=vid, kind=str(rng.choice(["hepatic_vein", "portal_pedicle", "unknown"])), centroid_px=(cx, cy),
+            contour_px=contour, diameter_px=diameter_mm / spacing[0], diameter_mm=diameter_mm,
+            distance_mm=None if rng.random() < 0.3 else float(rng.uniform(0, 30)),
+            uncertainty_mm=None if rng.random() < 0.3 else float(rng.uniform(0, 1))))
+    result = FrameResult(frame=0, t_s=0.0, spacing_mm=spacing, status="ok",
+                         tumor=TumorResult(centroid_px=(300, 250), contour_px=tumour, area_px=1.0, area_mm2=1.0,
+                                           equivalent_diameter_mm=1.0), vessels=vessels)
+    new = apply_guidance(result, settings=GuidanceSettings(bioheat=bioheat))
+    text = json.dumps(new.to_json(), allow_nan=False)  # raises on NaN / inf
+    assert new.margin_plan is not None and new.ablation is not None, new.extra["guidance"]
+    assert 0.0 <= new.margin_plan.min_margin_mm <= 5.0 + 1e-6
+    assert "heat_sink" in text or not vessels
