@@ -368,13 +368,14 @@ def format_table(report: dict) -> str:
         f"== {report['recording']}  ({report['frames']} frames, {report['frames_missing_in_results']} missing in results)",
         f"  tumour Dice          mean {_fmt(t['dice_mean'])}  median {_fmt(t['dice_median'])}  "
         f"detected {t['frames_detected']}/{t['frames_with_truth_tumor']}  false-tumour frames {t['frames_false_tumor']}",
-        "  vessels  band        recall (matched/truth)    precision (tp/results)",
+        "  vessels  band        recall (matched/truth)   precision (tp/results)",
     ]
     for band in BANDS:
         r, p = v["recall_by_band"][band], v["precision_by_band"][band]
-        lines.append(f"           {band:<10}  {_fmt(r['recall']):>6} ({r['matched']}/{r['truth']})"
-                     f"{'':10}{_fmt(p['precision']):>6} ({p['true_positive']}/{p['results']})")
-    lines.append(f"           >=3 mm      {_fmt(v['recall_ge3mm']):>6}{'':19}{_fmt(v['precision_ge3mm']):>6}")
+        counts_r = f"({r['matched']}/{r['truth']})"
+        counts_p = f"({p['true_positive']}/{p['results']})"
+        lines.append(f"           {band:<10}  {_fmt(r['recall']):>6} {counts_r:<18}{_fmt(p['precision']):>6} {counts_p}")
+    lines.append(f"           >=3 mm      {_fmt(v['recall_ge3mm']):>6} {'':<18}{_fmt(v['precision_ge3mm']):>6}")
     lines.append(f"  distance error (<= {d['near_mm']:g} mm)  MAE {_fmt(d['mae'])}  p95 {_fmt(d['p95'])}  "
                  f"bias {_fmt(d['bias'])}  n={d['n']}")
     lines.append(f"  diameter error (>= 3 mm)  MAE {_fmt(di['mae'])}  p95 {_fmt(di['p95'])}  bias {_fmt(di['bias'])}  "

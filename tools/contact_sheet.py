@@ -93,12 +93,52 @@ def contact_sheet(recording: Path, *, n_frames: int = 6, columns: int = 3, tile_
     return np.vstack([title, sheet])
 
 
+def phantom_vs_real(real_video: Path, *, real_index: int = 70, real_spacing_mm: float = 0.3148) -> np.ndarray:
+    """A real liver-sweep frame beside a phantom convex frame shown at the same mm/px (for looking, not for the repo)."""
+    from iousguide.phantom import scenarios
+
+    cap = cv2.VideoCapture(str(real_video))
+    real = None
+    for _ in range(real_index + 1):
+        ok, real = cap.read()
+        if not ok:
+            break
+    cap.release()
+    if real is None:
+        raise SystemExit(f"cannot read {real_video}")
+    real = cv2.cvtColor(real, cv2.COLOR_BGR2GRAY)
+    case = scenarios.build("small_vessels")
+    for i, pixels, _ in scenarios.render(case, with_truth=False):
+        if i == 40:
+            break
+    scale = case.geometry.spacing_mm[0] / real_spacing_mm
+    small = cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((real.shape[0] + 30, real.shape[1] + small.shape[1] + 10), np.uint8)
+    canvas[:real.shape[0], :real.shape[1]] = real
+    canvas[:small.shape[0], real.shape[1] + 10:] = small
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(canvas, f"real liver sweep frame {real_index} (ImFusion, CC BY 4.0), {real_spacing_mm} mm/px",
+                (5, real.shape[0] + 20), font, 0.45, 255, 1, cv2.LINE_AA)
+    cv2.putText(canvas, "phantom small_vessels frame 40, same mm/px", (real.shape[1] + 15, small.shape[0] + 20), font,
+                0.45, 255, 1, cv2.LINE_AA)
+    native = np.hstack([real[100:400, 200:560], np.zeros((300, 10), np.uint8), pixels[100:400, 140:500]])
+    return canvas, native
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recordings", nargs="*", type=Path, help="recording files (default: all in recordings/)")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "contact_sheets")
     parser.add_argument("--frames", type=int, default=6)
+    parser.add_argument("--compare-real", type=Path, metavar="MP4",
+                        help="also write phantom_vs_real.png: a frame of this real liver sweep beside a phantom frame")
     args = parser.parse_args(argv)
+    if args.compare_real:
+        args.out.mkdir(parents=True, exist_ok=True)
+        same_scale, native = phantom_vs_real(args.compare_real)
+        cv2.imwrite(str(args.out / "phantom_vs_real.png"), same_scale)
+        cv2.imwrite(str(args.out / "phantom_vs_real_native.png"), native)
+        print(args.out / "phantom_vs_real.png")
     paths = args.recordings
     if not paths:
         manifest = json.loads((ROOT / "recordings" / "MANIFEST.json").read_text())
