@@ -174,6 +174,7 @@ def test_torn_last_frame_is_ignored_and_recovered(tmp_path):
         assert len(source) == 3
     out = recover(partial)
     assert out == path and not partial.exists()
+    assert path.stat().st_size == 4 * 1024 * 1024 + 3 * frames[0].pixels.nbytes  # torn bytes cut
     with open_source(path) as source:
         assert [f.t_source_s for f in source] == [f.t_source_s for f in frames[:3]]
 
@@ -274,3 +275,47 @@ def test_itk_reads_what_we_write(tmp_path, compress, rgb):
     assert image.GetNumberOfComponentsPerPixel() == (3 if rgb else 1)
     stored = np.stack([f.pixels[::-1, ::-1] for f in frames])  # UN on disk
     assert np.array_equal(sitk.GetArrayFromImage(image), stored)
+
+
+def test_close_finishes_in_place_without_copying(tmp_path):
+    frames = _frames(5)
+    path = tmp_path / "inplace.igs.mha"
+    writer = SequenceWriter(path, header_reserve_bytes=64 * 1024)
+    for frame in frames:
+        writer.append(frame)
+    inode = (partial_path_for(path) / "frames.raw").stat().st_ino
+    writer.close()
+    assert path.stat().st_ino == inode  # renamed, not copied
+    assert path.stat().st_size == 64 * 1024 + 5 * 48 * 64
+    header, data = _split(path)
+    assert len(header) == 64 * 1024 and "IousguideHeaderPadding = " in header
+    assert max(len(line) for line in header.split("\n")) <= 900
+    assert data == b"".join(f.pixels.tobytes() for f in frames)
+    with open_source(path) as source:
+        assert [f.t_source_s for f in source] == [f.t_source_s for f in frames]
+        assert not any("Padding" in w for w in source.warnings)
+
+
+@pytest.mark.parametrize("reserve", [0, 900])
+def test_header_larger_than_reserve_falls_back_to_copy(tmp_path, reserve):
+    frames = _frames(20)
+    path = tmp_path / "copy.igs.mha"
+    with SequenceWriter(path, header_reserve_bytes=reserve) as writer:
+        for frame in frames:
+            writer.append(frame)
+    header, data = _split(path)
+    assert "IousguideHeaderPadding" not in header
+    assert data == b"".join(f.pixels.tobytes() for f in frames)
+
+
+def test_padded_header_has_exact_size():
+    from iousguide.acquisition.plus_writer import _padded_header
+
+    body = b"ObjectType = Image\nNDims = 3\n"
+    edf = len(b"ElementDataFile = LOCAL\n")
+    assert _padded_header(body, len(body) + edf) == body + b"ElementDataFile = LOCAL\n"
+    assert _padded_header(body, len(body) + edf + 5) is None  # no room for even one padding line
+    for size in (len(body) + edf + 26, 1000, 4097, 100_000):
+        padded = _padded_header(body, size)
+        assert len(padded) == size and padded.startswith(body) and padded.endswith(b"ElementDataFile = LOCAL\n")
+        assert all(len(line) < 900 for line in padded.split(b"\n"))

@@ -11,7 +11,9 @@ journal folder ``<out>.partial/`` next to the output:
     whose ``ElementDataFile`` is ``frames.raw`` and whose ``IousguideFrameLog`` key
     names the log.
 ``frames.raw``
-    Pixels of every frame appended as they come (uncompressed, file orientation).
+    Pixels of every frame appended as they come (uncompressed, file orientation),
+    after ``header_reserve_bytes`` of (sparse) room kept for the final header
+    (``HeaderSize`` in ``journal.mhd``).
 ``frames.log``
     Per frame, *after* its pixels are written: its PLUS fields
     (``Seq_FrameNNNN_FrameNumber``, ``Timestamp``, ``ImageStatus``,
@@ -27,10 +29,14 @@ its pixels are fully present: a torn last frame is ignored.
 opens an unfinished recording up to its last complete frame; :func:`recover`
 turns it into a normal ``.igs.mha``.
 
-:meth:`SequenceWriter.close` assembles ``<out>`` = header (all frame fields from
-the log) + pixels (copied, or zlib-compressed as one stream when ``compress=True``),
-written to a temporary file, fsynced and renamed into place; only then is the
-journal folder removed. A crash during ``close()`` leaves the journal intact.
+:meth:`SequenceWriter.close` builds the final header from the log. Uncompressed,
+when it fits in the reserved room (4 MiB by default, ~12 000 frames), it is written
+there, padded to size with ``IousguideHeaderPadding = xxx`` lines (a custom field
+PLUS and ITK ignore), and ``frames.raw`` is renamed to ``<out>``: closing costs
+milliseconds whatever the size. Otherwise (``compress=True``, a longer recording,
+another file system) ``<out>`` is written to a temporary file (header + pixels
+copied in the kernel, or one zlib stream), fsynced and renamed into place. The
+journal folder is removed last; a crash during ``close()`` leaves it usable.
 """
 
 from __future__ import annotations
@@ -105,6 +111,11 @@ class SequenceWriter:
     overwrite : bool
         Replace an existing output file. An existing journal folder is never
         overwritten (it may hold an unrecovered recording).
+    header_reserve_bytes : int
+        Space kept (sparse) at the start of the data file for the final header.
+        When the header fits (about 200-330 bytes per frame: 4 MiB holds ~12 000
+        frames) and ``compress`` is False, ``close()`` writes the header there and
+        renames the file: no copy, whatever the recording's size. Otherwise it copies.
 
     Raises
     ------
@@ -122,6 +133,7 @@ class SequenceWriter:
         compress_level: int = 1,
         fsync: bool = False,
         overwrite: bool = False,
+        header_reserve_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.path = Path(path)
         self.partial_path = partial_path_for(self.path)
@@ -136,6 +148,8 @@ class SequenceWriter:
             if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0):
                 raise SettingsError(f"spacing_mm must be positive and finite, got {spacing_mm!r}")
             spacing_mm = (sx, sy)
+        if not 0 <= int(header_reserve_bytes) <= 1 << 30:
+            raise SettingsError(f"header_reserve_bytes must be 0..1 GiB, got {header_reserve_bytes}")
         if not 0 <= int(compress_level) <= 9:
             raise SettingsError(f"compress_level must be 0..9, got {compress_level}")
         if self.path.exists() and not overwrite:
@@ -152,6 +166,7 @@ class SequenceWriter:
         self.compress = bool(compress)
         self.compress_level = int(compress_level)
         self.fsync = bool(fsync)
+        self.header_reserve_bytes = int(header_reserve_bytes)
         self.frames_written = 0
         self._shape: tuple[int, ...] | None = None
         self._frame_bytes = 0
@@ -166,6 +181,7 @@ class SequenceWriter:
         height, width = pixels.shape[:2]
         channels = 1 if pixels.ndim == 2 else pixels.shape[2]
         header = _header_lines(width, height, 0, channels, self.orientation) + [
+            f"HeaderSize = {self.header_reserve_bytes}",
             f"{JOURNAL_LOG_KEY} = {JOURNAL_LOG}",
             f"ElementDataFile = {JOURNAL_DATA}",
         ]
@@ -174,6 +190,8 @@ class SequenceWriter:
         os.replace(tmp, self.partial_path / JOURNAL_HEADER)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         self._raw_fd = os.open(self.partial_path / JOURNAL_DATA, flags, 0o644)
+        # room for the final header, so close() can finish the file in place (sparse: no disk used)
+        os.ftruncate(self._raw_fd, self.header_reserve_bytes)
         self._log_fd = os.open(self.partial_path / JOURNAL_LOG, flags, 0o644)
         _fsync_dir(self.partial_path)
         self._shape = pixels.shape
@@ -316,13 +334,21 @@ def recover(
     for index in range(n):
         for key, value in frames[index].items():
             lines.append(f"Seq_Frame{index:04d}_{key} = {value}")
-    lines.append("ElementDataFile = LOCAL")
-    head = ("\n".join(lines) + "\n").encode("ascii")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    body = ("\n".join(lines) + "\n").encode("ascii")
+    data_path = partial / JOURNAL_DATA
     data_bytes = n * layout.frame_bytes
+    reserved = layout.data_offset
+    if not compress and reserved > 0:
+        padded = _padded_header(body, reserved)
+        if padded is not None and _finish_in_place(data_path, padded, reserved + data_bytes, out):
+            shutil.rmtree(partial, ignore_errors=True)
+            return out
+    head = body + _EDF_LINE
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as dst, open(partial / JOURNAL_DATA, "rb") as src:
+        with open(tmp, "wb") as dst, open(data_path, "rb") as src:
             dst.write(head)
+            src.seek(reserved)
             remaining = data_bytes
             if compress:
                 compressor = zlib.compressobj(compress_level)
@@ -354,6 +380,51 @@ def recover(
         raise
     shutil.rmtree(partial, ignore_errors=True)
     return out
+
+
+_EDF_LINE = b"ElementDataFile = LOCAL\n"
+_PAD_KEY = b"IousguideHeaderPadding = "
+_PAD_LINE_MAX = 900  # PLUS reads header lines with fgets(1000)
+
+
+def _padded_header(body: bytes, size: int) -> bytes | None:
+    """``body`` + padding lines + ``ElementDataFile = LOCAL`` in exactly ``size`` bytes, or None.
+
+    The padding is ``IousguideHeaderPadding = xxx...`` lines of at most 900 bytes
+    (an ordinary custom field for PLUS and ITK readers).
+    """
+    room = size - len(body) - len(_EDF_LINE)
+    if room == 0:
+        return body + _EDF_LINE
+    minimal = len(_PAD_KEY) + 1
+    if room < minimal:
+        return None
+    count = -(-room // _PAD_LINE_MAX)
+    sizes = [room // count + (1 if i < room % count else 0) for i in range(count)]
+    if min(sizes) < minimal:
+        return None
+    padding = b"".join(_PAD_KEY + b"x" * (k - minimal) + b"\n" for k in sizes)
+    out = body + padding + _EDF_LINE
+    return out if len(out) == size else None
+
+
+def _finish_in_place(data_path: Path, header: bytes, total_bytes: int, out: Path) -> bool:
+    """Write ``header`` into the space reserved at the start of the journal's data file,
+    cut a torn last frame, and rename the file to ``out`` (no copy). False when the
+    rename is impossible (another file system); the journal is then still intact."""
+    fd = os.open(data_path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, header, 0)
+        os.ftruncate(fd, total_bytes)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(data_path, out)
+    except OSError:
+        return False
+    _fsync_dir(out.parent)
+    return True
 
 
 def _copy(src, dst, n: int, partial: Path) -> None:
