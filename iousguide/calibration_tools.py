@@ -337,10 +337,11 @@ def detect_ruler(
     depth_mm: float | None = None,
     static_mask: np.ndarray | None = None,
     min_ticks: int = 5,
-    min_period_px: float = 4.0,
+    min_period_px: float = 8.0,
     max_period_px: float | None = None,
     line_tolerance_px: float = 1.5,
     neighbours: int = 8,
+    max_residual_fraction: float = 0.05,
 ) -> RulerResult:
     """mm per pixel from a depth ruler's tick marks.
 
@@ -359,12 +360,17 @@ def detect_ruler(
     min_ticks : int
         Fewest ticks accepted as a ruler.
     min_period_px, max_period_px : float
-        Range of tick spacings searched, pixels (default max: a quarter of the
-        larger image side).
+        Range of tick spacings searched, pixels (default 8 px: below that,
+        dotted calliper lines and text look like rulers, and a 1 cm tick period
+        under 8 px would mean a depth of over 50 cm on a 480-row image; default
+        max: a quarter of the larger image side).
     line_tolerance_px : float
         Largest distance of a tick from the ruler line, pixels.
     neighbours : int
         Each candidate pairs with this many nearest candidates to propose lines.
+    max_residual_fraction : float
+        Largest residual sd of the tick positions about the lattice, as a fraction
+        of the period (drawn rulers: about 1-3 %).
 
     Returns
     -------
@@ -383,8 +389,8 @@ def detect_ruler(
     Every candidate and each of its nearest neighbours propose a line and a spacing; candidates
     within ``line_tolerance_px`` of the line whose positions along it fall on
     the lattice ``a + n * period`` (within 20 % of a period, gaps of up to two
-    missed ticks) are counted; the proposal with the most ticks wins (lowest
-    residual on ties). The spacing is then refined by least squares
+    missed ticks) are counted; the longest ruler wins (then the most ticks, then
+    the lowest residual): a depth ruler spans the image, calliper dots do not. The spacing is then refined by least squares
     ``s_k = a + P * n_k`` and its standard error is
     ``sigma / sqrt(sum((n - mean n)^2))`` with sigma = max(residual sd, 1/sqrt(12) px).
     """
@@ -447,7 +453,10 @@ def detect_ruler(
         fit = np.polyfit(numbers.astype(float), s, 1)
         resid = s - np.polyval(fit, numbers)
         rsd = float(np.sqrt(np.sum(resid**2) / max(len(s) - 2, 1)))
-        key = (len(chosen), -rsd / abs(fit[0]))
+        if rsd > max_residual_fraction * abs(fit[0]):
+            continue  # marks that only roughly line up (speckle, text) are not a ruler
+        extent = abs(fit[0]) * float(numbers[-1] - numbers[0])
+        key = (round(extent / (2 * abs(fit[0]))), len(chosen), -rsd / abs(fit[0]))  # longest ruler first
         if best is None or key > best[0]:
             best = (key, chosen, direction)
     if best is None:
@@ -503,14 +512,18 @@ def static_median(frames: Sequence[np.ndarray], *, min_std: float = 2.0) -> tupl
     Returns
     -------
     median : ndarray, shape (rows, cols), uint8
-    static_mask : ndarray of bool (rows, cols), or None for a single frame
+    static_mask : ndarray of bool (rows, cols), or None for fewer than 3 frames
+        (then ``median`` is the first frame)
+        Pixels whose temporal std is at most ``3 * median(std) + min_std`` (grey
+        levels): the capture's noise floor plus a margin.
     """
     greys = [_to_grey(f) for f in frames]
-    if len(greys) == 1:
+    if len(greys) < 3:  # the median of two frames is their mean: no better than one frame
         return greys[0].copy(), None
     stack = np.stack(greys)
     median = np.median(stack, axis=0).astype(np.uint8)
-    return median, stack.astype(np.float32).std(axis=0) <= min_std
+    std = stack.astype(np.float32).std(axis=0)
+    return median, std <= 3.0 * float(np.median(std)) + min_std  # same noise floor as detect_region
 
 
 # -- (c) two points ---------------------------------------------------------------------

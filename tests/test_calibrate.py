@@ -108,7 +108,7 @@ def test_region_single_image_falls_back_and_says_so():
 
 
 # -- synthetic screens with known truth ------------------------------------------------------
-def synthetic_screen(*, frames: int, fan: bool, period_px: float, seed: int):
+def synthetic_screen(*, frames: int, fan: bool, period_px: float, seed: int, noise_sd: float = 0.0, black: int = 0):
     """Frames of a 640x480 'scanner screen': static text, a dotted depth ruler drawn at
     whole pixels with ``period_px`` spacing, and a speckle image that changes each frame.
     Returns (frames RGB, true region box, true ruler tick count)."""
@@ -139,13 +139,21 @@ def synthetic_screen(*, frames: int, fan: bool, period_px: float, seed: int):
         speckle = cv2.GaussianBlur(speckle, (3, 3), 0)
         frame = ui.copy()
         frame[mask == 1] = speckle[mask == 1][:, None]
+        if noise_sd or black:  # a capture card: limited-range black level and analogue noise
+            noisy = frame.astype(np.float32) * (219 / 255) + black + rng.normal(0, noise_sd, frame.shape)
+            frame = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
         out.append(frame)
     return out, truth, len(ticks)
 
 
-@pytest.mark.parametrize("fan, period_px, seed", [(True, 17.3, 1), (False, 23.71, 2), (True, 31.05, 3)])
-def test_synthetic_region_and_ruler(fan, period_px, seed):
-    frames, truth, n_ticks = synthetic_screen(frames=15, fan=fan, period_px=period_px, seed=seed)
+@pytest.mark.parametrize(
+    "fan, period_px, seed, noise_sd, black",
+    [(True, 17.3, 1, 0.0, 0), (False, 23.71, 2, 0.0, 0), (True, 31.05, 3, 0.0, 0), (True, 21.4, 7, 2.0, 16)],
+)
+def test_synthetic_region_and_ruler(fan, period_px, seed, noise_sd, black):
+    frames, truth, n_ticks = synthetic_screen(
+        frames=15, fan=fan, period_px=period_px, seed=seed, noise_sd=noise_sd, black=black
+    )
     region = detect_region(frames)
     assert region.method == "temporal"
     assert box_iou(region.crop_px, truth) >= 0.95, (region.crop_px, truth)
@@ -157,6 +165,20 @@ def test_synthetic_region_and_ruler(fan, period_px, seed):
     extent_mm = 10.0 * (n_ticks - 1)
     by_depth = detect_ruler(median, depth_mm=extent_mm, static_mask=static)
     assert abs(by_depth.spacing_mm - truth_mm) <= SIGMAS * by_depth.spacing_se_mm
+
+
+def test_ruler_not_fooled_by_calliper_dots_or_text():
+    frames, _, n_ticks = synthetic_screen(frames=1, fan=False, period_px=18.2, seed=8)
+    screen = frames[0].copy()
+    for k in range(25):  # a dotted calliper line: 25 dots 5 px apart, diagonal
+        screen[150 + 3 * k : 152 + 3 * k, 200 + 4 * k : 202 + 4 * k] = 255
+    for k in range(12):  # a row of small marks 9 px apart but only roughly aligned
+        jitter = int(np.random.default_rng(k).integers(-2, 3))
+        screen[30 + jitter : 32 + jitter, 300 + 9 * k : 302 + 9 * k] = 255
+    screen[80:420, 120:520] = 0  # no speckle: only drawn marks compete
+    result = detect_ruler(screen, tick_mm=10.0)
+    assert len(result.ticks_px) == n_ticks
+    assert abs(result.spacing_mm - 10 / 18.2) <= SIGMAS * result.spacing_se_mm
 
 
 def test_frozen_image_uses_fallback():
