@@ -213,8 +213,10 @@ def read_metaio_header(path: Path) -> tuple[bytes, int]:
     with path.open("rb") as fh:
         while True:
             chunk = fh.read(64 * 1024)
-            if not buffer and chunk[:4096].count(b"\x00") and b"=" not in chunk[:256]:
-                raise _err(path, "not a MetaIO header (binary data where text was expected)")
+            if not buffer:
+                first_line = chunk[:4096].split(b"\n", 1)[0]
+                if b"=" not in first_line or b"\x00" in first_line:
+                    raise _err(path, "not a MetaIO header (the first line is not 'Key = Value')")
             search_from = max(0, len(buffer) - 4096)
             buffer += chunk
             match = pattern.search(buffer, search_from)
@@ -422,8 +424,11 @@ def read_nrrd_header(path: Path) -> tuple[list[str], int]:
         if not first.startswith(b"NRRD000"):
             raise _err(path, "not a NRRD file (no NRRD000x magic line)")
         buffer += first
+        blank = re.compile(rb"\r?\n\r?\n")
+        search_from = 0
         while True:
-            match = re.search(rb"\r?\n\r?\n", buffer)
+            match = blank.search(buffer, search_from)
+            search_from = max(0, len(buffer) - 4)
             if match:
                 text = bytes(buffer[: match.start()]).decode("latin-1")
                 return text.replace("\r\n", "\n").split("\n"), match.end()
@@ -841,7 +846,6 @@ class SequenceSource(IndexedSource):
         *,
         layout: _Layout,
         frames: dict[int, dict[str, str]],
-        global_fields: dict[str, str],
         format_name: str,
         warnings: list[str],
         extra: dict[str, Any],
@@ -1208,7 +1212,7 @@ def _make_source(path: Path, layout: _Layout, fields: dict[str, str], frames: di
     plain = not frames
     if plain and format_name == "plus_mha":
         warnings.append("no per-frame Seq_Frame fields (plain MetaIO image, not a PLUS sequence)")
-    return SequenceSource(path, layout=layout, frames=frames, global_fields=fields, format_name=format_name,
+    return SequenceSource(path, layout=layout, frames=frames, format_name=format_name,
                           warnings=warnings, extra=extra, axis_times=axis_times, plain=plain)
 
 
