@@ -170,6 +170,23 @@ def test_color3d_timing_and_random_access():
         assert frame.spacing_mm == pytest.approx((0.5104970559477806, 0.5104970559477806))
 
 
+def test_cine_is_decoded_lazily():
+    """Reading a 120-frame cine must not hold it whole (decoded: 120 x 640 x 480 x 3 = 110 MB)."""
+    import tracemalloc
+
+    path = shared_file("dicom/color3d_jpeg_baseline.dcm")
+    with DicomSource(path) as source:
+        frame_bytes = source._load(0).pixels.nbytes
+        tracemalloc.start()
+        try:
+            for index in range(0, len(source), 2):
+                source.frame_at(index)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 20 * frame_bytes, f"peak {peak / 1e6:.1f} MB while reading 60 frames of {frame_bytes / 1e6:.1f} MB"
+
+
 def test_regions_reported_not_trusted():
     ybr = dicom_path("examples_ybr_color.dcm")
     with DicomSource(ybr) as source:
