@@ -46,7 +46,6 @@ import os
 import shutil
 import zlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -495,4 +494,4 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-__all__: list[Any] = ["SequenceWriter", "recover", "partial_path_for", "PARTIAL_SUFFIX"]
+__all__ = ["SequenceWriter", "recover", "partial_path_for", "PARTIAL_SUFFIX"]
