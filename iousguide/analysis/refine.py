@@ -20,6 +20,9 @@ import numpy as np
 from iousguide.analysis.imaging import Prepared, disc, fill_holes
 
 
+MAX_REFINE_SIDE_PX = 200
+
+
 @dataclass
 class Refined:
     """A refined region.
@@ -56,7 +59,7 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
                   smoothing_mm: float, upsample: int, level_fraction: float, margin_mm: float,
                   exclude_frame: np.ndarray | None = None, fill: bool = True,
                   outside_cap: float | None = None, exclude_fill: float | None = None,
-                  sectors: int = 0, band_limit_mm: float | None = None) -> Refined | None:
+                  sectors: int = 0, band_limit_mm: float | None = None, passes: int = 1) -> Refined | None:
     """Refine one region of the working grid at full resolution.
 
     Parameters
@@ -87,6 +90,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         When > 0 (lumens): the outside level is taken per angular sector around the region;
         a first cut uses the darkest sector (no leak into a neighbouring dark lesion), a second
         cut uses each sector's own wall level within 1.5 mm of the first boundary.
+    passes : int
+        Number of per-direction passes after the first cut (with ``sectors``).
     band_limit_mm : float, optional
         The refined region may not extend further than this outside the coarse region.
     outside_cap : float, optional
@@ -118,7 +123,10 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
             roi[excl_roi] = exclude_fill
     sig_x, sig_y = smoothing_mm / ux, smoothing_mm / uy
     blurred = cv2.GaussianBlur(roi, (0, 0), sigmaX=sig_x, sigmaY=sig_y, borderType=cv2.BORDER_REFLECT)
-    px_mm = min(ux, uy) / upsample
+    # refinement grid: ``upsample`` per frame pixel, but no finer than MAX_REFINE_SIDE_PX over
+    # the region (a large lumen needs no 0.05 mm grid: its edge is averaged over many pixels)
+    factor = min(float(upsample), max(1.0, MAX_REFINE_SIDE_PX / max(x1 - x0, y1 - y0)))
+    px_mm = min(ux, uy) / factor
     sx, sy = ux / px_mm, uy / px_mm
     out_w, out_h = max(int(round((x1 - x0) * sx)), 2), max(int(round((y1 - y0) * sy)), 2)
     sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
@@ -185,8 +193,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         # repeated because each pass moves the boundary closer to the wall it samples
         first = mask
         d_first = cv2.distanceTransform(1 - first, cv2.DIST_L2, 3)
-        sector_map = None
-        for _ in range(2):
+        band_idx = band_sector = None
+        for _ in range(passes):
             d_out0 = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
             near = (d_out0 > 0.4 * band_px) & (d_out0 <= 1.0 * band_px)
             if excl_up is not None:
@@ -200,9 +208,11 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
                 break
             out_sec = np.where(np.isfinite(out_sec), out_sec, np.nanmedian(out_sec))
             levels = inside + level_fraction * (np.maximum(out_sec, inside) - inside)
-            if sector_map is None:
-                sector_map = _sector_index(up.shape, cx, cy, sectors)
-            region2 = (up < levels[sector_map]) & (d_first <= band_px)
+            if band_idx is None:
+                band_idx = np.nonzero(d_first <= band_px)
+                band_sector = _sector_of(band_idx[1], band_idx[0], cx, cy, sectors)
+            region2 = np.zeros(up.shape, dtype=bool)
+            region2[band_idx] = up[band_idx] < levels[band_sector]
             mask2 = _select(region2, first.astype(bool), excl_up, fill)
             if mask2 is None:
                 break
@@ -229,9 +239,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
                    inside_level=inside, outside_level=outside, edge_sigma_mm=min(edge_sigma_mm, 10.0))
 
 
-def _sector_index(shape: tuple[int, int], cx: float, cy: float, sectors: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
-    ang = np.arctan2(yy - cy, xx - cx)
+def _sector_of(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, sectors: int) -> np.ndarray:
+    ang = np.arctan2(ys - cy, xs - cx)
     return np.clip(((ang + np.pi) / (2 * np.pi) * sectors).astype(np.int32), 0, sectors - 1)
 
 
@@ -240,8 +249,7 @@ def _sector_means(values: np.ndarray, where: np.ndarray, cx: float, cy: float, s
     ys, xs = np.nonzero(where)
     if len(xs) == 0:
         return np.full(sectors, np.nan)
-    ang = np.arctan2(ys - cy, xs - cx)
-    k = np.clip(((ang + np.pi) / (2 * np.pi) * sectors).astype(np.int32), 0, sectors - 1)
+    k = _sector_of(xs, ys, cx, cy, sectors)
     sums = np.bincount(k, weights=values[ys, xs], minlength=sectors)
     counts = np.bincount(k, minlength=sectors)
     out = np.full(sectors, np.nan)

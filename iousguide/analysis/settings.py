@@ -107,7 +107,7 @@ class TrackingSettings:
     auto_tumor: bool = True
     working_spacing_mm: float = 0.3
     refine_upsample: int = 4
-    refine_px_mm: float = 0.05
+    refine_px_mm: float = 0.06
     uncalibrated_depth_mm: float = 50.0
     display_dynamic_range_db: float = 60.0
     speckle_smoothing_mm: float = 0.4

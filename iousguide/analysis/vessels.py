@@ -163,8 +163,11 @@ def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, in
                       margin_mm: float) -> bool:
     """Whether a dark component of the working grid is an acoustic shadow.
 
-    A shadow is taller than wide and either runs down to the bottom of the field of view
-    or hangs below a strong echo (calcification, gas: >= 6 dB above tissue just above it).
+    A shadow is taller than wide and either is a straight band along the beam (within 10
+    degrees of vertical, 2.5 times longer than wide), runs down to the bottom of the field
+    of view, or hangs below a strong echo (calcification, gas: >= 6 dB above tissue just
+    above it). Limitation: a vessel seen in long axis running straight along the beam is
+    taken for a shadow (linear probes; in a convex fan the beam direction varies).
 
     Parameters
     ----------
@@ -179,6 +182,13 @@ def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, in
     x, y, bw, bh = bbox
     if bh <= 1.5 * bw:
         return False
+    m = cv2.moments(comp.astype(np.uint8), binaryImage=True)
+    if m["m00"] > 0:
+        mu20, mu02, mu11 = m["mu20"] / m["m00"], m["mu02"] / m["m00"], m["mu11"] / m["m00"]
+        lam = np.linalg.eigvalsh(np.array([[mu20, mu11], [mu11, mu02]]))
+        tilt_deg = abs(np.degrees(0.5 * np.arctan2(2 * mu11, mu02 - mu20)))
+        if lam[0] > 0 and lam[1] / lam[0] >= 2.5 ** 2 and tilt_deg <= 10.0:
+            return True  # a straight vertical dark band: the beam direction, i.e. a shadow
     margin = margin_mm / prep.work_px_mm
     bottom = prep.valid_bottom_row[x:x + bw]
     has = comp.any(axis=0)
@@ -203,8 +213,8 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
         comp = labels == label
         refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
                                 upsample=settings.upsample_for(min(prep.unit_mm)), level_fraction=settings.edge_level_fraction,
-                                margin_mm=max(2.5, 2 * settings.sheath_width_mm),
-                                outside_cap=_tissue_power(prep, bbox), sectors=12)
+                                margin_mm=2.5,
+                                outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2)
         if refined is None:
             continue
         det = _measure_lumen(refined, prep, comp, settings)

@@ -1,0 +1,116 @@
+"""Benchmark: decode and analysis time per frame at 800x600 and on a 1080p capture crop.
+
+    python tools/bench_analysis.py [--frames 150] [--threads N]
+
+Makes two short phantom clips (deterministic seeds), writes them as mp4 in a temporary
+folder, then times, per frame: decoding (iousguide's video source) and the tracker
+(``Tracker.process``). The 1080p case is a full-HD "screen capture" with the ultrasound
+image in a 1000x800 region; the tracker analyses the cropped frame (as with a preset's
+``crop_px``). Memory: resident set size before and after a long run (the clip looped).
+Prints medians and 95th percentiles; the machine's load average is printed too, because
+other processes share the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.tracker import Tracker
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def make_clip(path: Path, *, seed: int, n_frames: int, size: tuple[int, int], screen: tuple[int, int] | None):
+    from iousguide.phantom import generate_case
+
+    frames, _ = generate_case(seed, difficulty="medium", n_frames=n_frames, probe="convex",
+                              width_px=size[0], height_px=size[1], spacing_mm=0.12)
+    out_w, out_h = screen or size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15.0, (out_w, out_h))
+    for f in frames:
+        img = np.zeros((out_h, out_w), np.uint8)
+        if screen:
+            x0, y0 = (out_w - size[0]) // 2, 120
+            img[y0:y0 + size[1], x0:x0 + size[0]] = f.pixels
+            cv2.putText(img, "iousguide bench 7.5 MHz", (40, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.2, 200, 2)
+        else:
+            img[:] = f.pixels
+        writer.write(cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    crop = ((out_w - size[0]) // 2, 120, size[0], size[1]) if screen else None
+    return crop, frames[0].spacing_mm
+
+
+def bench(path: Path, *, crop, spacing, loops: int, label: str) -> dict:
+    from iousguide.acquisition import open_source
+    from iousguide.calibration import Calibration
+
+    cal = Calibration(spacing_mm=spacing, crop_px=crop, name="bench", source="preset")
+    decode_ms, analysis_ms = [], []
+    tracker = Tracker(TrackingSettings())
+    rss0 = None
+    for loop in range(loops):
+        with open_source(str(path), calibration=cal) as source:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    frame = source.read()
+                except Exception:
+                    break
+                t1 = time.perf_counter()
+                tracker.process(frame)
+                t2 = time.perf_counter()
+                decode_ms.append((t1 - t0) * 1e3)
+                analysis_ms.append((t2 - t1) * 1e3)
+        if loop == 0:
+            rss0 = rss_mb()
+    shape = frame.shape
+    row = {
+        "case": label, "frame_px": f"{shape[1]}x{shape[0]}", "frames": len(analysis_ms),
+        "decode_median_ms": float(np.median(decode_ms)), "decode_p95_ms": float(np.percentile(decode_ms, 95)),
+        "analysis_median_ms": float(np.median(analysis_ms)), "analysis_p95_ms": float(np.percentile(analysis_ms, 95)),
+        "rss_after_first_pass_mb": rss0, "rss_end_mb": rss_mb(),
+    }
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="decode and analysis ms/frame at 800x600 and a 1080p crop")
+    ap.add_argument("--frames", type=int, default=30, help="phantom frames per clip (looped)")
+    ap.add_argument("--loops", type=int, default=5, help="passes over each clip (memory check)")
+    ap.add_argument("--threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's choice)")
+    args = ap.parse_args(argv)
+    if args.threads is not None:
+        cv2.setNumThreads(args.threads)
+    print(f"load average before: {os.getloadavg()}  cv2 threads: {cv2.getNumThreads()}  cores: {os.cpu_count()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = []
+        p1 = Path(tmp) / "bench_800x600.mp4"
+        crop, spacing = make_clip(p1, seed=4242, n_frames=args.frames, size=(800, 600), screen=None)
+        rows.append(bench(p1, crop=crop, spacing=spacing, loops=args.loops, label="800x600"))
+        p2 = Path(tmp) / "bench_1080p.mp4"
+        crop, spacing = make_clip(p2, seed=4243, n_frames=args.frames, size=(1000, 800), screen=(1920, 1080))
+        rows.append(bench(p2, crop=crop, spacing=spacing, loops=args.loops, label="1080p capture, crop"))
+    print(f"{'case':<22}{'frame':>11}{'n':>6}{'decode med':>12}{'p95':>8}{'analysis med':>14}{'p95':>8}"
+          f"{'RSS 1st':>9}{'RSS end':>9}")
+    for r in rows:
+        print(f"{r['case']:<22}{r['frame_px']:>11}{r['frames']:>6}{r['decode_median_ms']:>12.1f}"
+              f"{r['decode_p95_ms']:>8.1f}{r['analysis_median_ms']:>14.1f}{r['analysis_p95_ms']:>8.1f}"
+              f"{r['rss_after_first_pass_mb']:>9.1f}{r['rss_end_mb']:>9.1f}")
+    print(f"load average after: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
