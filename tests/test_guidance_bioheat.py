@@ -157,3 +157,50 @@ def test_estimator_cache_reuses_an_unchanged_scene():
     b = est.estimate(*args, applicator_mm=(0.01, 0.0), settings=s)  # below the cache's quantum
     c = est.estimate(*args, applicator_mm=(2.0, 0.0), settings=s)
     assert a is b and c is not a and (est.hits, est.misses) == (1, 2)
+
+
+RHO_C = 1079.0 * 3540.0  # liver rho c, CLINICAL.md
+
+
+def transient_analytic(r_mm, t_s, power_w_per_m=1.0):
+    """Line source switched on at t = 0 in perfused tissue: q'/(4 pi k) int_0^t exp(-r^2/(4 a tau) - beta tau/(rho c)) / tau."""
+    from scipy.integrate import quad
+
+    k, beta = PARAMS.conductivity_w_per_m_k, PARAMS.beta_w_per_m3_k
+    alpha, r = k / RHO_C, r_mm * 1e-3
+    value = quad(lambda tau: np.exp(-r * r / (4 * alpha * tau) - beta * tau / RHO_C) / tau, 0, t_s, limit=200)[0]
+    return power_w_per_m / (4 * np.pi * k) * value
+
+
+def test_transient_matches_the_analytic_line_source_and_tends_to_steady():
+    from iousguide.guidance.bioheat import solve_pennes_transient
+
+    q, c = line_source(0.5, field_mm=40.0)
+    theta = solve_pennes_transient(q, grid_mm=0.5, duration_s=60.0, time_step_s=1.0, heat_capacity_j_per_m3_k=RHO_C)
+    for j in (3, 4, 8, 12):  # 1.5 .. 6 mm
+        assert abs(theta[c, c + j] / transient_analytic(j * 0.5, 60.0) - 1) < 0.02, j
+    steady = solve_pennes(q, grid_mm=0.5)
+    late = solve_pennes_transient(q, grid_mm=0.5, duration_s=1e5, time_step_s=1e4, heat_capacity_j_per_m3_k=RHO_C)
+    assert np.max(np.abs(late - steady)) < 1e-4 * steady.max()
+    # the same with a vessel: the capacitance operator is re-used at every step
+    h = np.zeros_like(q)
+    yy, xx = np.mgrid[: q.shape[0], : q.shape[1]]
+    h[(yy - c) ** 2 + (xx - c - 14) ** 2 <= 25] = 450.0
+    late_v = solve_pennes_transient(q, grid_mm=0.5, duration_s=1e5, time_step_s=1e4, heat_capacity_j_per_m3_k=RHO_C,
+                                    lumen_h_w_per_m2_k=h)
+    steady_v = solve_pennes(q, grid_mm=0.5, lumen_h_w_per_m2_k=h)
+    assert np.max(np.abs(late_v - steady_v)) < 1e-4 * steady_v.max()
+
+
+def test_transient_power_and_time_mode():
+    zone = circle_mm(0, 0, 12)
+    weak = GuidanceSettings(applicator_power_w_per_m=300.0, ablation_duration_s=600.0, bioheat_time_step_s=10.0,
+                            bioheat_field_mm=40.0)
+    strong = dataclasses.replace(weak, applicator_power_w_per_m=3000.0)
+    vessels = [VesselSink(1, circle_mm(17, 0, 4), 8.0)]
+    w = estimate_ablation(zone, vessels, applicator_mm=(0.0, 0.0), settings=weak)
+    s = estimate_ablation(zone, vessels, applicator_mm=(0.0, 0.0), settings=strong)
+    assert w.mode == s.mode == "transient" and w.duration_s == 600.0
+    assert not w.covered_without_vessels and not w.covered
+    assert s.covered_without_vessels
+    assert np.hypot(*s.predicted_zone_mm.T).max() > np.hypot(*w.predicted_zone_mm.T).max()

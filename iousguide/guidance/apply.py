@@ -52,6 +52,9 @@ class AblationPlan:
     note: str = ""
     estimate: AblationEstimate | None = field(default=None, repr=False)  # full field for the display
 
+    def _model(self) -> str:
+        return _ablation_model(self.estimate)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "margin_mm": round(float(self.margin_mm), 3),
@@ -62,9 +65,19 @@ class AblationPlan:
             "applicator_px": None if self.applicator_px is None else [round(float(v), 2) for v in self.applicator_px],
             "isotherm_c": self.isotherm_c,
             "bioheat_ms": None if self.bioheat_ms is None else round(float(self.bioheat_ms), 2),
-            "model": "steady 2-D Pennes, equivalent source sized to the vessel-free zone (estimate, not a dose prediction)",
+            "model": self._model(),
+            "covered_without_vessels": None if self.estimate is None else bool(self.estimate.covered_without_vessels),
             "note": self.note,
         }
+
+
+def _ablation_model(estimate: AblationEstimate | None) -> str:
+    if estimate is None:
+        return "none"
+    if estimate.mode == "transient":
+        return (f"transient 2-D Pennes, {estimate.equivalent_source_w_per_m:g} W/m for {estimate.duration_s:g} s "
+                "(estimate, not a dose prediction)")
+    return "steady 2-D Pennes, equivalent source sized to the vessel-free zone (estimate, not a dose prediction)"
 
 
 def _skip(result: FrameResult, reason: str) -> FrameResult:

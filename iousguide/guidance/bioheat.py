@@ -107,30 +107,103 @@ def periodic_size(n_cells: int, *, grid_mm: float, params: PennesParams) -> int:
     return int(scipy.fft.next_fast_len(n_cells + guard, real=True))
 
 
-@lru_cache(maxsize=8)
-def _spectrum(size: int, grid_mm: float, params: PennesParams) -> np.ndarray:
-    """Eigenvalues (size, size//2+1) of the discrete operator -k lap + beta on the periodic grid."""
+@lru_cache(maxsize=16)
+def _spectrum(size: int, grid_mm: float, params: PennesParams, shift_w_per_m3_k: float = 0.0) -> np.ndarray:
+    """Eigenvalues (size, size//2+1) of -k lap + beta + shift on the periodic grid.
+
+    ``shift`` = rho c / dt turns the steady operator into one implicit time step."""
     g = grid_mm * 1e-3
     m = np.arange(size)
     s_row = 4 * np.sin(np.pi * m / size) ** 2
     s_col = 4 * np.sin(np.pi * np.arange(size // 2 + 1) / size) ** 2
-    return params.conductivity_w_per_m_k / g**2 * (s_row[:, None] + s_col[None, :]) + params.beta_w_per_m3_k
+    return (
+        params.conductivity_w_per_m_k / g**2 * (s_row[:, None] + s_col[None, :])
+        + params.beta_w_per_m3_k
+        + shift_w_per_m3_k
+    )
 
 
-@lru_cache(maxsize=8)
-def _green(size: int, grid_mm: float, params: PennesParams) -> np.ndarray:
+@lru_cache(maxsize=16)
+def _green(size: int, grid_mm: float, params: PennesParams, shift_w_per_m3_k: float = 0.0) -> np.ndarray:
     """Lattice Green's function (size, size): response (K) to 1 W/m^3 in one cell at (0, 0)."""
-    g = scipy.fft.irfft2(1.0 / _spectrum(size, grid_mm, params), s=(size, size))
+    g = scipy.fft.irfft2(1.0 / _spectrum(size, grid_mm, params, shift_w_per_m3_k), s=(size, size))
     g.flags.writeable = False
     return g
 
 
-def _apply_inverse(values: np.ndarray, size: int, grid_mm: float, params: PennesParams) -> np.ndarray:
-    """(-k lap + beta)^-1 applied to a field (n, n) placed at the periodic grid's corner."""
+def _apply_inverse(values: np.ndarray, size: int, grid_mm: float, params: PennesParams,
+                   shift_w_per_m3_k: float = 0.0) -> np.ndarray:
+    """(-k lap + beta + shift)^-1 applied to a field (n, n) placed at the periodic grid's corner."""
     n0, n1 = values.shape
     spec = scipy.fft.rfft2(values, s=(size, size), workers=1)
-    out = scipy.fft.irfft2(spec / _spectrum(size, grid_mm, params), s=(size, size), workers=1)
+    out = scipy.fft.irfft2(spec / _spectrum(size, grid_mm, params, shift_w_per_m3_k), s=(size, size), workers=1)
     return out[:n0, :n1]
+
+
+class _VesselOperator:
+    """Inverse of (free operator + vessels) by Sherman-Morrison-Woodbury; factorised once, applied many times.
+
+    Unknowns of the capacitance system: the lumen's boundary ring (rows replaced by
+    theta = 0) and the tissue cells next to it (diagonal changed from a tissue face
+    to half a cell of tissue in series with the wall film 1/h).
+    """
+
+    def __init__(self, h: np.ndarray, scale: np.ndarray, *, grid_mm: float, params: PennesParams,
+                 shift_w_per_m3_k: float = 0.0) -> None:
+        n0, n1 = h.shape
+        self.shape = (n0, n1)
+        self.grid_mm, self.params, self.shift = grid_mm, params, float(shift_w_per_m3_k)
+        self.size = periodic_size(max(n0, n1), grid_mm=grid_mm, params=params)
+        self.lumen = h > 0
+        g = grid_mm * 1e-3
+        k = params.conductivity_w_per_m_k
+        k_face = k / g**2
+        pad_l, pad_h, pad_s = np.pad(self.lumen, 1), np.pad(h, 1), np.pad(scale, 1)
+        delta = np.zeros_like(h)
+        ring = np.zeros_like(self.lumen)
+        for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+            nb_l = pad_l[1 + dy : 1 + dy + n0, 1 + dx : 1 + dx + n1]
+            nb_h = pad_h[1 + dy : 1 + dy + n0, 1 + dx : 1 + dx + n1]
+            nb_s = pad_s[1 + dy : 1 + dy + n0, 1 + dx : 1 + dx + n1]
+            face = ~self.lumen & nb_l
+            c_wall = 1.0 / (g * (g / (2 * k) + 1.0 / np.where(face, nb_h, 1.0)))
+            delta[face] += nb_s[face] * c_wall[face] - k_face
+            ring |= self.lumen & ~nb_l
+        edge = np.zeros_like(self.lumen)  # lumen cells on the grid edge also border (outside) tissue
+        edge[[0, -1], :] = True
+        edge[:, [0, -1]] = True
+        ring |= self.lumen & edge
+        ring_idx = np.flatnonzero(ring.ravel())
+        wall_idx = np.flatnonzero((delta != 0).ravel())
+        self.idx = np.r_[ring_idx, wall_idx]
+        self.n_ring = ring_idx.size
+        self.d_wall = delta.ravel()[wall_idx]
+        iy, ix = np.divmod(self.idx, n1)
+        green = _green(self.size, grid_mm, params, self.shift)
+        kmat = green[(iy[:, None] - iy[None, :]) % self.size, (ix[:, None] - ix[None, :]) % self.size]
+        kmat[self.n_ring :] *= self.d_wall[:, None]
+        kmat[self.n_ring :, self.n_ring :] += np.eye(wall_idx.size)
+        with _single_thread_blas():
+            self.lu = scipy.linalg.lu_factor(kmat, check_finite=False, overwrite_a=True)
+
+    @property
+    def unknowns(self) -> int:
+        return int(self.idx.size)
+
+    def solve(self, rhs_w_per_m3: np.ndarray, *, free_solution: np.ndarray | None = None) -> np.ndarray:
+        """theta (K) with vessels for a right-hand side (W/m^3) that is 0 in the lumens."""
+        x0 = free_solution if free_solution is not None else _apply_inverse(
+            rhs_w_per_m3, self.size, self.grid_mm, self.params, self.shift)
+        flat_x0, flat_q = x0.ravel(), np.asarray(rhs_w_per_m3, dtype=float).ravel()
+        ring, wall = self.idx[: self.n_ring], self.idx[self.n_ring :]
+        rhs = np.r_[flat_x0[ring] - flat_q[ring], self.d_wall * flat_x0[wall]]
+        with _single_thread_blas():
+            mu = scipy.linalg.lu_solve(self.lu, rhs, check_finite=False)
+        density = np.zeros(flat_x0.size)
+        np.add.at(density, self.idx, mu)
+        theta = x0 - _apply_inverse(density.reshape(self.shape), self.size, self.grid_mm, self.params, self.shift)
+        theta[self.lumen] = 0.0
+        return theta
 
 
 def solve_pennes(
@@ -174,53 +247,73 @@ def solve_pennes(
     if lumen_h_w_per_m2_k is None:
         return x0
     h = np.nan_to_num(np.asarray(lumen_h_w_per_m2_k, dtype=float))
-    lumen = h > 0
-    if not lumen.any():
+    if not (h > 0).any():
         return x0
-    if np.any(q[lumen] != 0):
+    if np.any(q[h > 0] != 0):
         raise AnalysisError("the applicator lies inside a vessel lumen")
     scale = np.ones_like(h) if wall_scale is None else np.asarray(wall_scale, dtype=float)
-    g = grid_mm * 1e-3
-    k = params.conductivity_w_per_m_k
-    k_face = k / g**2
-    # wall cells: tissue with lumen 4-neighbours; D_i = sum over wall faces (c_wall - k/g^2)
-    pad_l = np.pad(lumen, 1)
-    pad_h = np.pad(h, 1)
-    pad_s = np.pad(scale, 1)
-    delta = np.zeros_like(h)
-    ring = np.zeros_like(lumen)
-    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-        nb_l = pad_l[1 + dy : 1 + dy + n0, 1 + dx : 1 + dx + n1]
-        nb_h = pad_h[1 + dy : 1 + dy + n0, 1 + dx : 1 + dx + n1]
-        nb_s = pad_s[1 + dy : 1 + dy + n0, 1 + dx : 1 + dx + n1]
-        face = ~lumen & nb_l
-        with np.errstate(divide="ignore"):
-            c_wall = 1.0 / (g * (g / (2 * k) + 1.0 / np.where(face, nb_h, 1.0)))
-        delta[face] += (nb_s[face] * c_wall[face]) - k_face
-        ring |= lumen & ~nb_l
-    # lumen cells on the grid edge also border (grid-external) tissue
-    edge = np.zeros_like(lumen)
-    edge[[0, -1], :] = True
-    edge[:, [0, -1]] = True
-    ring |= lumen & edge
-    wall = delta != 0
-    ring_idx = np.flatnonzero(ring.ravel())
-    wall_idx = np.flatnonzero(wall.ravel())
-    idx = np.r_[ring_idx, wall_idx]
-    iy, ix = np.divmod(idx, n1)
-    green = _green(size, grid_mm, params)
-    kmat = green[(iy[:, None] - iy[None, :]) % size, (ix[:, None] - ix[None, :]) % size]
-    n_ring = ring_idx.size
-    d_wall = delta.ravel()[wall_idx]
-    kmat[n_ring:] *= d_wall[:, None]
-    kmat[n_ring:, n_ring:] += np.eye(wall_idx.size)
-    rhs = np.r_[x0.ravel()[ring_idx] - q.ravel()[ring_idx], d_wall * x0.ravel()[wall_idx]]
-    with _single_thread_blas():
-        mu = scipy.linalg.solve(kmat, rhs, check_finite=False, overwrite_a=True, overwrite_b=True)
-    density = np.zeros(n0 * n1)
-    np.add.at(density, idx, mu)
-    theta = x0 - _apply_inverse(density.reshape(n0, n1), size, grid_mm, params)
-    theta[lumen] = 0.0
+    return _VesselOperator(h, scale, grid_mm=grid_mm, params=params).solve(q, free_solution=x0)
+
+
+def solve_pennes_transient(
+    source_w_per_m3: np.ndarray,
+    *,
+    grid_mm: float,
+    duration_s: float,
+    time_step_s: float,
+    heat_capacity_j_per_m3_k: float,
+    params: PennesParams | None = None,
+    lumen_h_w_per_m2_k: np.ndarray | None = None,
+    wall_scale: np.ndarray | None = None,
+) -> np.ndarray:
+    """Temperature rise after heating for ``duration_s`` from body temperature (implicit Euler).
+
+    Parameters
+    ----------
+    source_w_per_m3 : ndarray, shape (rows, cols)
+        Constant volumetric source (W/m^3) switched on at t = 0; 0 in lumens.
+    grid_mm, params, lumen_h_w_per_m2_k, wall_scale
+        As :func:`solve_pennes`.
+    duration_s : float
+        Heating time (s).
+    time_step_s : float
+        Implicit Euler step (s); the last step is shortened to end at ``duration_s``.
+    heat_capacity_j_per_m3_k : float
+        Tissue rho c (J/(m^3 K)).
+
+    Returns
+    -------
+    ndarray, shape (rows, cols)
+        ``T - T_body`` (K) at ``duration_s``. With a constant source the rise grows
+        monotonically, so this is also the maximum reached.
+    """
+    params = params or PennesParams()
+    if not (duration_s > 0 and time_step_s > 0 and heat_capacity_j_per_m3_k > 0):
+        raise AnalysisError("duration, time step and heat capacity must be positive")
+    q = np.asarray(source_w_per_m3, dtype=float)
+    h = None if lumen_h_w_per_m2_k is None else np.nan_to_num(np.asarray(lumen_h_w_per_m2_k, dtype=float))
+    if h is not None and np.any(q[h > 0] != 0):
+        raise AnalysisError("the applicator lies inside a vessel lumen")
+    n_full = int(np.floor(duration_s / time_step_s + 1e-9))
+    steps = [time_step_s] * n_full
+    rest = duration_s - n_full * time_step_s
+    if rest > 1e-9 * time_step_s:
+        steps.append(rest)
+    size = periodic_size(max(q.shape), grid_mm=grid_mm, params=params)
+    scale = None if wall_scale is None else np.asarray(wall_scale, dtype=float)
+    operators: dict[float, _VesselOperator | None] = {}
+    theta = np.zeros_like(q)
+    for dt in steps:
+        shift = heat_capacity_j_per_m3_k / dt
+        if dt not in operators:
+            operators[dt] = (
+                _VesselOperator(h, np.ones_like(h) if scale is None else scale, grid_mm=grid_mm, params=params,
+                                shift_w_per_m3_k=shift)
+                if h is not None and (h > 0).any() else None
+            )
+        rhs = q + shift * theta
+        op = operators[dt]
+        theta = op.solve(rhs) if op is not None else _apply_inverse(rhs, size, grid_mm, params, shift)
     return theta
 
 
@@ -235,18 +328,25 @@ class VesselSink:
 
 @dataclass
 class AblationEstimate:
-    """Coagulation zone predicted with vessels, relative to the vessel-free equivalent source."""
+    """Coagulation zone predicted with vessels, relative to the same source without vessels.
+
+    ``mode`` is "steady_equivalent" (source sized so the vessel-free isotherm just
+    covers the zone: ``covered_without_vessels`` is then True by construction) or
+    "transient" (the user's power per unit length for ``duration_s``)."""
 
     covered: bool
     predicted_zone_mm: np.ndarray  # (K, 2) polygon, mm
     deficit_mm: dict[int, float | None]
-    equivalent_source_w_per_m: float
+    equivalent_source_w_per_m: float  # source power per unit length used (W/m)
     coagulation_isotherm_c: float
     grid_mm: float
     origin_mm: tuple[float, float]  # centre of cell [0, 0]
     temperature_c: np.ndarray = field(repr=False, default=None)  # (n, n) with vessels
     solve_ms: float = 0.0
     note: str = ""
+    mode: str = "steady_equivalent"
+    covered_without_vessels: bool = True
+    duration_s: float | None = None
 
 
 def _cell_centres(n: int, origin_mm: np.ndarray, grid_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -324,7 +424,12 @@ def estimate_ablation(
     applicator_mm: tuple[float, float],
     settings: GuidanceSettings | None = None,
 ) -> AblationEstimate:
-    """Coagulation zone with and without vessels for an equivalent steady source.
+    """Coagulation zone with and without vessels, for an equivalent steady source or a given power and time.
+
+    With ``settings.applicator_power_w_per_m`` None (default) the source is the
+    equivalent steady source sized so that, without vessels, the isotherm just
+    covers the zone; with a power given, the transient Pennes equation is stepped
+    for ``settings.ablation_duration_s`` (a planning computation: ~0.1-1 s).
 
     Parameters
     ----------
@@ -363,11 +468,24 @@ def estimate_ablation(
             f"{cells} vessel boundary cells at {g:g} mm exceed {s.bioheat_max_boundary_cells}: "
             f"solved on a {2 * g:g} mm grid"
         )
-    theta_v = (
-        solve_pennes(q, grid_mm=g, params=params, lumen_h_w_per_m2_k=h, wall_scale=scale, free_solution=theta_free)
-        if lumen_of
-        else theta_free
-    )
+    transient = s.applicator_power_w_per_m is not None
+    if transient:
+        rho_c = s.tissue_density_kg_per_m3 * s.tissue_specific_heat_j_per_kg_k
+        _, theta_free = _free_field_transient(n, g, float(s.applicator_radius_mm), params, float(s.ablation_duration_s),
+                                              float(s.bioheat_time_step_s), rho_c)
+        theta_v = (
+            solve_pennes_transient(q, grid_mm=g, duration_s=s.ablation_duration_s, time_step_s=s.bioheat_time_step_s,
+                                   heat_capacity_j_per_m3_k=rho_c, params=params, lumen_h_w_per_m2_k=h,
+                                   wall_scale=scale)
+            if lumen_of
+            else theta_free
+        )
+    else:
+        theta_v = (
+            solve_pennes(q, grid_mm=g, params=params, lumen_h_w_per_m2_k=h, wall_scale=scale, free_solution=theta_free)
+            if lumen_of
+            else theta_free
+        )
 
     rise_k = s.coagulation_isotherm_c - s.body_temperature_c
     zone = _rasterise(zone_mm, n, origin, g)
@@ -377,11 +495,15 @@ def estimate_ablation(
         raise AnalysisError(
             f"the ablation zone does not fit in the {s.bioheat_field_mm:g} mm bioheat field; enlarge bioheat_field_mm"
         )
-    power_w_per_m = rise_k / float(theta_free[zone].min())  # the vessel-free isotherm just covers the zone
+    if transient:
+        power_w_per_m = float(s.applicator_power_w_per_m)
+    else:
+        power_w_per_m = rise_k / float(theta_free[zone].min())  # the vessel-free isotherm just covers the zone
     # covered to within one grid cell: every tissue cell of the zone shrunk by one cell reaches the isotherm
     inner = ndimage.binary_erosion(zone)
     tissue_zone = inner & (h <= 0)
     covered = bool(np.all(theta_v[tissue_zone] * power_w_per_m >= rise_k * (1 - 1e-9)))
+    covered_free = bool(np.all(theta_free[inner] * power_w_per_m >= rise_k * (1 - 1e-9)))
 
     deficits = _deficits(theta_free * power_w_per_m, theta_v * power_w_per_m, rise_k, vessels, lumen_of, centre, n, g)
     coag = (theta_v * power_w_per_m >= rise_k).astype(np.uint8)
@@ -397,6 +519,9 @@ def estimate_ablation(
         temperature_c=theta_v * power_w_per_m + s.body_temperature_c,
         solve_ms=(time.perf_counter_ns() - start_ns) / 1e6,
         note=note,
+        mode="transient" if transient else "steady_equivalent",
+        covered_without_vessels=covered_free,
+        duration_s=float(s.ablation_duration_s) if transient else None,
     )
 
 
@@ -437,6 +562,17 @@ def _free_field(n: int, grid_mm: float, radius_mm: float, params: PennesParams) 
     q = np.where(disc, 1.0 / (disc.sum() * (grid_mm * 1e-3) ** 2), 0.0)
     theta = solve_pennes(q, grid_mm=grid_mm, params=params)
     q.flags.writeable = False
+    theta.flags.writeable = False
+    return q, theta
+
+
+@lru_cache(maxsize=4)
+def _free_field_transient(n: int, grid_mm: float, radius_mm: float, params: PennesParams, duration_s: float,
+                          time_step_s: float, rho_c_j_per_m3_k: float) -> tuple[np.ndarray, np.ndarray]:
+    """Source disc (1 W/m) and its vessel-free temperature rise after ``duration_s`` (cached)."""
+    q, _ = _free_field(n, grid_mm, radius_mm, params)
+    theta = solve_pennes_transient(q, grid_mm=grid_mm, duration_s=duration_s, time_step_s=time_step_s,
+                                   heat_capacity_j_per_m3_k=rho_c_j_per_m3_k, params=params)
     theta.flags.writeable = False
     return q, theta
 

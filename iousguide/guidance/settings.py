@@ -67,6 +67,13 @@ BASIS: dict[str, str] = {
     "twice as coarse (a dense solve grows with the cube of this count; 600 cells ~ 3 ms on one core)",
     "applicator_radius_mm": "equivalent steady source spread over a disc of this radius (electrode/antenna ~1-2 mm)",
     "applicator_px": "applicator position in source px; default the tumour centroid",
+    "applicator_power_w_per_m": "None: equivalent steady source sized to the vessel-free zone; a number: transient "
+    "estimate with this power per unit applicator length (W/m, e.g. 50 W over a 3 cm active tip ~ 1667 W/m)",
+    "ablation_duration_s": "heating time of the transient estimate (10 min, a typical single ablation cycle)",
+    "bioheat_time_step_s": "implicit Euler step of the transient estimate (K0-limit and analytic transient checks "
+    "in tests/test_guidance_bioheat.py)",
+    "tissue_density_kg_per_m3": "liver rho = 1079 kg/m3 (CLINICAL.md bioheat table)",
+    "tissue_specific_heat_j_per_kg_k": "liver c = 3540 J/(kg K) (CLINICAL.md bioheat table)",
     "ray_spacing_mm": "planner resolution: ray spacing along the outer cut line",
 }
 
@@ -126,6 +133,11 @@ class GuidanceSettings:
     bioheat_max_boundary_cells: int = 600
     applicator_radius_mm: float = 1.0
     applicator_px: tuple[float, float] | None = None
+    applicator_power_w_per_m: float | None = None
+    ablation_duration_s: float = 600.0
+    bioheat_time_step_s: float = 5.0
+    tissue_density_kg_per_m3: float = 1079.0
+    tissue_specific_heat_j_per_kg_k: float = 3540.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "preserve_ids", frozenset(int(i) for i in self.preserve_ids))
@@ -141,12 +153,17 @@ class GuidanceSettings:
             "high_far_distance_mm", "moderate_distance_rfa_mm", "moderate_distance_mwa_mm",
             "tissue_conductivity_w_per_m_k", "perfusion_per_s", "blood_density_kg_per_m3",
             "blood_specific_heat_j_per_kg_k", "blood_conductivity_w_per_m_k", "nusselt", "bioheat_grid_mm",
-            "bioheat_field_mm", "applicator_radius_mm", "bioheat_max_boundary_cells",
+            "bioheat_field_mm", "applicator_radius_mm", "bioheat_max_boundary_cells", "ablation_duration_s",
+            "bioheat_time_step_s", "tissue_density_kg_per_m3", "tissue_specific_heat_j_per_kg_k",
         )
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise SettingsError(f"{name} must be a positive number, got {value!r}")
+        power = self.applicator_power_w_per_m
+        if power is not None and (isinstance(power, bool) or not isinstance(power, (int, float))
+                                  or not math.isfinite(power) or power <= 0):
+            raise SettingsError(f"applicator_power_w_per_m must be a positive number or None, got {power!r}")
         if not (math.isfinite(self.margin_floor_mm) and self.margin_floor_mm >= 0):
             raise SettingsError(f"margin_floor_mm must be >= 0, got {self.margin_floor_mm!r}")
         if self.margin_floor_mm > self.margin_target_mm:
