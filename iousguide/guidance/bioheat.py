@@ -349,12 +349,6 @@ class AblationEstimate:
     duration_s: float | None = None
 
 
-def _cell_centres(n: int, origin_mm: np.ndarray, grid_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    ax = origin_mm[0] + grid_mm * np.arange(n)
-    ay = origin_mm[1] + grid_mm * np.arange(n)
-    return ax, ay
-
-
 def _rasterise(poly_mm: np.ndarray, n: int, origin_mm: np.ndarray, grid_mm: float) -> np.ndarray:
     """Cells whose centre lies inside the polygon (bool (n, n))."""
     import cv2
