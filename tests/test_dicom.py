@@ -121,9 +121,7 @@ def reference_frame(path: Path, index: int) -> np.ndarray:
     ds = pydicom.dcmread(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        array = ds.pixel_array
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        array = array[index]
+        array = pydicom.pixels.pixel_array(ds, index=index)  # pydicom's defaults: YBR -> RGB
     if ds.PhotometricInterpretation == "PALETTE COLOR":
         rgb = apply_color_lut(array, ds).astype(np.float64)
         return np.rint(rgb / 257.0).astype(np.uint8) if rgb.max() > 255 else rgb.astype(np.uint8)
