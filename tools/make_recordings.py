@@ -6,6 +6,8 @@ Usage::
     python tools/make_recordings.py              # writes recordings/ and calibration/
     python tools/make_recordings.py --only two_lesions
     python tools/make_recordings.py --check      # regenerate into a temp folder, compare with recordings/MANIFEST.json
+    python tools/make_recordings.py --random 9001 9002 --difficulty hard --out /tmp/fresh --calibration-dir /tmp/fresh
+                                                 # fresh random cases (never used for tuning) as mp4 + truth + preset
 
 Reproducibility: every recording is rendered from its seed; ``MANIFEST.json``
 keeps the SHA-256 of the raw frames before encoding (``raw_sha256``), of the
@@ -87,7 +89,12 @@ def decode_grey(path: Path) -> list[np.ndarray]:
 
 
 def write_recording(name: str, filename: str, out_dir: Path, calib_dir: Path) -> dict:
-    case = scenarios.build(name)
+    return write_case(scenarios.build(name), filename, out_dir, calib_dir)
+
+
+def write_case(case, filename: str, out_dir: Path, calib_dir: Path) -> dict:
+    """Render a case, write the media file, its truth and its calibration preset; return the manifest entry."""
+    name = case.name
     t0 = time.perf_counter()
     frames, truth = [], CaseTruth(header=case.header())
     for _, pixels, frame_truth in scenarios.render(case):
@@ -149,7 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "recordings")
     parser.add_argument("--calibration-dir", type=Path, default=ROOT / "calibration")
     parser.add_argument("--check", action="store_true", help="regenerate into a temporary folder and compare hashes")
+    parser.add_argument("--random", type=int, nargs="+", metavar="SEED",
+                        help="instead: write fresh random cases (generate_case) as mp4 + truth + preset into --out")
+    parser.add_argument("--difficulty", default="medium", help="for --random: easy, medium, hard or 0..1")
+    parser.add_argument("--frames", type=int, default=90, help="for --random: frames per case (15 fps)")
+    parser.add_argument("--probe", choices=("linear", "convex"), default=None, help="for --random (default: random)")
     args = parser.parse_args(argv)
+    if args.random:
+        difficulty = float(args.difficulty) if args.difficulty.replace(".", "", 1).isdigit() else args.difficulty
+        args.out.mkdir(parents=True, exist_ok=True)
+        args.calibration_dir.mkdir(parents=True, exist_ok=True)
+        for seed in args.random:
+            case = scenarios.random_case(seed, difficulty=difficulty, n_frames=args.frames, probe=args.probe)
+            entry = write_case(case, f"random_{seed}.mp4", args.out, args.calibration_dir)
+            print(f"{entry['file']}: {case.description}, spacing {case.geometry.spacing_mm[0]:.3f} mm/px")
+        return 0
     names = args.only or list(OUTPUTS)
     manifest_path = args.out / "MANIFEST.json"
     old = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"recordings": {}}

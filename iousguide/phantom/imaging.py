@@ -358,6 +358,8 @@ def slice_maps(model: LiverModel, pose: ProbePose, geometry: ProbeGeometry, t_s:
     capsule = geometry.depth_map_mm < 0.45
     echo[capsule] = _db(CAPSULE_DB)
     labels[capsule & (labels >= TUMOR_LABEL_BASE)] = 0
+    if geometry.kind != "linear":
+        labels[~geometry.fan_mask] = 0  # nothing is imaged outside the sector
     return SliceMaps(echo=echo, atten_db_mm=atten, labels=labels, boxes=boxes)
 
 
