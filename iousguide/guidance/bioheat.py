@@ -502,6 +502,9 @@ def estimate_ablation(
     deficits = _deficits(theta_free * power_w_per_m, theta_v * power_w_per_m, rise_k, vessels, lumen_of, centre, n, g)
     coag = (theta_v * power_w_per_m >= rise_k).astype(np.uint8)
     predicted = _component_contour(coag, (n // 2, n // 2), origin, g)
+    temperature_c = theta_v * power_w_per_m + s.body_temperature_c
+    for array in (predicted, temperature_c):  # estimates are shared through the cache: read-only
+        array.flags.writeable = False
     return AblationEstimate(
         covered=covered,
         predicted_zone_mm=predicted,
@@ -510,7 +513,7 @@ def estimate_ablation(
         coagulation_isotherm_c=float(s.coagulation_isotherm_c),
         grid_mm=g,
         origin_mm=(float(origin[0]), float(origin[1])),
-        temperature_c=theta_v * power_w_per_m + s.body_temperature_c,
+        temperature_c=temperature_c,
         solve_ms=(time.perf_counter_ns() - start_ns) / 1e6,
         note=note,
         mode="transient" if transient else "steady_equivalent",
@@ -612,6 +615,9 @@ class BioheatEstimator:
     """
 
     def __init__(self, *, max_entries: int = 32) -> None:
+        import threading
+
+        self._lock = threading.Lock()  # one estimator may serve a worker thread and the CLI at once
         self._cache: OrderedDict[Any, AblationEstimate] = OrderedDict()
         self.max_entries = int(max_entries)
         self.hits = 0
@@ -629,14 +635,16 @@ class BioheatEstimator:
             tuple((v.id, q(v.polygon_mm), round(float(v.diameter_mm), 2)) for v in vessels),
             settings,
         )
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            self.hits += 1
-            return hit
-        self.misses += 1
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+                return hit
+            self.misses += 1
         result = estimate_ablation(zone_mm, vessels, applicator_mm=applicator_mm, settings=settings)
-        self._cache[key] = result
-        if len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = result
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
         return result
