@@ -206,3 +206,18 @@ def test_vessels_pulse_and_probe_motion_change_sections():
     tilts = [p.tilt_deg for p in case.poses]
     ys = [p.y_mm for p in case.poses]
     assert max(tilts) - min(tilts) > 4 and max(ys) - min(ys) > 6
+
+
+def test_convex_truth_stays_inside_the_fan():
+    case = scenarios.random_case(77, difficulty="medium", n_frames=1, probe="convex", width_px=320, height_px=240)
+    renderer = Renderer(case.model, case.geometry, case.params)
+    image, maps = renderer.render(case.poses[0], 0.0, 0)
+    assert not maps.labels[~case.geometry.fan_mask].any()
+    assert not image[~case.geometry.fan_mask].any()
+    truth = frame_truth(case.model, case.poses[0], case.geometry, maps, frame=0, t_s=0.0)
+    g = case.geometry
+    for item in truth["vessels"] + truth["tumors"]:
+        pts = np.asarray(item["contour_px"], float)
+        u = (pts[:, 0] - (g.width_px - 1) / 2) * g.spacing_mm[0]
+        v = pts[:, 1] * g.spacing_mm[1]
+        assert (g.fan_field(u, v) < 2 * g.spacing_mm[0]).all()
