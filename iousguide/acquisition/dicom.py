@@ -50,6 +50,7 @@ CACHE_FRAMES = 4
 #: refuse frames larger than this before allocating (a lying header must not exhaust memory)
 MAX_FRAME_BYTES = 512 * 1024 * 1024
 
+_PILLOW_FIRST = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}
 _CM_UNITS = 3
 _SPATIAL_FORMATS = {0: "none", 1: "2D", 2: "M-mode", 3: "spectral", 4: "waveform", 5: "graphics"}
 _DATA_TYPES = {
@@ -364,6 +365,9 @@ class DicomSource(IndexedSource):
             tsyntax = ImplicitVRLittleEndian
         self._tsyntax = tsyntax
         self._compressed = bool(getattr(tsyntax, "is_compressed", False))
+        # JPEG baseline/extended: Pillow (libjpeg-turbo) decodes ~3x faster than GDCM
+        # (measured 6.8 vs 21.5 ms for a 640x480 colour frame), pixel-identical on the test cines
+        self._plugin = "pillow" if str(tsyntax) in _PILLOW_FIRST else ""
         self._rows = _int_attr(ds, "Rows")
         self._columns = _int_attr(ds, "Columns")
         self._samples = _int_attr(ds, "SamplesPerPixel", 1)
@@ -492,8 +496,6 @@ class DicomSource(IndexedSource):
         if cached is not None:
             self._cache.move_to_end(index)
             return cached
-        from pydicom import pixels
-
         if self._fh is None:
             raise SourceError(f"source {self.source_id} is closed")
         with self._lock:
@@ -501,7 +503,7 @@ class DicomSource(IndexedSource):
                 self._fh.seek(0)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    array = pixels.pixel_array(self._fh, index=index, raw=True)
+                    array = self._pixel_array(index)
             except NotImplementedError as exc:
                 raise UnsupportedFormatError(
                     f"{self.source_id}: transfer syntax {getattr(self._tsyntax, 'name', self._tsyntax)} "
@@ -531,6 +533,18 @@ class DicomSource(IndexedSource):
             self._cache.popitem(last=False)
         return pixels_u8
 
+    def _pixel_array(self, index: int) -> np.ndarray:
+        """Decode one frame from the open file (caller holds the lock)."""
+        from pydicom import pixels
+
+        if self._plugin:
+            try:
+                return pixels.pixel_array(self._fh, index=index, raw=True, decoding_plugin=self._plugin)
+            except Exception:
+                self._plugin = ""  # preferred plugin missing or refused this file: pydicom's own choice
+                self._fh.seek(0)
+        return pixels.pixel_array(self._fh, index=index, raw=True)
+
     def _to_uint8(self, array: np.ndarray, index: int) -> np.ndarray:
         expected = (self._rows, self._columns) if self._samples == 1 else (self._rows, self._columns, 3)
         if array.shape != expected:
@@ -543,7 +557,7 @@ class DicomSource(IndexedSource):
         if self._samples == 3:
             if self._bits_stored > 8:
                 array = (array.astype(np.float64) * (255.0 / (2**self._bits_stored - 1))).round()
-            rgb = np.clip(array, 0, 255).astype(np.uint8)
+            rgb = array if array.dtype == np.uint8 else np.clip(array, 0, 255).astype(np.uint8)
             if self._photometric in ("YBR_FULL", "YBR_FULL_422"):
                 from pydicom.pixels import convert_color_space
 
