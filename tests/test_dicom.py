@@ -397,6 +397,22 @@ def test_header_lies_about_size(tmp_path):
         DicomSource(path)
 
 
+def test_frame_count_that_cannot_fit_is_refused_before_allocating(tmp_path):
+    path = write_dicom(tmp_path / "rle.dcm", np.zeros((2, 8, 8), np.uint8), transfer_syntax="1.2.840.10008.1.2.5")
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 10**9
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(CorruptDataError, match="NumberOfFrames"):
+        DicomSource(path)
+
+
+def test_unknown_colour_space_is_reported(tmp_path):
+    pixels = np.random.default_rng(5).integers(0, 255, (1, 4, 6, 3), dtype=np.uint8)
+    with DicomSource(write_dicom(tmp_path / "p.dcm", pixels, photometric="YBR_PARTIAL_420")) as source:
+        assert any("YBR_PARTIAL_420" in w and "not converted" in w for w in source.warnings)
+        assert np.array_equal(source.frame_at(0).pixels, pixels[0])
+
+
 def test_unsupported_transfer_syntax_and_corrupt_stream(tmp_path, capsys):
     pixels = np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8)
     mpeg = write_dicom(tmp_path / "mpeg.dcm", pixels, transfer_syntax="1.2.840.10008.1.2.4.100")

@@ -340,9 +340,11 @@ class DicomSource(IndexedSource):
         except FileNotFoundError:
             raise UnsupportedFormatError(f"no such file: {path}") from None
         except (OSError, MemoryError) as exc:
-            raise CorruptDataError(f"{path}: cannot read DICOM file ({type(exc).__name__}: {exc})") from None
+            raise CorruptDataError(f"{path}: cannot read DICOM file ({type(exc).__name__}: {_first_line(exc)})") from None
         except Exception as exc:  # pydicom raises many types on a truncated/garbled header
-            raise CorruptDataError(f"{path}: corrupt or truncated DICOM header ({type(exc).__name__}: {exc})") from None
+            raise CorruptDataError(
+                f"{path}: corrupt or truncated DICOM header ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
         self._ds = ds
         messages = [str(w.message) for w in caught]
         if any("end of file" in m.lower() or "truncat" in m.lower() for m in messages):
@@ -395,10 +397,18 @@ class DicomSource(IndexedSource):
         frame_bytes = self._rows * self._columns * self._samples * max(self._bits_allocated // 8, 1)
         if frame_bytes > MAX_FRAME_BYTES:
             raise CorruptDataError(f"{path}: frame of {self._columns}x{self._rows}x{self._samples} is implausibly large")
+        file_size = path.stat().st_size
+        if self._compressed and n_frames * 8 > file_size:  # every encapsulated frame needs an 8-byte item header
+            raise CorruptDataError(f"{path}: NumberOfFrames {n_frames} cannot fit in a {file_size}-byte file")
+        known = {1: ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"), 3: ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")}
+        if self._photometric not in known[self._samples]:
+            self.warnings.append(
+                f"photometric interpretation {self._photometric or '(none)'} with {self._samples} sample(s) "
+                f"is not converted: shown as {'RGB' if self._samples == 3 else 'grey'}"
+            )
         if not self._compressed:
             length = self._pixel_data_length(ds)
             expected = (self._rows * self._columns * self._samples * self._bits_allocated + 7) // 8 * n_frames
-            file_size = path.stat().st_size
             if length is None or length < expected or length > file_size:
                 raise CorruptDataError(
                     f"{path}: pixel data holds {length if length is not None else 'unknown'} bytes but the header "
