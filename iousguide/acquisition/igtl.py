@@ -361,6 +361,12 @@ class IgtlSource(LiveSource):
         )
         return super()._finish(frame)
 
+    def spacing_for(self, frame: Frame) -> tuple[float, float] | None:
+        if self._override_preset is not None or self._override_spacing is not None:
+            return self.calibration.spacing_mm
+        spacing = frame.extra.get("igtl_spacing_mm")
+        return None if spacing is None else (float(spacing[0]), float(spacing[1]))
+
     def info(self) -> SourceInfo:
         first = self.wait_first_frame(5.0)
         spacing = first.extra.get("igtl_spacing_mm")

@@ -569,6 +569,10 @@ class LiveSource(Source):
                 return "timeout"
             return self._no_signal_reason
 
+    def spacing_for(self, frame: Frame) -> tuple[float, float] | None:
+        """The mm/px that :meth:`read` would attach to this raw (listener) frame; None = uncalibrated."""
+        return self.calibration.spacing_mm
+
     @property
     def pending(self) -> bool:
         """True when a grabbed frame waits in the slot."""
