@@ -135,8 +135,9 @@ def apply_guidance(
         warnings.append(f"margin plan: {exc}")
 
     centre_mm = geo.interior_point(tumor_mm)
-    zone_mm = geo.offset_polygon(tumor_mm, settings.ablation_margin_mm, ray_spacing_mm=settings.ray_spacing_mm,
-                                 centre_mm=centre_mm)
+    # zone outline: vertices every <= 0.5 mm along it (chord error < 0.01 mm; the bioheat grid is 0.5 mm)
+    zone_mm = geo.offset_polygon(tumor_mm, settings.ablation_margin_mm,
+                                 ray_spacing_mm=max(settings.ray_spacing_mm, 0.5), centre_mm=centre_mm)
     if settings.applicator_px is not None:
         applicator_mm = geo.to_mm([settings.applicator_px], spacing)[0]
     else:

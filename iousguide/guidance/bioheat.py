@@ -360,13 +360,26 @@ def _rasterise(poly_mm: np.ndarray, n: int, origin_mm: np.ndarray, grid_mm: floa
     return mask.astype(bool)
 
 
+def _bilinear(field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``field`` at fractional (rows, cols), clamped to the grid."""
+    n0, n1 = field.shape
+    rows = np.clip(rows, 0.0, n0 - 1.000001)
+    cols = np.clip(cols, 0.0, n1 - 1.000001)
+    r0 = rows.astype(np.intp)
+    c0 = cols.astype(np.intp)
+    fr, fc = rows - r0, cols - c0
+    top = field[r0, c0] * (1 - fc) + field[r0, c0 + 1] * fc
+    bottom = field[r0 + 1, c0] * (1 - fc) + field[r0 + 1, c0 + 1] * fc
+    return top * (1 - fr) + bottom * fr
+
+
 def _isotherm_radii(theta: np.ndarray, centre_cell: float, directions: np.ndarray, level_k: float,
                     step_cells: float = 0.5) -> np.ndarray:
     """Distance (cells) along rays from the centre cell at which theta (K) first drops below ``level_k``, (R,)."""
     steps = np.arange(0.0, centre_cell, step_cells)
     rows = centre_cell + steps[None, :] * directions[:, 1:2]
     cols = centre_cell + steps[None, :] * directions[:, 0:1]
-    vals = ndimage.map_coordinates(theta, [rows.ravel(), cols.ravel()], order=1, mode="nearest").reshape(rows.shape)
+    vals = _bilinear(theta, rows, cols)
     below = vals < level_k
     first = np.where(below.any(axis=1), below.argmax(axis=1), len(steps) - 1)
     j = np.maximum(first, 1)
