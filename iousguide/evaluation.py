@@ -2,7 +2,8 @@
 
 Metrics (all documented in recordings/README.md, "Scoring"):
 
-* **Tumour Dice** per frame where the truth shows a tumour: both outlines are
+* **Tumour Dice** per frame where the truth shows a tumour (also reported over
+  frames whose true section is >= 3 mm equivalent diameter): both outlines are
   rasterised by the same rule (a pixel counts when its centre lies inside the
   polygon, even-odd rule). The result is compared with the truth tumour that
   contains its centroid, else with the primary tumour. A frame where the truth
@@ -224,7 +225,7 @@ def evaluate_results(results: Iterable[dict], truth, *, modality: str = "rfa", n
     recall_counts = {b: [0, 0] for b in BANDS}  # matched, total truth
     precision_counts = {b: [0, 0] for b in BANDS + ("unknown",)}  # true positives, all results
     dist_err, diam_err, diam_err_all = [], [], []
-    dices, tumour_frames, tumour_detected, tumour_false = [], 0, 0, 0
+    dices, dices_big, tumour_frames, tumour_detected, tumour_false = [], [], 0, 0, 0
     last_match: dict[int, int] = {}
     switches = 0
     hs_total = hs_agree = 0
@@ -258,6 +259,8 @@ def evaluate_results(results: Iterable[dict], truth, *, modality: str = "rfa", n
                 dices.append(dice(_raster_item(rt, shape), _raster_item(target, shape)))
             else:
                 dices.append(0.0)
+            if (target.get("equivalent_diameter_mm") or 0.0) >= 3.0:
+                dices_big.append(dices[-1])
         elif rt and _polygons(rt):
             tumour_false += 1
         # --- vessels
@@ -323,6 +326,8 @@ def evaluate_results(results: Iterable[dict], truth, *, modality: str = "rfa", n
             "frames_false_tumor": tumour_false,
             "dice_mean": round(float(np.mean(dices)), 4) if dices else None,
             "dice_median": round(float(np.median(dices)), 4) if dices else None,
+            "dice_mean_sections_ge3mm": round(float(np.mean(dices_big)), 4) if dices_big else None,
+            "frames_sections_ge3mm": len(dices_big),
         },
         "vessels": {
             "recall_by_band": recall,
@@ -367,6 +372,7 @@ def format_table(report: dict) -> str:
     lines = [
         f"== {report['recording']}  ({report['frames']} frames, {report['frames_missing_in_results']} missing in results)",
         f"  tumour Dice          mean {_fmt(t['dice_mean'])}  median {_fmt(t['dice_median'])}  "
+        f"(sections >= 3 mm: {_fmt(t['dice_mean_sections_ge3mm'])}, n={t['frames_sections_ge3mm']})  "
         f"detected {t['frames_detected']}/{t['frames_with_truth_tumor']}  false-tumour frames {t['frames_false_tumor']}",
         "  vessels  band        recall (matched/truth)   precision (tp/results)",
     ]

@@ -37,7 +37,8 @@ def truth():
               "spacing_mm": [0.5, 0.5]}
     frames = []
     for i in range(4):
-        tumor = {"id": 1, "primary": True, "contour_px": square(19.5, 19.5, 20), "centroid_px": [29.5, 29.5]}
+        tumor = {"id": 1, "primary": True, "contour_px": square(19.5, 19.5, 20), "centroid_px": [29.5, 29.5],
+                 "equivalent_diameter_mm": 11.3 if i < 3 else 2.5}
         frames.append({"frame": i, "status": "ok", "tumor": tumor, "tumors": [tumor], "vessels": [
             truth_vessel(1, 70, 30, 6.0, 5.0),
             truth_vessel(2, 30, 70, 2.0, 4.0, heat="low"),
@@ -107,6 +108,7 @@ def test_known_errors_are_measured(truth):
     results[4]["status"] = "ok"
     report = evaluate_results(results, truth)
     assert report["tumor"]["dice_mean"] == pytest.approx(0.5)
+    assert report["tumor"]["frames_sections_ge3mm"] == 3
     band = report["vessels"]["recall_by_band"]
     assert band["<3"] == {"matched": 2, "truth": 4, "recall": 0.5}
     assert band[">5"]["recall"] == 1.0 and band["3-5"]["recall"] == 1.0
@@ -127,6 +129,7 @@ def test_missing_frames_and_far_vessels(truth):
     report = evaluate_results(results, truth, near_mm=10.0)
     assert report["frames_missing_in_results"] == 3
     assert report["tumor"]["dice_mean"] == pytest.approx(0.5)  # 2 of 4 tumour frames scored 0
+    assert report["tumor"]["dice_mean_sections_ge3mm"] == pytest.approx(2 / 3, abs=1e-4)
     assert report["distance_error_mm"]["n"] == 4  # vessel 3 (12 mm) is beyond 10 mm
 
 
