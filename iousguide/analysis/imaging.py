@@ -243,16 +243,17 @@ def prepare(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, setting
 
 
 def _field_of_view(signal: np.ndarray, *, radius_px: float, erode_px: float) -> np.ndarray:
-    """Convex hull of the largest signal region (the fan or the linear field), eroded."""
+    """The largest signal region (fan or linear field) with its holes filled, eroded.
+
+    Holes (dark lumens, shadows inside the image) belong to the field of view; the black
+    outside a convex fan, including the concave area above its top arc, does not.
+    """
     closed = cv2.morphologyEx(signal, cv2.MORPH_CLOSE, disc(radius_px))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
     if n <= 1:
         return np.zeros(signal.shape, dtype=bool)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    contours, _ = cv2.findContours((labels == largest).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    hull = cv2.convexHull(np.vstack(contours))
-    fov = np.zeros_like(signal)
-    cv2.fillConvexPoly(fov, hull, 1)
+    fov = fill_holes((labels == largest).astype(np.uint8))
     if erode_px >= 1:
         fov = cv2.erode(fov, disc(erode_px))
     return fov.astype(bool)
