@@ -204,3 +204,14 @@ def test_transient_power_and_time_mode():
     assert not w.covered_without_vessels and not w.covered
     assert s.covered_without_vessels
     assert np.hypot(*s.predicted_zone_mm.T).max() > np.hypot(*w.predicted_zone_mm.T).max()
+
+
+def test_stronger_wall_transfer_means_larger_deficit():
+    """h = Nu k_b / D: a larger Nusselt number (faster flow) must cool more, never less."""
+    zone = circle_mm(0, 0, 12)
+    vessels = [VesselSink(1, circle_mm(17, 0, 4), 8.0)]
+    deficits = [
+        estimate_ablation(zone, vessels, applicator_mm=(0.0, 0.0), settings=GuidanceSettings(nusselt=nu)).deficit_mm[1]
+        for nu in (0.5, 4.36, 40.0)
+    ]
+    assert deficits[0] < deficits[1] < deficits[2]

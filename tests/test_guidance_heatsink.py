@@ -63,3 +63,12 @@ def test_json_form_and_missing_mm():
     assert set(data) >= {"class", "basis", "deficit_mm"} and data["deficit_mm"] is None
     with pytest.raises(AnalysisError):
         classify_heat_sink(diameter_mm=None, gap_mm=1.0)
+
+
+def test_zero_ablative_margin_is_the_tumour_edge_and_negative_is_refused():
+    from iousguide.errors import SettingsError
+
+    risk = classify_heat_sink(diameter_mm=4.0, gap_mm=5.0, settings=GuidanceSettings(ablation_margin_mm=0.0))
+    assert (risk.cls, risk.zone_distance_mm) == ("high", 5.0)
+    with pytest.raises(SettingsError):
+        GuidanceSettings(ablation_margin_mm=-1.0)

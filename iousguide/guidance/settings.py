@@ -149,7 +149,7 @@ class GuidanceSettings:
             raise SettingsError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         positive = (
             "margin_target_mm", "major_vessel_min_diameter_mm", "comparison_margin_mm", "ray_spacing_mm",
-            "ablation_margin_mm", "heat_sink_min_diameter_mm", "high_near_distance_mm", "high_large_diameter_mm",
+            "heat_sink_min_diameter_mm", "high_near_distance_mm", "high_large_diameter_mm",
             "high_far_distance_mm", "moderate_distance_rfa_mm", "moderate_distance_mwa_mm",
             "tissue_conductivity_w_per_m_k", "perfusion_per_s", "blood_density_kg_per_m3",
             "blood_specific_heat_j_per_kg_k", "blood_conductivity_w_per_m_k", "nusselt", "bioheat_grid_mm",
@@ -164,6 +164,10 @@ class GuidanceSettings:
         if power is not None and (isinstance(power, bool) or not isinstance(power, (int, float))
                                   or not math.isfinite(power) or power <= 0):
             raise SettingsError(f"applicator_power_w_per_m must be a positive number or None, got {power!r}")
+        for name in ("ablation_margin_mm",):  # 0 = zone is the tumour itself
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise SettingsError(f"{name} must be a number >= 0, got {value!r}")
         if not (math.isfinite(self.margin_floor_mm) and self.margin_floor_mm >= 0):
             raise SettingsError(f"margin_floor_mm must be >= 0, got {self.margin_floor_mm!r}")
         if self.margin_floor_mm > self.margin_target_mm:
