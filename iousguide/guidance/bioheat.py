@@ -25,6 +25,12 @@ covers the planned zone. Only the isotherm with vessels relative to that is
 interpreted (ablation deficit toward each vessel, coverage); temperatures are
 not a dose prediction. Validated against the analytic K0 line-source solution
 and by grid refinement in ``tests/test_guidance_bioheat.py``.
+
+Limits (say them next to the numbers): a 2-D model treats every lumen as a
+prism perpendicular to the image plane, so a vessel running *in* the plane acts
+as an infinite slab and its sink is overestimated; perfusion is not shut down in
+coagulated tissue; the wall h is the laminar lower bound; the equivalent source
+reaches unphysical peak temperatures at the applicator (only the isotherm is used).
 """
 
 from __future__ import annotations
