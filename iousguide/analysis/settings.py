@@ -68,6 +68,9 @@ class TrackingSettings:
         Size limits of a tumour (equivalent diameter).
     tumor_smoothing_mm : float
         Gaussian sigma for the tumour map (coarser than the vessel map).
+    tumor_contour_smoothing_mm, vessel_contour_smoothing_mm : float
+        Gaussian sigma along the boundary: raggedness at the speckle scale is noise, and a
+        minimum distance taken over a ragged boundary is biased towards its spikes.
     tumor_confirm_frames : int
         An automatic tumour proposal must persist this many frames before it is reported.
     tumor_max_area_change : float
@@ -125,13 +128,15 @@ class TrackingSettings:
     tumor_min_diameter_mm: float = 4.0
     tumor_max_diameter_mm: float = 70.0
     tumor_smoothing_mm: float = 0.7
+    tumor_contour_smoothing_mm: float = 1.0
+    vessel_contour_smoothing_mm: float = 0.4
     tumor_confirm_frames: int = 2
     tumor_max_area_change: float = 2.0
     track_gate_mm: float = 6.0
     track_max_missed_frames: int = 8
     smoothing_alpha: float = 0.7
     smoothing_beta: float = 0.2
-    jump_threshold_mm: float = 3.0
+    jump_threshold_mm: float = 2.0
     contact_distance_mm: float = 1.0
     caliper_relative_fraction: float = 0.02
     caliper_full_scale_fraction: float = 0.01

@@ -27,6 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from iousguide.analysis.imaging import Prepared, check_signal, doppler_mask, prepare
 from iousguide.analysis.measure import TumorGeometry, distance_uncertainty_mm
+from iousguide.analysis.refine import smooth_contour
 from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.tumor import (TumorCandidate, iou, lesion_candidates, plausible_auto, refine_tumor)
@@ -229,7 +230,8 @@ class Tracker:
         if tumor_cand is not None:
             refined = refine_tumor(prep, tumor_cand, settings=s, vessel_mask_frame=vessel_frame.astype(bool))
             if refined is not None and cv2.contourArea(refined.contour_px.astype(np.float32)) > 0:
-                contour = refined.contour_px
+                contour = smooth_contour(refined.contour_px, sigma_mm=s.tumor_contour_smoothing_mm,
+                                         unit_mm=prep.unit_mm)
                 edge_sigma_tumor = refined.edge_sigma_mm
             else:
                 contour = _mask_contour_frame(prep, tumor_cand.mask_w)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from iousguide.analysis.imaging import Prepared, disc, fill_holes, prepare
-from iousguide.analysis.refine import Refined, refine_region
+from iousguide.analysis.refine import Refined, refine_region, smooth_contour
 from iousguide.analysis.settings import TrackingSettings
 
 LONG_AXIS_ASPECT = 2.5
@@ -284,7 +284,7 @@ def _tissue_power(prep: Prepared, bbox: tuple[int, int, int, int]) -> float:
 def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
                    settings: TrackingSettings) -> VesselDetection | None:
     ux, uy = prep.unit_mm
-    pts = refined.contour_px
+    pts = smooth_contour(refined.contour_px, sigma_mm=settings.vessel_contour_smoothing_mm, unit_mm=prep.unit_mm)
     pts_mm = (pts * np.array([ux, uy])).astype(np.float32)
     area_mm2 = abs(cv2.contourArea(pts_mm))
     if area_mm2 <= 0:
