@@ -374,13 +374,17 @@ def _bilinear(field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     r0 = rows.astype(np.intp)
     c0 = cols.astype(np.intp)
     fr, fc = rows - r0, cols - c0
-    top = field[r0, c0] * (1 - fc) + field[r0, c0 + 1] * fc
-    bottom = field[r0 + 1, c0] * (1 - fc) + field[r0 + 1, c0 + 1] * fc
-    return top * (1 - fr) + bottom * fr
+    flat = np.ascontiguousarray(field).ravel()
+    idx = r0 * n1 + c0
+    top = flat.take(idx)
+    top += (flat.take(idx + 1) - top) * fc
+    bottom = flat.take(idx + n1)
+    bottom += (flat.take(idx + n1 + 1) - bottom) * fc
+    return top + (bottom - top) * fr
 
 
 def _isotherm_radii(theta: np.ndarray, centre_cell: float, directions: np.ndarray, level_k: float,
-                    step_cells: float = 0.5) -> np.ndarray:
+                    step_cells: float = 1.0) -> np.ndarray:
     """Distance (cells) along rays from the centre cell at which theta (K) first drops below ``level_k``, (R,)."""
     steps = np.arange(0.0, centre_cell, step_cells)
     rows = centre_cell + steps[None, :] * directions[:, 1:2]
