@@ -85,7 +85,13 @@ def _open_raw(text: str, *, fps: float | None):
         raise UnsupportedFormatError(f"unsupported URL scheme in {text!r}; supported: {SUPPORTED_FORMATS_TEXT}")
     path = Path(text)
     if not path.exists():
+        # a recording whose process was killed: the crash-safe writer's journal folder
+        partial = Path(text + ".partial")
+        if partial.is_dir() and (partial / "journal.mhd").is_file():
+            return _make("plus", "open_sequence", partial)
         raise UnsupportedFormatError(f"no such file or folder: {text}")
+    if path.is_dir() and (path / "journal.mhd").is_file():
+        return _make("plus", "open_sequence", path)
     if path.is_dir():
         return _make("images", "ImageSequenceSource", path, fps=fps)
     if path.stat().st_size == 0:
