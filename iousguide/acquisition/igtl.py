@@ -384,3 +384,159 @@ class _Rejected(Exception):
     def __init__(self, reason: str, text: str) -> None:
         super().__init__(text)
         self.reason = reason
+
+
+def image_with_counter(counter: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A moving test image whose first 4 pixels hold ``counter`` (uint32, big-endian).
+
+    Shape (rows, cols) or (rows, cols, 3), uint8. Used by tests, the benchmark
+    and :class:`ImageSender`; :func:`counter_from_image` reads the counter back.
+    """
+    rows, cols = shape[:2]
+    ramp = ((np.arange(cols, dtype=np.int64) + 3 * counter) % 256).astype(np.uint8)
+    image = np.broadcast_to(ramp, (rows, cols)).copy()
+    if len(shape) == 3:
+        image = np.stack([image, image[::-1], 255 - image], axis=2)
+    stamp = np.frombuffer(int(counter % (1 << 32)).to_bytes(4, "big"), dtype=np.uint8)
+    if image.ndim == 3:
+        image[0, :4, :] = stamp[:, None]
+    else:
+        image[0, :4] = stamp
+    return image
+
+
+def counter_from_image(pixels: np.ndarray) -> int:
+    """The counter written by :func:`image_with_counter`."""
+    first = pixels[0, :4, 0] if pixels.ndim == 3 else pixels[0, :4]
+    return int.from_bytes(bytes(np.asarray(first, dtype=np.uint8)), "big")
+
+
+class ImageSender:
+    """A minimal OpenIGTLink IMAGE server (one client at a time) for tests, benchmarks and demos.
+
+    Sends :func:`image_with_counter` frames at ``fps`` (None = as fast as the
+    socket takes them) with the IJK-to-world matrix ``diag(spacing_mm)``;
+    the header timestamp is ``time.time()`` at send. Messages are packed with
+    pyigtl. With ``distinct_frames`` set, that many bodies are packed once and
+    cycled (the counter wraps), so the sender's CPU does not limit 1080p at 60 fps.
+
+    Parameters
+    ----------
+    port : int
+        0 picks a free port (see :attr:`port`).
+    shape : tuple
+        (rows, cols) grey or (rows, cols, 3) RGB.
+    spacing_mm : (float, float)
+        mm/px in x and y written into the matrix.
+    max_frames : int, optional
+        Stop sending after this many frames (per connection).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        device_name: str = "Image",
+        shape: tuple[int, ...] = (480, 640),
+        spacing_mm: tuple[float, float] = (0.1, 0.1),
+        fps: float | None = 30.0,
+        max_frames: int | None = None,
+        distinct_frames: int | None = None,
+    ) -> None:
+        self.device_name = device_name
+        self.shape = tuple(shape)
+        self.spacing_mm = spacing_mm
+        self.fps = fps
+        self.max_frames = max_frames
+        self.distinct_frames = distinct_frames
+        self.sent = 0
+        self.send_times_s: dict[int, float] = {}
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((host, port))
+        self._listener.listen(1)
+        self._listener.settimeout(0.1)
+        self.host, self.port = self._listener.getsockname()[:2]
+        self._stop = threading.Event()
+        self._bodies: dict[int, tuple[bytes, int]] = {}
+        self._client: socket.socket | None = None
+        self._thread = threading.Thread(target=self._serve, name="igtl-image-sender", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"igtl://{self.host}:{self.port}/{self.device_name}"
+
+    def start(self) -> "ImageSender":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        client = self._client
+        if client is not None:
+            try:
+                client.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(5.0)
+        self._listener.close()
+
+    def __enter__(self) -> "ImageSender":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _body(self, counter: int) -> tuple[bytes, int]:
+        key = counter % self.distinct_frames if self.distinct_frames else counter
+        cached = self._bodies.get(key)
+        if cached is not None:
+            return cached
+        import pyigtl
+
+        image = image_with_counter(key, self.shape)
+        matrix = np.diag([self.spacing_mm[0], self.spacing_mm[1], 1.0, 1.0])
+        packed = pyigtl.ImageMessage(image[np.newaxis], ijk_to_world_matrix=matrix, device_name=self.device_name).pack()
+        body, crc = packed[HEADER_SIZE:], HEADER.unpack_from(packed, 0)[6]
+        if self.distinct_frames:
+            self._bodies[key] = (body, crc)
+        return body, crc
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            self._client = client
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            period = 1.0 / self.fps if self.fps else 0.0
+            next_t = time.monotonic()
+            sent_here = 0
+            try:
+                while not self._stop.is_set() and (self.max_frames is None or sent_here < self.max_frames):
+                    body, crc = self._body(self.sent)
+                    now = time.time()
+                    header = HEADER.pack(1, b"IMAGE", self.device_name.encode("utf-8"), int(now),
+                                         int((now % 1.0) * 4294967296.0) & 0xFFFFFFFF, len(body), crc)
+                    self.send_times_s[self.sent] = now
+                    client.sendall(header + body if len(body) < 65536 else header)
+                    if len(body) >= 65536:
+                        client.sendall(body)
+                    self.sent += 1
+                    sent_here += 1
+                    if period:
+                        next_t += period
+                        delay = next_t - time.monotonic()
+                        if delay > 0:
+                            self._stop.wait(delay)
+                        else:
+                            next_t = time.monotonic()
+                while not self._stop.is_set() and self.max_frames is not None:
+                    self._stop.wait(0.05)  # keep the connection open after the last frame
+            except OSError:
+                pass
+            finally:
+                self._client = None
+                client.close()
