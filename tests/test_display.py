@@ -197,6 +197,24 @@ def _visible_texts(view: GuidanceView) -> list[str]:
 
 
 # -- tests: the view alone ----------------------------------------------------------------------
+def test_qt_binding_keeps_reference_counts(qtbot):
+    """PySide6 6.12.0 on Python 3.11 loses a reference to None on every void call; the window then
+    aborts with "none_dealloc" after a few thousand frames. Showing frames must not drain None."""
+    import gc
+    import sys
+
+    view = GuidanceView()
+    qtbot.addWidget(view)
+    frame, result = _handmade((0.2, 0.2))
+    view.show_frame(frame, result)
+    gc.collect()
+    before = sys.getrefcount(None)
+    for _ in range(50):
+        view.show_frame(frame, result)
+    gc.collect()
+    assert sys.getrefcount(None) - before > -50, "the Qt binding drops references to None (PySide6 6.12.0 bug)"
+
+
 def test_coordinate_mapping_matches_frame_and_round_trips():
     pixels = np.zeros((100, 200), np.uint8)
     frame = Frame(pixels=pixels, index=0, t_mono_ns=0, spacing_mm=(0.2, 0.25), origin_px=(7, 11),
@@ -485,6 +503,10 @@ def test_layout_at_1366x768_and_help_overlay(qtbot, phantom_clip):
         window.resize(1366, 768)
         _wait(qtbot, lambda: window.displayed_count >= 1)
         qtbot.wait(50)
+        qtbot.wait(600)  # the heads-up line has filled in
+        window.resize(1366, 768)
+        qtbot.wait(50)
+        assert (window.width(), window.height()) == (1366, 768), "layout wider/taller than a 1366x768 screen"
         assert window.view.width() >= 800 and window.view.height() >= 450
         bottom = window.status_line.mapTo(window, QtCore.QPoint(0, window.status_line.height())).y()
         assert bottom <= window.height()
@@ -516,6 +538,7 @@ def test_window_opens_on_each_bundled_recording(qtbot, name):
     finally:
         window.close()
         source.close()
+    assert not window.worker.alive, "closing the window must stop the worker thread"
 
 
 def test_cli_replay_unattended_writes_screenshot_and_stats(phantom_clip, tmp_path):

@@ -98,10 +98,14 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError(f"--stale-ms must be positive, got {args.stale_ms}")
     size_px = _parse_size(args.size)
     spec = args.source
-    if spec is None:
-        from iousguide.display import default_recording
+    from iousguide.display import bundled_calibration, default_recording
 
+    if spec is None:
         spec = str(default_recording())
+    if not args.live and not args.calibration and not args.spacing_mm:
+        preset = bundled_calibration(spec)
+        if preset is not None:  # a bundled recording: its own preset (videos carry no spacing)
+            args.calibration = str(preset)
     source = open_source_from_args(args, spec)
     try:
         if not args.live and not source.random_access:

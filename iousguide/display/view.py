@@ -380,8 +380,15 @@ class GuidanceView(pg.PlotWidget):
                 anchor_pts = pts if pts is not None else self._to_view([vessel.centroid_px])
                 centre = self._to_view([vessel.centroid_px])[0]
                 gap = 1.5 if calibrated else 8.0  # beside the lumen, never on it
-                label.setAnchor((0, 0.5))
-                label.setPos(float(anchor_pts[:, 0].max()) + gap, float(centre[1]))
+                rows, cols = frame.shape
+                width_view = cols * (frame.spacing_mm[0] if calibrated else 1.0)
+                right_x = float(anchor_pts[:, 0].max()) + gap
+                if right_x + 0.25 * width_view > width_view:  # no room on the right: label to the left
+                    label.setAnchor((1, 0.5))
+                    label.setPos(float(anchor_pts[:, 0].min()) - gap, float(centre[1]))
+                else:
+                    label.setAnchor((0, 0.5))
+                    label.setPos(right_x, float(centre[1]))
                 drawn["vessels"] += 1
         # heat-sink rings + ablation zones (ablation mode)
         ablation = _plan_dict(result.ablation) if show else None

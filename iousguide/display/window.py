@@ -144,6 +144,8 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         self.hud = QtWidgets.QLabel()
         self.hud.setStyleSheet("font-family: monospace; font-size: 11pt; color: #cfe3ff; background: #0b0d10; padding: 3px;")
         self.hud.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.NoTextInteraction)
+        self.hud.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed)
+        self.hud.setWordWrap(True)
         outer.addWidget(self.hud)
 
         splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
@@ -173,7 +175,7 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         self.status_line = QtWidgets.QLabel("")
         self.status_line.setStyleSheet("color: #ffb0a0; font-size: 11pt;")
         self.status_line.setWordWrap(False)
-        self.status_line.setMinimumWidth(10)
+        self.status_line.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
         outer.addWidget(self.status_line)
         self.setCentralWidget(central)
         self._build_shortcuts()
@@ -187,7 +189,7 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         vl = QtWidgets.QVBoxLayout(vessels)
         vl.setContentsMargins(2, 2, 2, 2)
         self.table = QtWidgets.QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["id", "kind", "⌀ mm", "dist mm", "keep", "heat sink"])
+        self.table.setHorizontalHeaderLabels(["id", "kind", "⌀ mm", "dist mm", "keep", "sink"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
@@ -453,11 +455,11 @@ class GuidanceWindow(QtWidgets.QMainWindow):
             self.view.show_frame(delivery.frame, delivery.result, overlays=not (self.stale or self.no_signal))
             self._update_transport(delivery)
             self._update_banners()
-            if now_ns - self._last_table_ns > 200e6:
+            self._update_table(delivery)
+            self._record_distances(delivery)
+            if now_ns - self._last_table_ns > 200e6:  # the plot at 5 Hz is plenty
                 self._last_table_ns = now_ns
-                self._update_panels(delivery)
-            else:
-                self._record_distances(delivery)
+                self._update_plot(delivery)
         else:
             was = (self.stale, self.no_signal)
             self._evaluate_staleness(now_ns)
@@ -535,6 +537,10 @@ class GuidanceWindow(QtWidgets.QMainWindow):
             info.append("UNCALIBRATED: no millimetre values shown\n(start with --calibration\u00a0FILE or --spacing-mm\u00a0X)")
         if self.frozen:
             info.append("FROZEN — live image held (F to resume)")
+        result = self.view.result
+        if result is not None and result.status in ("no_tumor", "lost") and not (self.stale or self.no_signal):
+            info.append("NO TUMOUR LOCKED — click the tumour to seed it" if result.status == "no_tumor"
+                        else "TUMOUR LOST — click the tumour to re-seed it")
         self.info_banner.setText("\n".join(info))
         self.info_banner.setVisible(bool(info))
         self._place_overlays()
@@ -579,8 +585,7 @@ class GuidanceWindow(QtWidgets.QMainWindow):
             while hist and result.t_s - hist[0][0] > DISTANCE_HISTORY_S:
                 hist.popleft()
 
-    def _update_panels(self, delivery: Delivery) -> None:
-        self._record_distances(delivery)
+    def _update_table(self, delivery: Delivery) -> None:
         result = delivery.result
         vessels = sorted(result.vessels, key=_distance_key) if result is not None else []
         calibrated = delivery.frame.spacing_mm is not None
@@ -603,7 +608,10 @@ class GuidanceWindow(QtWidgets.QMainWindow):
                     item = QtWidgets.QTableWidgetItem()
                     self.table.setItem(row, col, item)
                 item.setText(text)
-        # distance plot: the three nearest vessels
+    def _update_plot(self, delivery: Delivery) -> None:
+        """Distance over time for the three nearest vessels."""
+        result = delivery.result
+        vessels = sorted(result.vessels, key=_distance_key) if result is not None else []
         nearest_ids = [v.id for v in vessels[:3] if v.distance_mm is not None]
         for vid, curve in list(self._distance_curves.items()):
             if vid not in nearest_ids:
