@@ -72,7 +72,27 @@ class MarginSegment:
 
 @dataclass
 class MarginPlan:
-    """The planned resection line of one frame (JSON keys fixed by issue 6)."""
+    """The planned resection line of one frame (JSON keys fixed by issue 6; extra keys added, none renamed).
+
+    Attributes
+    ----------
+    target_mm, floor_mm : float
+        Settings used (mm).
+    segments : list of MarginSegment
+        The cut line in runs of equal reason / vessel / class (source px).
+    min_margin_mm : float
+        Smallest achievable margin anywhere on the line (mm).
+    detachment_vessel_ids : list of int
+        Preserved major vessels the line detaches from (R1vasc, "check for infiltration").
+    sacrifice_vessel_ids : list of int
+        Vessels not preserved and closer than the floor: taken with the specimen.
+    spared_mm2_vs_10mm : float
+        Parenchyma area (mm^2, this plane) a uniform ``comparison_margin_mm`` margin would
+        remove but this plan keeps; ``spared_pct_vs_10mm`` is it as a % of the parenchyma
+        (specimen minus tumour) the uniform margin would remove.
+    contour_px : ndarray, shape (N, 2)
+        The whole closed line, one point per ray (source px).
+    """
 
     target_mm: float
     floor_mm: float
