@@ -143,7 +143,7 @@ def random_lumps(rng: np.random.Generator, *, irregularity: float = 0.08, n: int
         d = rng.normal(size=3)
         d /= np.linalg.norm(d)
         lumps.append(
-            (float(d[0]), float(d[1]), float(d[2]), float(rng.uniform(1.5, 4.0)), float(rng.uniform(0, 2 * np.pi)),
+            (float(d[0]), float(d[1]), float(d[2]), float(rng.uniform(1.5, 5.0)), float(rng.uniform(0, 2 * np.pi)),
              float(rng.uniform(0.3, 1.0) * irregularity / math.sqrt(n) * 1.6))
         )
     return tuple(lumps)

@@ -252,7 +252,7 @@ class _VesselFactory:
 
 
 def _tumor(rng, tid, center, radius, appearance, *, primary=True, contrast_db=None, halo_mm=None,
-           halo_contrast_db=None, irregularity=0.08) -> Tumor:
+           halo_contrast_db=None, irregularity=0.12) -> Tumor:
     c, h, hc = APPEARANCE_DEFAULTS[appearance]
     return Tumor(id=tid, center_mm=tuple(map(float, center)), radius_mm=float(radius), appearance=appearance,
                  contrast_db=float(c if contrast_db is None else contrast_db),
