@@ -185,8 +185,12 @@ class _VesselOperator:
         self.n_ring = ring_idx.size
         self.d_wall = delta.ravel()[wall_idx]
         iy, ix = np.divmod(self.idx, n1)
-        green = _green(self.size, grid_mm, params, self.shift)
-        kmat = green[(iy[:, None] - iy[None, :]) % self.size, (ix[:, None] - ix[None, :]) % self.size]
+        # G depends on |dy|, |dx| only (the spectrum is even): a small quadrant table stays in cache
+        quadrant = np.ascontiguousarray(_green(self.size, grid_mm, params, self.shift)[:n0, :n1])
+        offset = np.abs(np.subtract.outer(iy, iy))
+        offset *= n1
+        offset += np.abs(np.subtract.outer(ix, ix))
+        kmat = quadrant.ravel().take(offset)
         kmat[self.n_ring :] *= self.d_wall[:, None]
         kmat[self.n_ring :, self.n_ring :] += np.eye(wall_idx.size)
         with _single_thread_blas():
