@@ -73,6 +73,9 @@ class TrackingSettings:
         minimum distance taken over a ragged boundary is biased towards its spikes.
     tumor_confirm_frames : int
         An automatic tumour proposal must persist this many frames before it is reported.
+    tumor_lost_reset_frames : int
+        An automatically proposed tumour that stays lost this many frames is given up and
+        the automatic search starts again (a clicked tumour stays "lost" until found).
     tumor_max_area_change : float
         Frame-to-frame area ratio above which the follow is considered lost.
     track_gate_mm : float
@@ -132,6 +135,7 @@ class TrackingSettings:
     vessel_contour_smoothing_mm: float = 0.4
     tumor_confirm_frames: int = 2
     tumor_max_area_change: float = 2.0
+    tumor_lost_reset_frames: int = 10
     track_gate_mm: float = 6.0
     track_max_missed_frames: int = 8
     smoothing_alpha: float = 0.7

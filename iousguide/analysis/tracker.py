@@ -101,6 +101,10 @@ class TumorState:
     lost_frames: int = 0
     pending: TumorCandidate | None = None
     pending_count: int = 0
+    auto: bool = False  # the follow started from an automatic proposal (not a click)
+    score: float = 0.0
+    rival: TumorCandidate | None = None
+    rival_count: int = 0
     labels: dict = field(default_factory=dict)
 
 
@@ -257,9 +261,8 @@ class Tracker:
         depth_mm = s.full_scale_depth_mm if s.full_scale_depth_mm is not None else rows * uy
         vessel_results: list[VesselResult] = []
         for v, track in zip(vessels, ids):
-            if tumor_geo is not None and tumor_geo.inside(v.contour_px[::max(len(v.contour_px) // 16, 1)]
-                                                          * np.array([ux, uy])).all():
-                continue  # anechoic area wholly inside the tumour (necrosis), not a vessel
+            if tumor_geo is not None and _inside_fraction(tumor_geo, v.contour_px, (ux, uy)) >= 0.8:
+                continue  # dark area within the tumour outline (halo arc, necrosis), not a vessel
             flags: list[str] = []
             diameter, jumped = track.diameter_filter.update(v.diameter_mm, t_s, jump=max(s.jump_threshold_mm,
                                                                                            0.3 * v.diameter_mm))
@@ -366,7 +369,7 @@ class Tracker:
                 messages.append("no lesion found at the tumour seed (no echo contrast there)")
                 self._tumor = TumorState()
                 return None, ""
-            self._accept(chosen)
+            self._accept(chosen, auto=False)
             return chosen, "seeded"
         if st.mode == "tracking":
             best, best_score = None, 0.0
@@ -383,7 +386,12 @@ class Tracker:
                 if score > best_score:
                     best, best_score = c, score
             if best is not None:
-                self._accept(best)
+                if st.auto:
+                    rival = self._rival(best, candidates)
+                    if rival is not None:
+                        self._accept(rival, auto=True)
+                        return rival, "auto"
+                self._accept(best, auto=st.auto)
                 return best, "tracked"
             st.mode, st.lost_frames = "lost", 1
             return None, ""
@@ -399,8 +407,10 @@ class Tracker:
                 if ratio <= 2.5 and d <= gate_mm and c.solidity >= 0.7 and (best_d is None or d < best_d):
                     best, best_d = c, d
             if best is not None:
-                self._accept(best)
+                self._accept(best, auto=st.auto)
                 return best, "reacquired"
+            if st.auto and st.lost_frames > s.tumor_lost_reset_frames:
+                self._tumor = TumorState()  # an automatic proposal is not waited for: search again
             return None, ""
         if not s.auto_tumor:
             return None, ""
@@ -415,12 +425,35 @@ class Tracker:
             st.pending_count = 1
         st.pending = best
         if st.pending_count >= s.tumor_confirm_frames:
-            self._accept(best)
+            self._accept(best, auto=True)
             return best, "auto"
         return None, ""
 
-    def _accept(self, c: TumorCandidate) -> None:
+    def _rival(self, current: TumorCandidate, candidates: list[TumorCandidate]) -> TumorCandidate | None:
+        """A clearly better automatic proposal elsewhere, persisting over the confirm frames."""
+        s, st = self.settings, self._tumor
+        plausible = [c for c in candidates if c is not current and plausible_auto(c, settings=s)
+                     and iou(c.mask_w, current.mask_w) < 0.1]
+        if not plausible:
+            st.rival, st.rival_count = None, 0
+            return None
+        best = max(plausible, key=lambda c: c.score())
+        if best.score() < 1.5 * current.score():
+            st.rival, st.rival_count = None, 0
+            return None
+        if st.rival is not None and iou(st.rival.mask_w, best.mask_w) >= 0.3:
+            st.rival_count += 1
+        else:
+            st.rival_count = 1
+        st.rival = best
+        return best if st.rival_count >= s.tumor_confirm_frames + 1 else None
+
+    def _accept(self, c: TumorCandidate, *, auto: bool) -> None:
         st = self._tumor
+        st.auto = auto
+        st.score = c.score()
+        if st.mode != "tracking" or st.mask_w is None or iou(st.mask_w, c.mask_w) < 0.1:
+            st.rival, st.rival_count = None, 0
         st.mode = "tracking"
         st.mask_w = c.mask_w
         st.area_mm2 = c.area_mm2
@@ -473,6 +506,14 @@ class Tracker:
             t.age += 1
         self._tracks = [t for t in tracks if t.missed <= s.track_max_missed_frames]
         return assigned  # type: ignore[return-value]
+
+
+def _inside_fraction(tumor: TumorGeometry, contour_px: np.ndarray, unit_mm: tuple[float, float]) -> float:
+    """Fraction of a vessel boundary inside the tumour outline (or within 0.3 mm of it)."""
+    pts = np.asarray(contour_px)[:: max(len(contour_px) // 24, 1)] * np.asarray(unit_mm)
+    inside = tumor.inside(pts)
+    dist, _ = tumor._tree.query(pts)
+    return float(np.mean(inside | (dist <= 0.3)))
 
 
 def _to_source(frame: Frame, contour: np.ndarray) -> np.ndarray:

@@ -93,7 +93,7 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     min_area = np.pi * (0.5 * settings.tumor_min_diameter_mm / px) ** 2
     max_area = np.pi * (0.5 * settings.tumor_max_diameter_mm / px) ** 2
     border = valid & ~cv2.erode(valid.astype(np.uint8), disc(1.0 / px)).astype(bool)
-    r_open = 0.5 * settings.tumor_min_diameter_mm / px * 0.5
+    r_open = 0.4 / px  # thinner than the thinnest halo (~1 mm) so a halo ring survives
     for dark in (True, False):
         m = (rel < -c) if dark else (rel > c)
         m = (m & valid & ~skirt).astype(np.uint8)
@@ -112,6 +112,8 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                 continue
             x, y, w, h = (int(v) for v in stats[label, :4])
             comp = labels == label
+            if vessel_mask_w is not None and np.count_nonzero(comp & vessel_mask_w) > 0.02 * area:
+                continue  # encloses a lumen: a bright sheath or the blur around a vessel, not a lesion
             sub = comp[y:y + h, x:x + w].astype(np.uint8)
             contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             hull_area = cv2.contourArea(cv2.convexHull(np.vstack(contours))) if contours else area
@@ -176,4 +178,4 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
                          smoothing_mm=settings.tumor_smoothing_mm, upsample=max(1, settings.upsample_for(min(prep.unit_mm)) - 1),
                          level_fraction=settings.edge_level_fraction, margin_mm=3.0,
                          exclude_frame=vessel_mask_frame, fill=True, exclude_fill=tissue_power,
-                         band_limit_mm=2.0)
+                         band_limit_mm=1.0)
