@@ -97,9 +97,10 @@ class Recorder:
 
     Parameters
     ----------
-    source_or_frames : Source or iterable of Frame
+    source_or_frames : Source, iterable of Frame, or None
         A live source is tapped (every grabbed frame); another source is read to
-        its end; an iterable is consumed in order.
+        its end; an iterable is consumed in order; None: frames come only
+        through :meth:`offer` (e.g. pushed by the display).
     out_path : str or Path
         The ``.igs.mha`` to write (must not exist unless ``overwrite``).
     max_frames : int, optional
@@ -128,7 +129,7 @@ class Recorder:
 
     def __init__(
         self,
-        source_or_frames: Source | Iterable[Frame],
+        source_or_frames: Source | Iterable[Frame] | None,
         out_path: str | Path,
         *,
         max_frames: int | None = None,
@@ -192,7 +193,7 @@ class Recorder:
         self._accepting = True
         if self._live:
             self._input.add_frame_listener(self.offer)
-        else:
+        elif self._input is not None:
             self._feeder_thread = threading.Thread(target=self._feed_loop, name="iousguide-recorder-feed", daemon=True)
             self._feeder_thread.start()
         return self
