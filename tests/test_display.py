@@ -495,6 +495,37 @@ def test_stalled_live_source_withdraws_overlays_and_they_come_back(qtbot, phanto
     assert stats["frame_age_ms_median"] is not None and stats["frame_age_ms_p95"] >= stats["frame_age_ms_median"]
 
 
+def test_record_live_source_with_counters(qtbot, phantom_clip, tmp_path):
+    path, truth = phantom_clip
+    with open_source(path) as recording:
+        frames = [recording.frame_at(i) for i in range(N_FRAMES)]
+        calibration = recording.calibration
+    source = GatedLiveSource(frames)
+    source.metadata_calibration = calibration
+    worker = LiveWorker(source, truth_pipeline(truth))
+    window = _open_window(qtbot, worker, record_dir=str(tmp_path))
+    try:
+        _wait(qtbot, lambda: window.displayed_count >= 2)
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_R)
+        assert window.record_button.isChecked() and worker.recording
+        _wait(qtbot, lambda: (worker.record_counters() or {}).get("written", 0) >= 8)
+        window._update_hud()
+        assert "● REC" in window.hud.text()
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_R)
+        assert not worker.recording
+        _wait(qtbot, lambda: worker.last_recording_message.startswith("recorded"), 20_000)
+    finally:
+        window.close()
+    files = list(tmp_path.glob("iousguide_live_*.igs.mha"))
+    assert len(files) == 1
+    with open_source(files[0]) as recorded:
+        n = len(recorded)
+        first = recorded.frame_at(0)
+    assert n >= 8 and f"recorded {n} frames" in worker.last_recording_message
+    assert first.spacing_mm == pytest.approx(calibration.spacing_mm)
+    assert any(np.array_equal(first.pixels, f.pixels) for f in frames)  # lossless
+
+
 def test_layout_at_1366x768_and_help_overlay(qtbot, phantom_clip):
     path, truth = phantom_clip
     source = open_source(path)

@@ -19,6 +19,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from iousguide.acquisition.player import SPEED_MAX, SPEED_MIN
+from iousguide.errors import IousguideError
 from iousguide.display.view import (
     KIND_SHORT,
     OVERLAY_LABELS,
@@ -399,12 +400,17 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         if self.worker.recording:
             self.worker.stop_recording()
             self.record_button.setChecked(False)
-            self.set_status(f"recording stopped: {self.worker.recorded} frames in {self.worker.record_path}")
-        else:
-            path = Path(self.options.record_dir) / time.strftime("iousguide_live_%Y%m%d_%H%M%S.igs.mha")
+            self.set_status(f"recording stopped: writing {self.worker.record_path} …")
+            return
+        path = Path(self.options.record_dir) / time.strftime("iousguide_live_%Y%m%d_%H%M%S.igs.mha")
+        try:
             self.worker.start_recording(str(path))
-            self.record_button.setChecked(True)
-            self.set_status(f"recording to {path}")
+        except IousguideError as exc:
+            self.record_button.setChecked(False)
+            self.set_status(f"cannot record: {exc}")
+            return
+        self.record_button.setChecked(True)
+        self.set_status(f"recording to {path}")
 
     def toggle_help(self) -> None:
         self.help_visible = not self.help_visible
@@ -649,8 +655,12 @@ class GuidanceWindow(QtWidgets.QMainWindow):
                 drops += health.dropped
         parts.append(f"drops: {drops}")
         parts.append(f"calibration: {self.options.calibration_label or 'none'}")
-        if self.is_live and self.worker.recording:
-            parts.append(f"● REC {self.worker.recorded} frames")
+        counters = self.worker.record_counters() if self.is_live else None
+        if counters is not None:
+            parts.append(f"● REC {counters['written']} written / {counters['dropped']} dropped")
+        if self.is_live and self.worker.last_recording_message and not self.worker.recording:
+            if self.status_line.text().startswith("recording stopped"):
+                self.set_status(self.worker.last_recording_message)
         self.hud.setText("  |  ".join(parts))
 
     def source_fps(self) -> float | None:

@@ -249,38 +249,55 @@ class LiveWorker(Worker):
         super().__init__(source, pipeline, analyse=analyse)
         self.read_timeout_s = read_timeout_s
         self.recorder = None
-        self.recorded = 0
+        self.record_tap = False
         self.record_path = ""
+        self.last_recording_message = ""
+        self._finisher: threading.Thread | None = None
         self.source_meter = RateMeter()
         self._last_frame: Frame | None = None
         self._redo = False
 
     def start_recording(self, path: str) -> None:
-        def start() -> None:
+        """Record every grabbed frame to ``path`` (``.igs.mha``) with :class:`~iousguide.acquisition.recorder.Recorder`.
+
+        A live source with a frame listener is tapped at grab (nothing the display
+        drops is lost); other sources get the frames this worker reads.
+        """
+        from iousguide.acquisition.recorder import Recorder
+
+        self.record_tap = hasattr(self.source, "add_frame_listener")
+        recorder = Recorder(self.source if self.record_tap else None, path)
+        recorder.start()
+        self.record_path = str(path)
+        self.recorder = recorder
+
+    def stop_recording(self, on_done: Callable[[str], None] | None = None) -> None:
+        """Stop recording; the file is assembled in a background thread, ``on_done(message)`` after."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+
+        def finish() -> None:
             try:
-                from iousguide.acquisition import recorder as recorder_module
-            except ImportError:
-                self.error_text = "recording unavailable: iousguide.acquisition.recorder is not installed"
-                return
-            self.recorder = recorder_module.open_recorder(path) if hasattr(recorder_module, "open_recorder") else (
-                recorder_module.Recorder(path)
-            )
-            self.recorded = 0
-            self.record_path = str(path)
+                summary = recorder.stop()
+                message = (f"recorded {summary.written} frames to {summary.path}"
+                           + (f" ({summary.dropped} dropped: {summary.drop_reasons})" if summary.dropped else ""))
+            except IousguideError as exc:
+                message = f"recording failed: {exc}"
+            self.last_recording_message = message
+            if on_done is not None:
+                on_done(message)
 
-        self.call(start)
-
-    def stop_recording(self) -> None:
-        def stop() -> None:
-            if self.recorder is not None:
-                self.recorder.close()
-                self.recorder = None
-
-        self.call(stop)
+        self._finisher = threading.Thread(target=finish, name="iousguide-record-finish", daemon=True)
+        self._finisher.start()
 
     @property
     def recording(self) -> bool:
         return self.recorder is not None
+
+    def record_counters(self) -> dict[str, Any] | None:
+        recorder = self.recorder
+        return recorder.counters() if recorder is not None else None
 
     def _reprocess(self) -> None:
         self._redo = True
@@ -308,21 +325,15 @@ class LiveWorker(Worker):
                 self._redo = False
                 if frame is not self._last_frame:
                     self.source_meter.tick(frame.t_mono_ns)
-                    if self.recorder is not None:
-                        try:
-                            self.recorder.write(frame)
-                            self.recorded += 1
-                        except IousguideError as exc:
-                            self.error_text = f"recording stopped: {exc}"
-                            self.recorder.close()
-                            self.recorder = None
+                    recorder = self.recorder
+                    if recorder is not None and not self.record_tap:
+                        recorder.offer(frame)
                 self._last_frame = frame
                 result = self._analyse(frame)
                 self.slot.put(Delivery(frame, result, None, time.monotonic_ns()))
         finally:
             if self.recorder is not None:
-                self.recorder.close()
-                self.recorder = None
+                self.stop_recording()
 
 
 def percentile_ms(values_ms, q: float) -> float | None:
