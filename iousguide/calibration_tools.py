@@ -574,17 +574,38 @@ def calibration_from_dicom(path: str | Path) -> tuple[Calibration | None, list[s
         return source.metadata_calibration, [w for w in source.warnings if "region" in w.lower()]
 
 
-def sample_frames(source: Any, *, max_frames: int) -> list[np.ndarray]:
-    """Up to ``max_frames`` frames spread evenly over a random-access source (pixels only),
-    or the first ``max_frames`` of a live one."""
+def sample_frames(source: Any, *, max_frames: int, timeout_s: float = 5.0) -> list[np.ndarray]:
+    """Frames (pixels only) to calibrate from.
+
+    Parameters
+    ----------
+    source : Source
+        A recording (random access: up to ``max_frames`` frames spread evenly over
+        it) or a live source (the next ``max_frames`` frames).
+    max_frames : int
+    timeout_s : float
+        Live sources: longest wait for one frame, seconds.
+
+    Raises
+    ------
+    AnalysisError
+        A live source gave no frame within ``timeout_s``.
+    """
+    from iousguide.errors import EndOfSource, SourceTimeout
+
     frames: list[np.ndarray] = []
     length = getattr(source, "length", None)
     if getattr(source, "random_access", False) and length:
         for index in np.unique(np.linspace(0, length - 1, min(max_frames, length)).round().astype(int)):
             frames.append(source.frame_at(int(index)).pixels)
         return frames
-    for frame in source:
-        frames.append(frame.pixels)
-        if len(frames) >= max_frames:
+    while len(frames) < max_frames:
+        try:
+            frames.append(source.read(timeout_s=timeout_s).pixels)
+        except EndOfSource:
             break
+        except SourceTimeout:
+            if frames:
+                break
+            raise AnalysisError(f"{source.source_id}: no frame within {timeout_s:g} s (no signal?)") from None
     return frames

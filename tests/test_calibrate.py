@@ -181,6 +181,35 @@ def test_ruler_not_fooled_by_calliper_dots_or_text():
     assert abs(result.spacing_mm - 10 / 18.2) <= SIGMAS * result.spacing_se_mm
 
 
+class _LiveScreen:
+    """Minimal live-source stand-in (Source interface subset): frames, then silence."""
+
+    random_access = False
+    length = None
+    source_id = "live-test"
+
+    def __init__(self, frames):
+        self.frames = list(frames)
+
+    def read(self, timeout_s=None):
+        from iousguide.errors import SourceTimeout
+
+        if not self.frames:
+            raise SourceTimeout("no frame")
+        from iousguide.frames import Frame
+
+        return Frame(pixels=self.frames.pop(0), index=0, t_mono_ns=0)
+
+
+def test_sampling_a_live_source_stops_on_timeout():
+    frames, truth, _ = synthetic_screen(frames=6, fan=True, period_px=20.0, seed=9)
+    sampled = sample_frames(_LiveScreen(frames), max_frames=30, timeout_s=0.01)
+    assert len(sampled) == 6
+    assert box_iou(detect_region(sampled).crop_px, truth) >= 0.95
+    with pytest.raises(AnalysisError, match="no frame"):
+        sample_frames(_LiveScreen([]), max_frames=5, timeout_s=0.01)
+
+
 def test_frozen_image_uses_fallback():
     frames, _, _ = synthetic_screen(frames=1, fan=False, period_px=20.0, seed=4)
     result = detect_region(frames * 5)  # five identical frames: nothing changes
