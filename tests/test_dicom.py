@@ -519,3 +519,21 @@ def test_calibration_object_from_regions_is_a_calibration():
     assert isinstance(cal, Calibration)
     assert cal.crop_px == (14, 38, 997, 721)
     assert cal.spacing_mm == pytest.approx((0.25476696592378157, 0.25476696592378157))
+
+
+def test_gdcm_is_the_last_resort_decoder():
+    """GDCM crashed (segfault) on fuzzed JPEG frames: it must only be used when nothing else decodes."""
+    from pydicom.pixels import get_decoder
+
+    from iousguide.acquisition.dicom import _preferred_plugin
+
+    for name in ALL_FILES:
+        path = dicom_path(name)
+        with DicomSource(path) as source:
+            if not source._compressed:
+                assert source._plugin == ""
+                continue
+            available = set(get_decoder(source._tsyntax).available_plugins)
+            assert source._plugin == _preferred_plugin(source._tsyntax)
+            if available - {"gdcm"}:
+                assert source._plugin != "gdcm", (name, available)
