@@ -59,7 +59,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
                   smoothing_mm: float, upsample: int, level_fraction: float, margin_mm: float,
                   exclude_frame: np.ndarray | None = None, fill: bool = True,
                   outside_cap: float | None = None, exclude_fill: float | None = None,
-                  sectors: int = 0, band_limit_mm: float | None = None, passes: int = 1) -> Refined | None:
+                  sectors: int = 0, band_limit_mm: float | None = None, passes: int = 1,
+                  keep_core: bool = False) -> Refined | None:
     """Refine one region of the working grid at full resolution.
 
     Parameters
@@ -90,6 +91,9 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         When > 0 (lumens): the outside level is taken per angular sector around the region;
         a first cut uses the darkest sector (no leak into a neighbouring dark lesion), a second
         cut uses each sector's own wall level within 1.5 mm of the first boundary.
+    keep_core : bool
+        The coarse region deeper than 1 mm from its edge always belongs to the object (a halo
+        lesion whose ring breaks up in speckle keeps its centre); only the boundary moves.
     passes : int
         Number of per-direction passes after the first cut (with ``sectors``).
     band_limit_mm : float, optional
@@ -182,6 +186,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
     # a blurred step crosses half its power at the edge: the level is set in power
     level = inside + level_fraction * (outside - inside)
     region = (up < level) if dark else (up > level)
+    if keep_core:
+        region |= d_in > band_px  # the coarse interior is the object (an isoechoic lesion centre)
     if band_limit_mm is not None:
         region &= d_out <= band_limit_mm / px_mm
     mask = _select(region, coarse_b, excl_up, fill)

@@ -372,19 +372,7 @@ class Tracker:
             self._accept(chosen, auto=False)
             return chosen, "seeded"
         if st.mode == "tracking":
-            best, best_score = None, 0.0
-            for c in candidates:
-                if c.dark != st.dark:
-                    continue
-                overlap = iou(c.mask_w, st.mask_w)
-                ratio = max(c.area_mm2, st.area_mm2) / max(min(c.area_mm2, st.area_mm2), 1e-9)
-                move = np.hypot(c.centroid_w[0] - st.centroid_w[0], c.centroid_w[1] - st.centroid_w[1]) * px
-                radius = np.sqrt(st.area_mm2 / np.pi)
-                if ratio > s.tumor_max_area_change or (overlap < 0.2 and move > 0.5 * radius):
-                    continue
-                score = overlap + 0.01
-                if score > best_score:
-                    best, best_score = c, score
+            best = self._merge_follow(prep, candidates)
             if best is not None:
                 if st.auto:
                     rival = self._rival(best, candidates)
@@ -428,6 +416,39 @@ class Tracker:
             self._accept(best, auto=True)
             return best, "auto"
         return None, ""
+
+    def _merge_follow(self, prep: Prepared, candidates: list[TumorCandidate]) -> TumorCandidate | None:
+        """This frame's lesion where the tumour was: the union of same-polarity candidates lying
+        mostly within 2 mm of the previous outline (the lesion map may break a lesion into
+        pieces; following one piece would shrink the tumour)."""
+        s, st = self.settings, self._tumor
+        px = prep.work_px_mm
+        prev = st.mask_w.astype(np.uint8)
+        near = cv2.distanceTransform(1 - prev, cv2.DIST_L2, 3) <= 2.0 / px
+        parts = []
+        for c in candidates:
+            if c.dark != st.dark:
+                continue
+            area = np.count_nonzero(c.mask_w)
+            if area and np.count_nonzero(c.mask_w & near) >= 0.5 * area:
+                parts.append(c)
+        if not parts:
+            return None
+        mask = np.zeros_like(st.mask_w, dtype=bool)
+        for c in parts:
+            mask |= c.mask_w
+        area_mm2 = float(np.count_nonzero(mask)) * px * px
+        ratio = max(area_mm2, st.area_mm2) / max(min(area_mm2, st.area_mm2), 1e-9)
+        if ratio > s.tumor_max_area_change or iou(mask, st.mask_w) < 0.2:
+            return None
+        ys, xs = np.nonzero(mask)
+        bbox = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+        if len(parts) == 1:
+            return parts[0]
+        return TumorCandidate(mask_w=mask, bbox_w=bbox, area_mm2=area_mm2,
+                              centroid_w=(float(xs.mean()), float(ys.mean())), dark=st.dark,
+                              contrast_db=max(c.contrast_db for c in parts),
+                              solidity=min(c.solidity for c in parts), touches_border=any(c.touches_border for c in parts))
 
     def _rival(self, current: TumorCandidate, candidates: list[TumorCandidate]) -> TumorCandidate | None:
         """A clearly better automatic proposal elsewhere, persisting over the confirm frames."""

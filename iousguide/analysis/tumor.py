@@ -178,4 +178,4 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
                          smoothing_mm=settings.tumor_smoothing_mm, upsample=max(1, settings.upsample_for(min(prep.unit_mm)) - 1),
                          level_fraction=settings.edge_level_fraction, margin_mm=3.0,
                          exclude_frame=vessel_mask_frame, fill=True, exclude_fill=tissue_power,
-                         band_limit_mm=1.0)
+                         band_limit_mm=1.0, keep_core=True)
