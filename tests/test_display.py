@@ -593,3 +593,51 @@ def test_cli_replay_unattended_writes_screenshot_and_stats(phantom_clip, tmp_pat
     bad = subprocess.run([sys.executable, "-m", "iousguide", "replay", str(path), "--speed", "8"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "speed" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_live_on_a_real_openigtlink_server(phantom_clip, tmp_path):
+    """`iousguide live igtl://...` against a real pyigtl server on loopback streaming the phantom at 15 fps."""
+    import socket
+    import subprocess
+    import sys
+
+    pyigtl = pytest.importorskip("pyigtl")
+    path, _ = phantom_clip
+    with open_source(path) as recording:
+        images = [recording.frame_at(i).pixels for i in range(N_FRAMES)]
+        spacing = recording.calibration.spacing_mm
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = pyigtl.OpenIGTLinkServer(port=port, local_server=True)
+    stop = threading.Event()
+    matrix = np.diag([spacing[0], spacing[1], 1.0, 1.0])
+
+    def stream() -> None:
+        i = 0
+        while not stop.is_set():
+            if server.is_connected():
+                server.send_message(pyigtl.ImageMessage(images[i % N_FRAMES][np.newaxis], ijk_to_world_matrix=matrix,
+                                                        device_name="Image_Reference"), wait=True)
+                i += 1
+            stop.wait(1 / 15)
+
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    stats = tmp_path / "live.json"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "iousguide", "live", f"igtl://127.0.0.1:{port}/Image_Reference", "--frames", "15",
+             "--stats", str(stats), "--screenshot", str(tmp_path / "live.png")],
+            capture_output=True, text=True, timeout=120, env=dict(os.environ, QT_QPA_PLATFORM="offscreen"),
+        )
+    finally:
+        stop.set()
+        thread.join(5)
+        server.stop()
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(stats.read_text())
+    assert data["displayed_frames"] >= 15
+    assert data["source_fps"] == pytest.approx(15.0, rel=0.25)
+    assert data["frame_age_ms_median"] is not None and data["frame_age_ms_median"] > 0
+    assert QtGui.QImage(str(tmp_path / "live.png")).width() > 300

@@ -420,7 +420,7 @@ class GuidanceView(pg.PlotWidget):
                 self._predicted.setVisible(bool(len(pred)))
                 covered = ablation.get("covered")
                 text = f"{ablation.get('modality', '')} zone +{ablation.get('margin_mm', 0):.0f} mm: " + (
-                    "covered" if covered else "NOT covered (heat sink)" if covered is False else "coverage unknown"
+                    "covered (predicted)" if covered else "NOT covered (predicted)" if covered is False else "coverage unknown"
                 )
                 self._zone_label.setText(text, color=ZONE_COLOR if covered else PREDICTED_ZONE_COLOR)
                 anchor = (zone if len(zone) else pred)

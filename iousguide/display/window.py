@@ -194,7 +194,9 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
-        self.table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
         self.table.cellDoubleClicked.connect(self._on_table_double_clicked)
         vl.addWidget(self.table, 3)
         self.distance_plot = pg.PlotWidget()
@@ -634,6 +636,9 @@ class GuidanceWindow(QtWidgets.QMainWindow):
                 curve = self.distance_plot.plot(pen=pg.mkPen(palette[k % 3], width=2), name=f"V{vid}")
                 self._distance_curves[vid] = curve
             curve.setData(data[:, 0], data[:, 1])
+        top_mm = max((max(d for _, d in self._distance_history[v]) for v in nearest_ids if self._distance_history.get(v)),
+                     default=10.0)
+        self.distance_plot.setYRange(-0.5, max(5.0, top_mm * 1.1), padding=0)  # 0 mm (contact) stays visible
 
     def _update_hud(self) -> None:
         parts = [f"source: {self.options.source_label}"]
