@@ -135,6 +135,21 @@ def _kernel(size: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
 
+#: the static part of a capture is assumed to cover at least this fraction of the frame
+STATIC_FRACTION = 0.2
+
+
+def _change_threshold(std: np.ndarray, *, min_std: float) -> float:
+    """Temporal std (grey levels) above which a pixel is 'changing'.
+
+    The capture's noise floor is the std at the ``STATIC_FRACTION`` quantile (the
+    static interface, black borders and corners cover at least that much of a
+    screen); threshold = 3 x floor + ``min_std``. A median would sit inside the
+    image when the image fills most of the frame (a fan cropped from a scanner).
+    """
+    return 3.0 * float(np.quantile(std, STATIC_FRACTION)) + min_std
+
+
 def _region_from_score(score: np.ndarray, threshold: float, *, close_px: int, open_px: int):
     mask = (score > threshold).astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _kernel(close_px))
@@ -162,8 +177,8 @@ def detect_region(
         of live imaging). One frame -> brightness heuristic.
     min_std : float
         Lowest temporal standard deviation (grey levels) that counts as "changing".
-        The threshold used is ``3 * median(std) + min_std``: the median pixel of a
-        screen is static, so its std is the capture's noise floor.
+        The threshold used is ``3 * q20(std) + min_std``: at least a fifth of a
+        screen is static, so the 20 % quantile of the std is the capture's noise floor.
     close_fraction, open_fraction : float
         Morphological closing / opening kernel sizes as a fraction of the smaller
         image side (closing bridges dark anechoic areas inside the image; opening
@@ -190,7 +205,7 @@ def detect_region(
     Notes
     -----
     Temporal method: per-pixel standard deviation over the frames, thresholded
-    at ``3 * median + min_std``; closing, hole filling, opening; bounding box of
+    at ``3 * q20 + min_std`` (see :func:`_change_threshold`); closing, hole filling, opening; bounding box of
     the largest component. A fan (sector/convex) image gives the box around the
     fan. When fewer than 1 % of the pixels change (frozen image), or for a
     single frame, the brightness heuristic (largest solid non-black area after
@@ -210,8 +225,7 @@ def detect_region(
     notes: list[str] = []
     if len(greys) >= 2:
         score = np.stack(greys).astype(np.float32).std(axis=0)
-        # noise floor of the static interface: most of a screen does not change
-        threshold = max(min_std, 3.0 * float(np.median(score)) + min_std)
+        threshold = _change_threshold(score, min_std=min_std)
         changing = float(np.mean(score > threshold))
         if changing >= 0.01:
             box, mask = _region_from_score(score, threshold, close_px=close_px, open_px=open_px)
@@ -514,7 +528,7 @@ def static_median(frames: Sequence[np.ndarray], *, min_std: float = 2.0) -> tupl
     median : ndarray, shape (rows, cols), uint8
     static_mask : ndarray of bool (rows, cols), or None for fewer than 3 frames
         (then ``median`` is the first frame)
-        Pixels whose temporal std is at most ``3 * median(std) + min_std`` (grey
+        Pixels whose temporal std is at most ``3 * q20(std) + min_std`` (grey
         levels): the capture's noise floor plus a margin.
     """
     greys = [_to_grey(f) for f in frames]
@@ -523,7 +537,7 @@ def static_median(frames: Sequence[np.ndarray], *, min_std: float = 2.0) -> tupl
     stack = np.stack(greys)
     median = np.median(stack, axis=0).astype(np.uint8)
     std = stack.astype(np.float32).std(axis=0)
-    return median, std <= 3.0 * float(np.median(std)) + min_std  # same noise floor as detect_region
+    return median, std <= _change_threshold(std, min_std=min_std)  # same noise floor as detect_region
 
 
 # -- (c) two points ---------------------------------------------------------------------

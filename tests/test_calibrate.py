@@ -93,6 +93,20 @@ def test_region_temporal_matches_dicom_region():
     assert edge_error <= 20
 
 
+def test_region_when_the_image_fills_the_frame():
+    """The liver sweep is a cropped convex fan filling (almost) the whole frame; truth:
+    bounding box of the pixels that are ever brighter than black in the clip."""
+    path = shared_file("liver_sweep/liver_sweep_imfusion_h264.mp4")
+    with open_source(path) as source:
+        frames = sample_frames(source, max_frames=20)
+    brightest = np.max([f if f.ndim == 2 else f.max(axis=2) for f in frames], axis=0)
+    ys, xs = np.nonzero(brightest > 10)
+    truth = (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+    result = detect_region(frames)
+    assert result.method == "temporal"
+    assert box_iou(result.crop_px, truth) >= 0.9, (result.crop_px, truth)
+
+
 def test_region_single_image_falls_back_and_says_so():
     path = shared_file("dicom/JPGLosslessP14SV1_1s_1f_8b.dcm")
     truth, _ = region_truth(path)
