@@ -1,0 +1,76 @@
+"""End-to-end tracking on real files: a bundled phantom recording scored by the phantom
+harness against its truth (thresholds = the targets of issue 5, not tuned), and the real
+liver sweep (every frame, no error).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import CALIBRATION, RECORDINGS, shared_file
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.tracker import Tracker
+
+N_FRAMES = 50  # the first 3.3 s keep the test fast
+
+
+def _recording(name: str):
+    path = RECORDINGS / name
+    if not path.exists():
+        pytest.skip(f"bundled recording not available: {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_lesions_report():
+    from iousguide.acquisition import open_source
+    from iousguide.calibration import load_preset
+    from iousguide.evaluation import evaluate_results
+    from iousguide.phantom import read_truth
+
+    path = _recording("two_lesions_screen.mp4")
+    preset = load_preset(CALIBRATION / "two_lesions_screen.toml")
+    truth = read_truth(RECORDINGS / "two_lesions_screen.truth.jsonl.gz")
+    truth.frames = [f for f in truth.frames if int(f["frame"]) < N_FRAMES]
+    results = []
+    with open_source(str(path), calibration=preset) as source:
+        tracker = Tracker(TrackingSettings())
+        for i, frame in enumerate(source):
+            if i >= N_FRAMES:
+                break
+            results.append(json.loads(json.dumps(tracker.process(frame).to_json())))
+    return evaluate_results(results, truth)
+
+
+def test_vessels_meet_the_targets_on_a_bundled_recording(two_lesions_report):
+    v = two_lesions_report["vessels"]
+    assert v["recall_ge3mm"] >= 0.95
+    assert v["precision_ge3mm"] >= 0.9
+    assert two_lesions_report["diameter_error_mm"]["mae"] <= 0.3
+    assert two_lesions_report["id_switches_per_100_frames"] <= 1.0
+    assert two_lesions_report["no_signal"]["false_no_signal_frames"] == 0
+
+
+@pytest.mark.xfail(strict=True, reason="tumour Dice and distance MAE are below the issue-5 targets (see report)")
+def test_tumour_and_distances_meet_the_targets_on_a_bundled_recording(two_lesions_report):
+    assert two_lesions_report["tumor"]["dice_mean"] >= 0.9
+    d = two_lesions_report["distance_error_mm"]
+    assert d["mae"] <= 0.3 and d["p95"] <= 0.8
+
+
+def test_real_liver_sweep_runs_through_every_frame():
+    from iousguide.acquisition import open_source
+
+    path = shared_file("liver_sweep/liver_sweep_imfusion_h264.mp4")
+    statuses = []
+    with open_source(str(path), spacing_mm=(0.3148, 0.3148)) as source:
+        tracker = Tracker(TrackingSettings())
+        for frame in source:
+            res = tracker.process(frame)
+            statuses.append(res.status)
+            assert res.status != "error", res.message
+            for v in res.vessels:
+                assert v.diameter_mm is not None and 0 < v.diameter_mm < 30
+    assert len(statuses) == 140
