@@ -252,7 +252,6 @@ class IgtlSource(LiveSource):
         header = memoryview(self._header)
         if not self._recv_into(header, idle_ok=True):
             return None
-        t_mono_ns = time.monotonic_ns()
         version, mtype_raw, device_raw, ts_sec, ts_frac, body_size, crc = HEADER.unpack(header)
         mtype = mtype_raw.rstrip(b"\0 ").decode("ascii", "replace")
         device = device_raw.rstrip(b"\0 ").decode("utf-8", "replace")
@@ -270,6 +269,7 @@ class IgtlSource(LiveSource):
             return None
         body = bytearray(body_size)
         self._recv_into(memoryview(body), idle_ok=False)
+        t_mono_ns = time.monotonic_ns()  # "grab": the whole message has arrived
         if self._crc is not None and self._crc(body) != crc:
             self._count(self._rejected, "crc_mismatch")
             self._warn_once("crc", "OpenIGTLink message(s) with a wrong CRC were rejected")
