@@ -359,6 +359,11 @@ class GuidanceView(pg.PlotWidget):
             self._tumor.setVisible(False)
         # vessels with labels
         heat_sink_mode = self.mode == "ablation"
+        plan = _plan_dict(result.margin_plan) if show else None
+        detachment_ids = {
+            seg.get("vessel_id") for seg in (plan or {}).get("segments", []) if seg.get("reason") == "detachment"
+        } if calibrated else set()
+        tumor_centre = self._to_view([tumor.centroid_px])[0] if tumor is not None else None
         if show and self.enabled["vessels"]:
             for vessel in result.vessels:
                 color = VESSEL_COLORS.get(vessel.kind, VESSEL_COLORS["unknown"])
@@ -376,19 +381,27 @@ class GuidanceView(pg.PlotWidget):
                     text += " ✓keep"
                 elif vessel.preserve is False:
                     text += " ✗take"
-                label.setText(text, color=color)
+                html = f'<span style="color:{color}">{text}</span>'
+                if vessel.id in detachment_ids and not heat_sink_mode:
+                    html += f'<br><span style="color:{DETACHMENT_COLOR}">R1vasc detachment: check infiltration</span>'
+                label.setHtml(html)
                 anchor_pts = pts if pts is not None else self._to_view([vessel.centroid_px])
                 centre = self._to_view([vessel.centroid_px])[0]
                 gap = 1.5 if calibrated else 8.0  # beside the lumen, never on it
                 rows, cols = frame.shape
                 width_view = cols * (frame.spacing_mm[0] if calibrated else 1.0)
-                right_x = float(anchor_pts[:, 0].max()) + gap
-                if right_x + 0.25 * width_view > width_view:  # no room on the right: label to the left
+                # on the side away from the tumour (labels never sit on the tumour or the caliper)
+                left = tumor_centre is not None and tumor_centre[0] > centre[0]
+                if not left and float(anchor_pts[:, 0].max()) + gap + 0.25 * width_view > width_view:
+                    left = True  # no room on the right
+                elif left and float(anchor_pts[:, 0].min()) - gap - 0.25 * width_view < 0:
+                    left = False  # no room on the left
+                if left:
                     label.setAnchor((1, 0.5))
                     label.setPos(float(anchor_pts[:, 0].min()) - gap, float(centre[1]))
                 else:
                     label.setAnchor((0, 0.5))
-                    label.setPos(right_x, float(centre[1]))
+                    label.setPos(float(anchor_pts[:, 0].max()) + gap, float(centre[1]))
                 drawn["vessels"] += 1
         # heat-sink rings + ablation zones (ablation mode)
         ablation = _plan_dict(result.ablation) if show else None
@@ -423,10 +436,8 @@ class GuidanceView(pg.PlotWidget):
                     "covered (predicted)" if covered else "NOT covered (predicted)" if covered is False else "coverage unknown"
                 )
                 self._zone_label.setText(text, color=ZONE_COLOR if covered else PREDICTED_ZONE_COLOR)
-                anchor = (zone if len(zone) else pred)
-                if len(anchor):
-                    pts = self._to_view(anchor)
-                    self._zone_label.setPos(float(pts[:, 0].min()), float(pts[:, 1].max()) + 4.0)
+                if len(zone) or len(pred):  # a fixed place (top-left of the image): never on the anatomy labels
+                    self._zone_label.setPos(1.0, 1.0)
                     self._zone_label.setAnchor((0, 0))
                     self._zone_label.setVisible(True)
                 else:
@@ -440,7 +451,6 @@ class GuidanceView(pg.PlotWidget):
             self._predicted.setVisible(False)
             self._zone_label.setVisible(False)
         # resection line (resection mode)
-        plan = _plan_dict(result.margin_plan) if show else None
         detach_pts = []
         if show and calibrated and plan and not heat_sink_mode and self.enabled["resection"]:
             for segment in plan.get("segments", []):
@@ -454,13 +464,10 @@ class GuidanceView(pg.PlotWidget):
                 curve.setPen(_pen(color, 4 if detachment else 3))
                 curve.setData(view_pts[:, 0], view_pts[:, 1])
                 drawn["resection"] += 1
-                if detachment:
+                if detachment:  # marked with crosses; its warning is in the vessel's label
                     step = max(1, len(view_pts) // 6)
                     detach_pts.extend(view_pts[::step].tolist())
-                    label = self._segment_labels.next()
-                    label.setText("R1vasc detachment: check infiltration", color=DETACHMENT_COLOR)
-                    mid = view_pts[len(view_pts) // 2]
-                    label.setPos(float(mid[0]), float(mid[1]))
+                    detach_pts.append(view_pts[-1].tolist())
         if detach_pts:
             arr = np.asarray(detach_pts)
             self._detach_marks.setData(arr[:, 0], arr[:, 1])
@@ -481,7 +488,7 @@ class GuidanceView(pg.PlotWidget):
             normal = normal / norm if norm > 0 else np.array([0.0, 1.0])
             if normal[1] < 0:
                 normal = -normal  # the label goes below the line (deeper), clear of both ends
-            pos = mid + normal * 2.0
+            pos = mid + normal * 2.5
             self._caliper_label.setAnchor((0.5, 0.0) if abs(normal[1]) >= abs(normal[0]) else (0.0, 0.5))
             self._caliper_label.setPos(float(pos[0]), float(pos[1]))
             for item in (self._caliper, self._caliper_ends, self._caliper_label):

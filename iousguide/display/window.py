@@ -636,6 +636,8 @@ class GuidanceWindow(QtWidgets.QMainWindow):
                 curve = self.distance_plot.plot(pen=pg.mkPen(palette[k % 3], width=2), name=f"V{vid}")
                 self._distance_curves[vid] = curve
             curve.setData(data[:, 0], data[:, 1])
+        t_last = result.t_s if result is not None and result.t_s is not None else 0.0
+        self.distance_plot.setXRange(max(0.0, t_last - DISTANCE_HISTORY_S), max(t_last, 5.0), padding=0.02)
         top_mm = max((max(d for _, d in self._distance_history[v]) for v in nearest_ids if self._distance_history.get(v)),
                      default=10.0)
         self.distance_plot.setYRange(-0.5, max(5.0, top_mm * 1.1), padding=0)  # 0 mm (contact) stays visible
@@ -659,7 +661,12 @@ class GuidanceWindow(QtWidgets.QMainWindow):
             if health is not None:
                 drops += health.dropped
         parts.append(f"drops: {drops}")
-        parts.append(f"calibration: {self.options.calibration_label or 'none'}")
+        label = self.options.calibration_label
+        if not label:
+            frame = self.view.frame
+            label = "none (uncalibrated)" if frame is None or frame.spacing_mm is None else (
+                f"{frame.spacing_mm[0]:.4g}x{frame.spacing_mm[1]:.4g} mm/px")
+        parts.append(f"calibration: {label}")
         counters = self.worker.record_counters() if self.is_live else None
         if counters is not None:
             parts.append(f"● REC {counters['written']} written / {counters['dropped']} dropped")
