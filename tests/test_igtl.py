@@ -233,3 +233,20 @@ def test_close_is_prompt_while_idle_and_after_peer_vanished(server_port):
     assert time.monotonic() - started < 2
     assert source.health().status == "closed"
     assert not source._thread.is_alive()
+
+
+def test_info_command_on_a_live_openigtlink_source(server_port, capsys):
+    import json
+
+    from iousguide.cli import main
+
+    server, port = server_port
+    streamer = Streamer(server).start()
+    try:
+        assert main(["info", f"igtl://127.0.0.1:{port}/Image_Reference", "--json"]) == 0
+    finally:
+        streamer.stop()
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "igtl" and info["frames"] is None
+    assert (info["width"], info["height"]) == (160, 120)
+    assert info["spacing_mm"] == pytest.approx(list(SPACING), rel=1e-6) and info["spacing_source"] == "igtl_matrix"

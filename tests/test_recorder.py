@@ -148,3 +148,21 @@ def test_kill_9_mid_recording_leaves_an_openable_recording(tmp_path):
     final = recover(partial)
     with open_source(final) as replay:
         assert replay.length == len(frames)
+
+
+def test_record_a_file_source_copies_every_frame(tmp_path):
+    first = tmp_path / "first.igs.mha"
+    frames = [Frame(pixels=image_with_counter(i, (30, 40)), index=i, t_mono_ns=i, t_source_s=100 + i / 25,
+                    spacing_mm=SPACING) for i in range(12)]
+    summary = Recorder(frames, first).start()
+    summary.wait(10)
+    summary.stop()
+    second = tmp_path / "second.igs.mha"
+    from iousguide.cli import main
+
+    assert main(["record", str(first), str(second)]) == 0
+    with open_source(first) as a, open_source(second) as b:
+        fa, fb = list(a), list(b)
+    assert len(fa) == len(fb) == 12
+    assert all(np.array_equal(x.pixels, y.pixels) and x.t_source_s == y.t_source_s for x, y in zip(fa, fb))
+    assert fb[0].spacing_mm == pytest.approx(SPACING)

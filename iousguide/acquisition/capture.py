@@ -211,6 +211,8 @@ class CaptureSource(LiveSource):
                 capture.release()
                 raise SourceError(f"cannot open capture device {self.target} with API {self.api} (busy or not a video device?)")
             self._apply_settings(capture, warn=first)
+            # bound a blocked read so close() and unplug detection stay prompt (ignored by backends without it)
+            capture.set(cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(1000 * self.read_timeout_s))
         self._capture = capture
         self._actual = {
             "width": int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),

@@ -225,7 +225,8 @@ class Recorder:
             self._stop_feeding.set()
             self._feeder_thread.join(timeout_s)
         if self._writer_thread is not None:
-            self._ensure_queue(None)
+            with self._lock:
+                self._ensure_queue(None)
             self._queue.put(_STOP)
             self._writer_thread.join(timeout_s)
             if self._writer_thread.is_alive():
@@ -299,24 +300,26 @@ class Recorder:
     def offer(self, frame: Frame) -> bool:
         """Hand one frame to the recorder without ever blocking; False when not queued.
 
-        Used as the live source's frame listener (grab thread); also usable directly.
+        Used as the live source's frame listener (grab thread); also usable
+        directly. Admission and the queue ``put`` happen under one lock, so a
+        frame is either queued before :meth:`stop` or not offered at all.
         """
+        frame = self._with_spacing(frame)
+        queued = False
         with self._lock:
+            was_accepting = self._accepting
             admitted = self._admit(frame)
-            ended = not admitted or (self.max_frames is not None and self._offered >= self.max_frames)
             if admitted:
                 self._ensure_queue(frame)
-        if not admitted:
-            self._finish_accepting("max_frames" if self.max_frames is not None and self._offered >= self.max_frames else "duration_s")
-            return False
-        frame = self._with_spacing(frame)
-        try:
-            self._queue.put_nowait(frame)
-            queued = True
-        except queue.Full:
-            self._drop("writer_queue_full")
-            queued = False
-        if ended:
+                try:
+                    self._queue.put_nowait(frame)
+                    queued = True
+                except queue.Full:
+                    self._drop_reasons["writer_queue_full"] = self._drop_reasons.get("writer_queue_full", 0) + 1
+            limit_reached = self.max_frames is not None and self._offered >= self.max_frames
+        if not admitted and was_accepting:
+            self._finish_accepting("max_frames" if limit_reached else "duration_s")
+        elif admitted and limit_reached:
             self._finish_accepting("max_frames")
         return queued
 
