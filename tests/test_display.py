@@ -442,6 +442,7 @@ class GatedLiveSource(Source):
         self.gate = threading.Event()
         self.gate.set()
         self.count = 0
+        self.report_no_signal = False
 
     def _read_next(self, timeout_s):
         if not self.gate.wait(timeout_s if timeout_s is not None else None):
@@ -452,6 +453,8 @@ class GatedLiveSource(Source):
         return frame.replace(t_mono_ns=time.monotonic_ns(), index=self.count % len(self.frames))
 
     def health(self) -> SourceHealth:
+        if self.report_no_signal and not self.gate.is_set():
+            return SourceHealth(source_fps=None, delivered=self.count, no_signal=True, status="no_signal")
         return SourceHealth(source_fps=30.0, delivered=self.count, status="ok")
 
     def info(self):  # pragma: no cover - not used
@@ -493,6 +496,72 @@ def test_stalled_live_source_withdraws_overlays_and_they_come_back(qtbot, phanto
     assert not worker.alive
     assert stats["source_fps"] == 30.0 and stats["displayed_fps"] > 5
     assert stats["frame_age_ms_median"] is not None and stats["frame_age_ms_p95"] >= stats["frame_age_ms_median"]
+
+
+def test_no_signal_banner_from_source_health(qtbot, phantom_clip):
+    path, truth = phantom_clip
+    with open_source(path) as recording:
+        frames = [recording.frame_at(i) for i in range(N_FRAMES)]
+        calibration = recording.calibration
+    source = GatedLiveSource(frames)
+    source.metadata_calibration = calibration
+    source.report_no_signal = True
+    window = _open_window(qtbot, LiveWorker(source, truth_pipeline(truth)), stale_ms=5000.0)
+    try:
+        _wait(qtbot, lambda: window.view.state.drawn.get("tumor") == 1)
+        source.gate.clear()
+        _wait(qtbot, lambda: window.alarm_banner.isVisible(), 3000)  # long before the 5 s stale threshold
+        assert "NO SIGNAL" in window.alarm_banner.text() and not window.view._tumor.isVisible()
+        source.gate.set()
+        _wait(qtbot, lambda: not window.alarm_banner.isVisible() and window.view._tumor.isVisible(), 3000)
+    finally:
+        window.close()
+
+
+def test_keyboard_shortcuts_and_click_to_seed(qtbot, phantom_clip):
+    path, truth = phantom_clip
+    source = open_source(path)
+    pipeline = truth_pipeline(truth)
+    worker = ReplayWorker(source, pipeline)
+    window = _open_window(qtbot, worker, start_playing=False)
+    try:
+        _wait(qtbot, lambda: window.view.frame is not None and window.view.frame.index == 0)
+        window.activateWindow()
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_Right)
+        _wait(qtbot, lambda: window.view.frame.index == 1)
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_End)
+        _wait(qtbot, lambda: window.view.frame.index == N_FRAMES - 1)
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_Left)
+        _wait(qtbot, lambda: window.view.frame.index == N_FRAMES - 2)
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_BracketRight)
+        assert window.options.speed == 2.0
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_L)
+        assert window.loop_button.isChecked()
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_1)
+        assert not window.overlay_boxes["tumor"].isChecked() and not window.view.enabled["tumor"]
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_1)
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_A)
+        assert window.view.mode == "ablation"
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_Space)
+        _wait(qtbot, lambda: worker.player.playing)
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_Space)
+        _wait(qtbot, lambda: not worker.player.playing)
+        # a click away from every vessel seeds the tumour there (source pixels)
+        frame = window.view.frame
+        x_src, y_src = 100.0, 400.0
+        assert window.view.vessel_at(x_src, y_src) is None
+        point = window.view.map_source_to_widget(x_src, y_src).toPoint()
+        qtbot.mouseClick(window.view.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=point)
+        _wait(qtbot, lambda: len(pipeline._tracker.seeds) == 1)
+        sx, sy = pipeline._tracker.seeds[0]
+        assert abs(sx - x_src) <= 2.0 and abs(sy - y_src) <= 2.0  # within 2 px of the click
+        assert "seeded" in window.status_line.text()
+    finally:
+        start = time.monotonic()
+        window.close()
+        close_s = time.monotonic() - start
+        source.close()
+    assert not worker.alive and close_s < 2.0
 
 
 def test_record_live_source_with_counters(qtbot, phantom_clip, tmp_path):
