@@ -8,7 +8,8 @@ Pure functions (no CLI, no Qt, inputs never modified). ``iousguide calibrate``
   brightness heuristic for a single still image.
 * :func:`detect_ruler` — mm per pixel from the depth ruler's tick marks: small
   bright marks on a straight line at a regular spacing (vertical beside the
-  image, or along a fan edge).
+  image, or along a fan edge); :func:`detect_rulers` gives the best vertical,
+  horizontal and oblique one, so non-square capture pixels can be measured.
 * :func:`spacing_from_points` — mm per pixel from two points a known distance apart.
 * :func:`calibration_from_dicom` — the calibration a DICOM file's regions give.
 """
@@ -356,6 +357,7 @@ def detect_ruler(
     line_tolerance_px: float = 1.5,
     neighbours: int = 8,
     max_residual_fraction: float = 0.05,
+    orientation: str = "any",
 ) -> RulerResult:
     """mm per pixel from a depth ruler's tick marks.
 
@@ -385,6 +387,9 @@ def detect_ruler(
     max_residual_fraction : float
         Largest residual sd of the tick positions about the lattice, as a fraction
         of the period (drawn rulers: about 1-3 %).
+    orientation : str
+        ``"any"``, or only rulers that are ``"vertical"``, ``"horizontal"`` or
+        ``"oblique"`` (e.g. along a fan edge).
 
     Returns
     -------
@@ -414,11 +419,73 @@ def detect_ruler(
     if not (np.isfinite(known) and known > 0):
         raise CalibrationError(f"ruler distance must be a positive number of mm, got {known!r}")
     grey = _to_grey(image)
+    found = _search_rulers(
+        grey,
+        static_mask=static_mask,
+        min_ticks=min_ticks,
+        min_period_px=min_period_px,
+        max_period_px=max_period_px,
+        line_tolerance_px=line_tolerance_px,
+        neighbours=neighbours,
+        max_residual_fraction=max_residual_fraction,
+    )
+    if orientation != "any":
+        if orientation not in ORIENTATIONS:
+            raise AnalysisError(f"orientation must be 'any' or one of {ORIENTATIONS}, got {orientation!r}")
+        found = {k: v for k, v in found.items() if k == orientation}
+    if not found:
+        where = "" if orientation == "any" else f" {orientation}"
+        raise AnalysisError(f"no{where} depth ruler found: no {min_ticks} or more regularly spaced marks on a line")
+    _, points, direction, numbers = max(found.values(), key=lambda entry: entry[0])
+    return _ruler_result(points, numbers, direction, tick_mm=tick_mm, depth_mm=depth_mm, min_ticks=min_ticks)
+
+
+#: ruler orientation classes (direction within ~25 degrees of the axis, else oblique)
+ORIENTATIONS = ("vertical", "horizontal", "oblique")
+
+
+def _orientation(direction: np.ndarray) -> str:
+    if abs(direction[1]) >= 0.9:
+        return "vertical"
+    if abs(direction[0]) >= 0.9:
+        return "horizontal"
+    return "oblique"
+
+
+def detect_rulers(image: np.ndarray, **options: Any) -> dict[str, RulerResult]:
+    """The best ruler of each orientation found in ``image``.
+
+    Parameters
+    ----------
+    image : ndarray, (rows, cols) uint8 or (rows, cols, 3) uint8 RGB
+    **options
+        As for :func:`detect_ruler` (``tick_mm`` or ``depth_mm`` required).
+
+    Returns
+    -------
+    dict
+        ``{"vertical": RulerResult, "horizontal": ..., "oblique": ...}`` for the
+        orientations present (possibly empty). A vertical and a horizontal ruler
+        together measure a non-square pixel aspect (frame grabbers).
+    """
+    results = {}
+    for orientation in ORIENTATIONS:
+        try:
+            results[orientation] = detect_ruler(image, orientation=orientation, **options)
+        except AnalysisError:
+            continue
+    return results
+
+
+def _search_rulers(
+    grey, *, static_mask, min_ticks, min_period_px, max_period_px, line_tolerance_px, neighbours, max_residual_fraction
+) -> dict[str, tuple[tuple, np.ndarray, np.ndarray]]:
+    """Best (key, tick points, direction) per orientation class."""
     if max_period_px is None:
         max_period_px = max(grey.shape) / 4.0
     points = find_tick_candidates(grey, static_mask=static_mask)
     if len(points) < min_ticks:
-        raise AnalysisError(f"no depth ruler found: only {len(points)} tick-like marks in the image")
+        return {}
     if len(points) > 600:  # keep the search bounded on noisy images
         rng = np.random.default_rng(0)
         points = points[rng.choice(len(points), 600, replace=False)]
@@ -430,14 +497,15 @@ def detect_ruler(
     masked = np.where(in_range, dist, np.inf)
     k = min(neighbours, len(points) - 1)
     nearest = np.argsort(masked, axis=1)[:, :k]
-    pairs = {
-        (min(i, int(j)), max(i, int(j)))
-        for i in range(len(points))
-        for j in nearest[i]
-        if np.isfinite(masked[i, j])
-    }
-    pairs = sorted(pairs)
-    best = None
+    pairs = sorted(
+        {
+            (min(i, int(j)), max(i, int(j)))
+            for i in range(len(points))
+            for j in nearest[i]
+            if np.isfinite(masked[i, j])
+        }
+    )
+    best: dict[str, tuple[tuple, np.ndarray, np.ndarray]] = {}
     for i, j in pairs:
         period = dist[i, j]
         direction = diff[i, j] / period
@@ -471,24 +539,45 @@ def detect_ruler(
             continue  # marks that only roughly line up (speckle, text) are not a ruler
         extent = abs(fit[0]) * float(numbers[-1] - numbers[0])
         key = (round(extent / (2 * abs(fit[0]))), len(chosen), -rsd / abs(fit[0]))  # longest ruler first
-        if best is None or key > best[0]:
-            best = (key, chosen, direction)
-    if best is None:
-        raise AnalysisError(f"no depth ruler found: no {min_ticks} or more regularly spaced marks on a line")
-    _, chosen, direction = best
-    # refine the direction with a line fit through the chosen ticks, then the lattice
-    pts = points[chosen]
+        kind = _orientation(direction)
+        if kind not in best or key > best[kind][0]:
+            best[kind] = (key, points[chosen], direction, numbers)
+    return best
+
+
+def _ruler_result(pts, numbers, direction, *, tick_mm, depth_mm, min_ticks) -> RulerResult:
+    """Least-squares lattice through the chosen ticks -> spacing and its standard error.
+
+    ``numbers`` are the ticks' lattice numbers from the search (gaps = missed ticks).
+    """
+    known = float(tick_mm if tick_mm is not None else depth_mm)
+    # refine the direction with a line fit through the ticks
     centre = pts.mean(axis=0)
     _, _, vt = np.linalg.svd(pts - centre)
     direction = vt[0] if vt[0] @ direction >= 0 else -vt[0]
     along = (pts - centre) @ direction
-    order = np.argsort(along)
-    pts, along = pts[order], along[order]
-    period0 = float(np.median(np.diff(along))) if len(along) > 1 else 0.0
-    gaps = np.diff(along)
-    period0 = float(np.median(gaps / np.maximum(np.rint(gaps / period0), 1)))
-    numbers = np.rint((along - along[0]) / period0).astype(int)
+    numbers = np.asarray(numbers, dtype=int)
+    if np.corrcoef(numbers, along)[0, 1] < 0:
+        numbers = -numbers
+    order = np.argsort(numbers)
+    pts, along, numbers = pts[order], along[order], numbers[order]
     fit = np.polyfit(numbers.astype(float), along, 1)
+    # drop marks more than 10 % of a period off the fitted lattice one at a time
+    # (a label glyph beside the ruler pulls the fit), while enough ticks remain
+    while len(along) > min_ticks:
+        # leave-one-out residuals: an outlier cannot hide by pulling the fit towards itself
+        loo = np.array(
+            [
+                abs(along[i] - np.polyval(np.polyfit(np.delete(numbers, i).astype(float), np.delete(along, i), 1), numbers[i]))
+                for i in range(len(along))
+            ]
+        )
+        worst = int(np.argmax(loo))
+        if loo[worst] <= 0.1 * fit[0]:
+            break
+        keep = np.arange(len(along)) != worst
+        pts, along, numbers = pts[keep], along[keep], numbers[keep]
+        fit = np.polyfit(numbers.astype(float), along, 1)
     period = float(fit[0])
     resid = along - np.polyval(fit, numbers)
     dof = max(len(along) - 2, 1)
@@ -510,7 +599,7 @@ def detect_ruler(
         period_px=period,
         period_se_px=float(period_se),
         ticks_px=pts,
-        tick_index=numbers,
+        tick_index=numbers - numbers[0],
         residual_sd_px=residual_sd,
         direction=(float(direction[0]), float(direction[1])),
     )

@@ -122,7 +122,16 @@ def test_region_single_image_falls_back_and_says_so():
 
 
 # -- synthetic screens with known truth ------------------------------------------------------
-def synthetic_screen(*, frames: int, fan: bool, period_px: float, seed: int, noise_sd: float = 0.0, black: int = 0):
+def synthetic_screen(
+    *,
+    frames: int,
+    fan: bool,
+    period_px: float,
+    seed: int,
+    noise_sd: float = 0.0,
+    black: int = 0,
+    x_period_px: float | None = None,
+):
     """Frames of a 640x480 'scanner screen': static text, a dotted depth ruler drawn at
     whole pixels with ``period_px`` spacing, and a speckle image that changes each frame.
     Returns (frames RGB, true region box, true ruler tick count)."""
@@ -139,6 +148,11 @@ def synthetic_screen(*, frames: int, fan: bool, period_px: float, seed: int, noi
         y += period_px
     for ty in ticks:
         ui[ty : ty + 2, 575:577] = 255
+    if x_period_px:  # a horizontal scale under the image (non-square pixels: another period)
+        x = 100.0
+        while x < 560:
+            ui[440:442, int(round(x)) : int(round(x)) + 2] = 255
+            x += x_period_px
     mask = np.zeros((rows, cols), np.uint8)
     if fan:
         cv2.ellipse(mask, (300, 40), (400, 400), 90, -38, 38, 1, -1)
@@ -283,8 +297,9 @@ def test_cli_ruler_writes_usable_preset(tmp_path, capsys):
         cv2.imwrite(str(folder / f"f{i:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     out = tmp_path / "preset.toml"
     data = cli_json(["calibrate", "ruler", str(folder), "--tick-mm", "10", "--out", str(out)], capsys)
-    se = data["error_estimate"]["spacing_se_mm"]
-    assert abs(data["spacing_mm"][0] - 10 / 19.4) <= SIGMAS * se
+    se_x, se_y = data["error_estimate"]["spacing_se_mm"]
+    assert abs(data["spacing_mm"][0] - 10 / 19.4) <= SIGMAS * se_x
+    assert data["spacing_mm"][1] == data["spacing_mm"][0]  # one (vertical) ruler: isotropic
     assert box_iou(data["crop_px"], truth) >= 0.95
     preset = load_preset(out)
     assert preset.spacing_mm == tuple(data["spacing_mm"]) and preset.crop_px == tuple(data["crop_px"])
@@ -293,6 +308,30 @@ def test_cli_ruler_writes_usable_preset(tmp_path, capsys):
         x, y, w, h = preset.crop_px
         assert frame.origin_px == (x, y) and frame.shape == (h, w)
         assert frame.spacing_mm == preset.spacing_mm
+
+
+def test_cli_ruler_non_square_pixels(tmp_path, capsys):
+    frames, _, _ = synthetic_screen(frames=6, fan=True, period_px=19.1, x_period_px=20.4, seed=10)
+    folder = tmp_path / "capture"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    data = cli_json(["calibrate", "ruler", str(folder), "--tick-mm", "10"], capsys)
+    se_x, se_y = data["error_estimate"]["spacing_se_mm"]
+    assert abs(data["spacing_mm"][0] - 10 / 20.4) <= SIGMAS * se_x
+    assert abs(data["spacing_mm"][1] - 10 / 19.1) <= SIGMAS * se_y
+    data = cli_json(["calibrate", "ruler", str(folder), "--tick-mm", "10", "--isotropic"], capsys)
+    assert data["spacing_mm"][0] == data["spacing_mm"][1]
+
+
+def test_cli_ruler_on_dual_scale_dicom(capsys):
+    """ALOKA: a vertical depth scale and a horizontal scale; both must match the regions' spacing."""
+    path = shared_file("dicom/gdcm-US-ALOKA-16.dcm")
+    _, truth_mm = region_truth(path)
+    data = cli_json(["calibrate", "ruler", str(path), "--tick-mm", "10", "--no-crop"], capsys)
+    assert data["crop_px"] is None
+    for spacing, se in zip(data["spacing_mm"], data["error_estimate"]["spacing_se_mm"]):
+        assert abs(spacing - truth_mm) <= SIGMAS * se
 
 
 def test_cli_dicom_and_region(tmp_path, capsys):

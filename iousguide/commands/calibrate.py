@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     group.add_argument("--depth-mm", type=float, help="distance from the first to the last tick, mm")
     ruler.add_argument("--frames", type=int, default=DEFAULT_SAMPLE_FRAMES, help="frames sampled (default 30)")
     ruler.add_argument("--no-crop", action="store_true", help="do not detect the image region (spacing only)")
+    ruler.add_argument(
+        "--isotropic", action="store_true", help="one ruler for x and y even when a vertical and a horizontal one are found"
+    )
     _common(ruler)
     ruler.set_defaults(func=run_ruler)
 
@@ -209,20 +212,69 @@ def run_region(args: argparse.Namespace) -> int:
     )
 
 
+#: a vertical and a horizontal ruler are combined into (x, y) spacing only when they
+#: agree within this fraction (frame-grabber pixel aspects are within ~10 % of square;
+#: a larger difference means the two rulers do not share a tick distance)
+MAX_ANISOTROPY = 0.12
+
+
+def _rank(result) -> tuple:
+    """Same order as the ruler search: longest lattice (in ticks), most ticks, lowest residual."""
+    span = int(result.tick_index[-1] - result.tick_index[0])
+    return round(span / 2), len(result.ticks_px), -result.residual_sd_px / result.period_px
+
+
+def _ruler_line(label: str, result, known: str) -> list[str]:
+    first, last = result.ticks_px[0], result.ticks_px[-1]
+    return [
+        f"{label:<9} {len(result.ticks_px)} ticks from ({first[0]:.0f}, {first[1]:.0f}) to ({last[0]:.0f}, {last[1]:.0f}), "
+        f"period {result.period_px:.3f} +- {result.period_se_px:.3f} px, residual sd {result.residual_sd_px:.2f} px",
+        f"{'':<9} {result.spacing_mm:.5f} +- {result.spacing_se_mm:.5f} mm/px (1 standard error; {known})",
+    ]
+
+
 def run_ruler(args: argparse.Namespace) -> int:
-    from iousguide.calibration_tools import detect_region, detect_ruler, static_median
+    from iousguide.calibration_tools import detect_region, detect_rulers, static_median
 
     with _open_raw(args.source) as source:
         frames = _sample(source, args.frames)
     notes: list[str] = []
     median, static = static_median(frames)
-    try:
-        result = detect_ruler(median, tick_mm=args.tick_mm, depth_mm=args.depth_mm, static_mask=static)
-    except AnalysisError:
-        if static is None:
-            raise
+    rulers = detect_rulers(median, tick_mm=args.tick_mm, depth_mm=args.depth_mm, static_mask=static)
+    if not rulers and static is not None:
         notes.append("no ruler among the static pixels; searched the first frame without the static mask")
-        result = detect_ruler(frames[0], tick_mm=args.tick_mm, depth_mm=args.depth_mm)
+        rulers = detect_rulers(frames[0], tick_mm=args.tick_mm, depth_mm=args.depth_mm)
+    if not rulers:
+        raise AnalysisError(f"no depth ruler found in {args.source} (no 5 or more regularly spaced marks on a line)")
+    known = f"{args.tick_mm:g} mm per tick" if args.tick_mm is not None else f"{args.depth_mm:g} mm first to last tick"
+    vertical, horizontal = rulers.get("vertical"), rulers.get("horizontal")
+    used: dict[str, object]
+    if (
+        args.tick_mm is not None
+        and not args.isotropic
+        and vertical is not None
+        and horizontal is not None
+        and abs(vertical.spacing_mm / horizontal.spacing_mm - 1.0) <= MAX_ANISOTROPY
+    ):
+        used = {"x (horizontal ruler)": horizontal, "y (vertical ruler)": vertical}
+        spacing = (horizontal.spacing_mm, vertical.spacing_mm)
+        spacing_se = [horizontal.spacing_se_mm, vertical.spacing_se_mm]
+        notes.append(
+            f"vertical and horizontal rulers differ by {abs(vertical.spacing_mm / horizontal.spacing_mm - 1) * 100:.1f} %: "
+            "non-square pixels, x and y spacing kept apart (--isotropic to use one ruler)"
+        )
+    else:
+        if args.depth_mm is not None and vertical is not None:
+            best = vertical  # depth is measured downwards
+        else:
+            best = max(rulers.values(), key=_rank)
+        name = next(k for k, v in rulers.items() if v is best)
+        used = {f"{name} ruler": best}
+        spacing = (best.spacing_mm, best.spacing_mm)
+        spacing_se = [best.spacing_se_mm, best.spacing_se_mm]
+        others = [f"{k} ({v.spacing_mm:.5f} mm/px, {len(v.ticks_px)} ticks)" for k, v in rulers.items() if v is not best]
+        if others:
+            notes.append("other regular mark rows not used: " + ", ".join(others))
     crop = None
     region_error = None
     if not args.no_crop:
@@ -233,20 +285,24 @@ def run_ruler(args: argparse.Namespace) -> int:
             notes += region.notes
         except AnalysisError as exc:
             notes.append(f"image region not detected ({exc}); preset has no crop")
-    first, last = result.ticks_px[0], result.ticks_px[-1]
-    known = f"{args.tick_mm:g} mm per tick" if args.tick_mm is not None else f"{args.depth_mm:g} mm first to last tick"
-    summary = [
-        f"found:    {len(result.ticks_px)} ticks from ({first[0]:.0f}, {first[1]:.0f}) to ({last[0]:.0f}, {last[1]:.0f}), "
-        f"period {result.period_px:.3f} +- {result.period_se_px:.3f} px, residual sd {result.residual_sd_px:.2f} px",
-        f"error:    {result.spacing_mm:.5f} +- {result.spacing_se_mm:.5f} mm/px (1 standard error; {known})",
-    ]
+    summary = [f"found:    {len(used)} ruler(s)"]
+    for label, result in used.items():
+        summary += _ruler_line(label.split(" ")[0] + ":", result, known)
     error = {
-        "spacing_se_mm": result.spacing_se_mm,
-        "relative": result.spacing_se_mm / result.spacing_mm,
-        "period_px": result.period_px,
-        "period_se_px": result.period_se_px,
-        "residual_sd_px": result.residual_sd_px,
-        "ticks": int(len(result.ticks_px)),
+        "spacing_se_mm": spacing_se,
+        "relative": [se / sp for se, sp in zip(spacing_se, spacing)],
+        "rulers": {
+            label: {
+                "spacing_mm": result.spacing_mm,
+                "spacing_se_mm": result.spacing_se_mm,
+                "period_px": result.period_px,
+                "period_se_px": result.period_se_px,
+                "residual_sd_px": result.residual_sd_px,
+                "ticks": int(len(result.ticks_px)),
+                "ticks_px": [[round(float(x), 2), round(float(y), 2)] for x, y in result.ticks_px],
+            }
+            for label, result in used.items()
+        },
     }
     if region_error is not None:
         error["edge_px"] = region_error
@@ -254,11 +310,10 @@ def run_ruler(args: argparse.Namespace) -> int:
         args,
         method="ruler",
         crop_px=crop,
-        spacing_mm=(result.spacing_mm, result.spacing_mm),
+        spacing_mm=spacing,
         error_estimate=error,
         summary=summary,
         notes=notes,
-        extra={"ticks_px": [[round(float(x), 2), round(float(y), 2)] for x, y in result.ticks_px]},
     )
 
 
