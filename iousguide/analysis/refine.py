@@ -43,6 +43,8 @@ class Refined:
         Mean echo power inside and outside used for the boundary level.
     edge_sigma_mm : float
         Boundary position noise: residual speckle std / power gradient at the boundary.
+    hole_fraction : float
+        Part of the (filled) region that was a hole at the first cut (a ring has a large one).
     """
 
     contour_px: np.ndarray
@@ -53,6 +55,7 @@ class Refined:
     inside_level: float
     outside_level: float
     edge_sigma_mm: float
+    hole_fraction: float = 0.0
 
 
 def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, int, int], *, dark: bool,
@@ -193,6 +196,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
     mask = _select(region, coarse_b, excl_up, fill)
     if mask is None:
         return None
+    unfilled = _select(region, coarse_b, excl_up, False)
+    hole_fraction = 1.0 - float(np.count_nonzero(unfilled)) / max(float(np.count_nonzero(mask)), 1.0)
     if exclude_fill is not None and excl_up is not None and excl_up.any():
         # the filled skirt (0.5 mm around an excluded lumen) hides the last half millimetre
         # between region and lumen: where the region reaches the skirt, it reaches the lumen
@@ -251,7 +256,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
     frame_pts[:, 0] = x0 + (contour[:, 0] + 0.5) / sx - 0.5
     frame_pts[:, 1] = y0 + (contour[:, 1] + 0.5) / sy - 0.5
     return Refined(contour_px=frame_pts, mask=mask, origin_px=(x0, y0), scale_xy=(sx, sy), px_mm=px_mm,
-                   inside_level=inside, outside_level=outside, edge_sigma_mm=min(edge_sigma_mm, 10.0))
+                   inside_level=inside, outside_level=outside, edge_sigma_mm=min(edge_sigma_mm, 10.0),
+                   hole_fraction=hole_fraction)
 
 
 def _sector_of(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, sectors: int) -> np.ndarray:

@@ -232,6 +232,15 @@ class Tracker:
         edge_sigma_tumor = 0.0
         ux, uy = prep.unit_mm
         if tumor_cand is not None:
+            # dark pieces inside the lesion's outline (halo arcs, necrosis) are lesion, not lumens
+            hull = _hull_mask(tumor_cand.mask_w)
+            inner = [v for v in vessels if np.count_nonzero(v.mask_w & hull) >= 0.6 * np.count_nonzero(v.mask_w)]
+            if inner:
+                vessels = [v for v in vessels if not any(v is w for w in inner)]
+                vessel_frame = np.zeros(frame.shape, dtype=np.uint8)
+                for v in vessels:
+                    cv2.fillPoly(vessel_frame, [np.round(v.contour_px * 16).astype(np.int32)], 1,
+                                 lineType=cv2.LINE_8, shift=4)
             refined = refine_tumor(prep, tumor_cand, settings=s, vessel_mask_frame=vessel_frame.astype(bool))
             if refined is not None and cv2.contourArea(refined.contour_px.astype(np.float32)) > 0:
                 contour = smooth_contour(refined.contour_px, sigma_mm=s.tumor_contour_smoothing_mm,
@@ -527,6 +536,14 @@ class Tracker:
             t.age += 1
         self._tracks = [t for t in tracks if t.missed <= s.track_max_missed_frames]
         return assigned  # type: ignore[return-value]
+
+
+def _hull_mask(mask: np.ndarray) -> np.ndarray:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = np.zeros(mask.shape, np.uint8)
+    if contours:
+        cv2.fillConvexPoly(out, cv2.convexHull(np.vstack(contours)), 1)
+    return out.astype(bool)
 
 
 def _inside_fraction(tumor: TumorGeometry, contour_px: np.ndarray, unit_mm: tuple[float, float]) -> float:

@@ -215,7 +215,15 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
                                 upsample=settings.upsample_for(min(prep.unit_mm)), level_fraction=settings.edge_level_fraction,
                                 margin_mm=2.5,
                                 outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2)
-        if refined is None:
+        if refined is not None and refined.hole_fraction > 0.25:
+            # the dark region closes a ring (a lesion halo touches this lumen, or this is a
+            # piece of the halo): keep only what lies within 1.5 mm of the anechoic core
+            refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
+                                    upsample=settings.upsample_for(min(prep.unit_mm)),
+                                    level_fraction=settings.edge_level_fraction, margin_mm=2.5,
+                                    outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2,
+                                    band_limit_mm=1.5)
+        if refined is None or refined.hole_fraction > 0.25:
             continue
         det = _measure_lumen(refined, prep, comp, settings)
         if det is None:
@@ -313,8 +321,17 @@ def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
         kind = "unknown"
     return VesselDetection(contour_px=pts, centroid_px=(float(cx), float(cy)), diameter_mm=float(diameter_mm),
                            diameter_px=float(diameter_mm / ux), kind=kind, long_axis=bool(long_axis),
-                           edge_sigma_mm=refined.edge_sigma_mm, mask_w=comp, sheath_ratio=ratio_sheath,
+                           edge_sigma_mm=refined.edge_sigma_mm, mask_w=_lumen_on_work_grid(prep, pts, comp),
+                           sheath_ratio=ratio_sheath,
                            refined=refined)
+
+
+def _lumen_on_work_grid(prep: Prepared, contour_px: np.ndarray, core: np.ndarray) -> np.ndarray:
+    """The refined lumen (frame-pixel contour) drawn on the working grid, with its core."""
+    xw, yw = prep.to_work(contour_px[:, 0], contour_px[:, 1])
+    out = np.zeros(prep.work_shape, np.uint8)
+    cv2.fillPoly(out, [np.round(np.stack([xw, yw], axis=1) * 16).astype(np.int32)], 1, shift=4)
+    return out.astype(bool) | core
 
 
 def _sheath_contrast_db(prep: Prepared, comp: np.ndarray, settings: TrackingSettings) -> float:
