@@ -13,12 +13,10 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import copy  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -369,6 +367,9 @@ def test_replay_window_on_uncalibrated_real_video_shows_banner(qtbot):
         assert window.info_banner.isVisible()
         assert "UNCALIBRATED" in window.info_banner.text()
         assert window.view.getPlotItem().getAxis("top").labelText == "lateral (px)"
+        assert not window.distance_plot.isVisible() and window.plot_placeholder.isVisible()
+        headers = [window.table.horizontalHeaderItem(i).text() for i in range(window.table.columnCount())]
+        assert not any("mm" in h for h in headers)
     finally:
         window.close()
         source.close()
@@ -547,7 +548,6 @@ def test_keyboard_shortcuts_and_click_to_seed(qtbot, phantom_clip):
         qtbot.keyClick(window, QtCore.Qt.Key.Key_Space)
         _wait(qtbot, lambda: not worker.player.playing)
         # a click away from every vessel seeds the tumour there (source pixels)
-        frame = window.view.frame
         x_src, y_src = 100.0, 400.0
         assert window.view.vessel_at(x_src, y_src) is None
         point = window.view.map_source_to_widget(x_src, y_src).toPoint()

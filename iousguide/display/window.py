@@ -25,7 +25,6 @@ from iousguide.display.view import (
     OVERLAY_LABELS,
     OVERLAYS,
     GuidanceView,
-    nearest_vessel,
 )
 from iousguide.display.worker import Delivery, LiveWorker, RateMeter, ReplayWorker, percentile_ms
 
@@ -57,6 +56,7 @@ SHORTCUTS = (
     ("S", "snapshot: PNG of the view + results JSON"),
     ("R", "record the live source on / off"),
     ("A", "resection / ablation mode"),
+    ("P", "hide / show the side panels"),
     ("1 … 5", "toggle overlays: tumour, vessels, caliper, resection line, heat sink/zone"),
     ("+ / −", "margin target ±0.5 mm"),
     ("Click", "on the tumour: seed / re-seed · on a vessel: preserve / take"),
@@ -167,7 +167,9 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         self.help_overlay.setText(f"<h3>Keyboard shortcuts</h3><table>{rows}</table><p>F1 or ? closes this help.</p>")
         self.help_overlay.hide()
         splitter.addWidget(view_holder)
-        splitter.addWidget(self._build_side_panel())
+        self.side_panel = self._build_side_panel()
+        splitter.addWidget(self.side_panel)
+        self.splitter = splitter
         splitter.setStretchFactor(0, 4)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([900, 380])
@@ -184,7 +186,7 @@ class GuidanceWindow(QtWidgets.QMainWindow):
 
     def _build_side_panel(self) -> QtWidgets.QWidget:
         tabs = QtWidgets.QTabWidget()
-        tabs.setMinimumWidth(300)
+        tabs.setMinimumWidth(240)
         # vessels: table + distance plot
         vessels = QtWidgets.QWidget()
         vl = QtWidgets.QVBoxLayout(vessels)
@@ -207,6 +209,12 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         self.distance_plot.setMenuEnabled(False)
         self._distance_curves: dict[int, Any] = {}
         vl.addWidget(self.distance_plot, 2)
+        self.plot_placeholder = QtWidgets.QLabel("distance over time: needs a calibration (no mm values)")
+        self.plot_placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.plot_placeholder.setWordWrap(True)
+        self.plot_placeholder.hide()
+        vl.addWidget(self.plot_placeholder, 2)
+        self._table_calibrated: bool | None = None
         self.legend = QtWidgets.QLabel(
             "<span style='color:#ffd400'>━ tumour</span> · <span style='color:#00d0ff'>━ hepatic vein</span> · "
             "<span style='color:#c58bff'>━ portal pedicle</span> · dashed = taken<br>"
@@ -334,6 +342,7 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         sc("F", self.toggle_freeze)
         sc("S", self.snapshot)
         sc("R", self.toggle_record)
+        sc("P", self.toggle_panels)
         sc("A", lambda: self.mode_combo.setCurrentText("ablation" if self.view.mode == "resection" else "resection"))
         for i, name in enumerate(OVERLAYS, start=1):
             sc(str(i), lambda n=name: self.overlay_boxes[n].toggle())
@@ -559,16 +568,16 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         return (time.monotonic_ns() - self._last_delivery.frame.t_mono_ns) / 1e6
 
     def _place_overlays(self) -> None:
-        w = self.view.width()
-        for banner, top in ((self.alarm_banner, 30), (self.info_banner, 30)):
-            banner.setMaximumWidth(max(200, w - 40))
-            banner.adjustSize()
-        y = 34
+        """Alarm banner (STALE / NO SIGNAL) at the top of the image, info banner at the bottom."""
+        w, h = self.view.width(), self.view.height()
         for banner in (self.alarm_banner, self.info_banner):
-            if banner.isVisible() or banner.text():
-                banner.move(max(0, (w - banner.width()) // 2), y)
-                if banner.isVisible():
-                    y += banner.height() + 6
+            metrics = banner.fontMetrics()
+            lines = banner.text().split("\n") if banner.text() else [""]
+            text_w = max(metrics.horizontalAdvance(line) for line in lines) + 40
+            banner.setFixedWidth(max(120, min(text_w, w - 40)))
+            banner.adjustSize()
+        self.alarm_banner.move(max(0, (w - self.alarm_banner.width()) // 2), 34)
+        self.info_banner.move(max(0, (w - self.info_banner.width()) // 2), max(0, h - self.info_banner.height() - 12))
         self.help_overlay.adjustSize()
         self.help_overlay.move(
             max(0, (self.width() - self.help_overlay.width()) // 2), max(0, (self.height() - self.help_overlay.height()) // 2)
@@ -576,7 +585,17 @@ class GuidanceWindow(QtWidgets.QMainWindow):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt name
         super().resizeEvent(event)
+        if self.side_panel.isVisible():  # the image keeps at least 70 % of the width
+            side = min(400, max(240, int(0.3 * self.width())))
+            self.splitter.setSizes([max(1, self.width() - side), side])
         self._place_overlays()
+
+    def toggle_panels(self) -> None:
+        """Hide/show the side panels (image full width)."""
+        self.side_panel.setVisible(not self.side_panel.isVisible())
+        if self.side_panel.isVisible():
+            side = min(400, max(240, int(0.3 * self.width())))
+            self.splitter.setSizes([max(1, self.width() - side), side])
 
     # -- panels ------------------------------------------------------------------------------
     def _record_distances(self, delivery: Delivery) -> None:
@@ -597,6 +616,13 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         result = delivery.result
         vessels = sorted(result.vessels, key=_distance_key) if result is not None else []
         calibrated = delivery.frame.spacing_mm is not None
+        if calibrated != self._table_calibrated:  # no "mm" anywhere on an uncalibrated source
+            self._table_calibrated = calibrated
+            self.table.setHorizontalHeaderLabels(
+                ["id", "kind", "⌀ mm", "dist mm", "keep", "sink"] if calibrated else ["id", "kind", "⌀", "dist", "keep", "sink"]
+            )
+            self.distance_plot.setVisible(calibrated)
+            self.plot_placeholder.setVisible(not calibrated)
         self.table.setRowCount(len(vessels))
         for row, v in enumerate(vessels):
             hs = (v.heat_sink or {}).get("class", "") if calibrated else ""
