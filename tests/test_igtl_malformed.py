@@ -193,3 +193,16 @@ def test_malformed_image_content_rejected():
         peer.stop()
     assert counter_from_image(frame.pixels) == 3
     assert stats["rejected"] == {"malformed": 1}
+
+
+def test_crc_check_can_be_turned_off_for_trusted_peers():
+    good = packed_image(2)
+    bad = with_header(good, crc=HEADER.unpack_from(good, 0)[6] ^ 0x1)
+    peer = RawPeer([[("send", bad), ("wait",)]])
+    try:
+        with IgtlSource(f"igtl://127.0.0.1:{peer.port}/Image?crc=0", settings=FAST) as source:
+            frame = source.read(timeout_s=3)
+            assert not source.verify_crc and source.igtl_stats()["rejected"] == {}
+    finally:
+        peer.stop()
+    assert counter_from_image(frame.pixels) == 2

@@ -77,13 +77,13 @@ def serve(shape) -> int:
     return 0
 
 
-def run_case(shape, seconds, out_dir: Path, *, in_process: bool = False) -> dict:
-    result: dict = {"shape": list(shape), "fps_sent": 60, "sender": "thread" if in_process else "process"}
+def run_case(shape, seconds, out_dir: Path, *, in_process: bool = False, verify_crc: bool = True) -> dict:
+    result: dict = {"shape": list(shape), "fps_sent": 60, "sender": "thread" if in_process else "process", "verify_crc": verify_crc}
     sender_cm = (ImageSender(fps=60, shape=shape, spacing_mm=(0.1, 0.1), distinct_frames=DISTINCT)
                  if in_process else _SenderProcess(shape))
     with sender_cm as sender:
         # -- consumer that keeps up ------------------------------------------------
-        source = IgtlSource(sender.url)
+        source = IgtlSource(sender.url, verify_crc=verify_crc)
         grab_ms, send_ms, counters = [], [], []
         started = time.monotonic()
         source.read(timeout_s=5)  # warm-up frame
@@ -109,7 +109,7 @@ def run_case(shape, seconds, out_dir: Path, *, in_process: bool = False) -> dict
             "grab_thread_cpu_percent": None if cpu_s is None else round(100 * cpu_s / wall_s, 1),
         }
         # -- deliberately slow consumer ---------------------------------------------
-        source = IgtlSource(sender.url)
+        source = IgtlSource(sender.url, verify_crc=verify_crc)
         counters, dropped_at_delivery = [], []
         source.read(timeout_s=5)
         t_wall0 = time.monotonic()
@@ -129,7 +129,7 @@ def run_case(shape, seconds, out_dir: Path, *, in_process: bool = False) -> dict
             "dropped_between_deliveries": dropped_at_delivery[-1] - dropped_at_delivery[0],
         }
         # -- recorder -----------------------------------------------------------------
-        source = IgtlSource(sender.url)
+        source = IgtlSource(sender.url, verify_crc=verify_crc)
         source.read(timeout_s=5)
         out = out_dir / f"bench_{shape[0]}x{shape[1]}x{shape[2] if len(shape) == 3 else 1}.igs.mha"
         if out.exists():
@@ -155,12 +155,63 @@ def run_case(shape, seconds, out_dir: Path, *, in_process: bool = False) -> dict
     return result
 
 
+def run_stream_case(size, seconds) -> dict | None:
+    """HTTP MJPEG from ffmpeg on loopback through CaptureSource (the capture-card code path)."""
+    import shutil
+    import socket
+    import subprocess
+
+    from iousguide.acquisition.capture import CaptureSource
+
+    if shutil.which("ffmpeg") is None:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    w, h = size
+    process = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate=60",
+         "-c:v", "mjpeg", "-q:v", "5", "-f", "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)
+        source = CaptureSource(f"http://127.0.0.1:{port}/")
+        source.read(timeout_s=5)
+        start = source.stats()
+        grab_ms = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            frame = source.read(timeout_s=2)
+            grab_ms.append((time.monotonic_ns() - frame.t_mono_ns) / 1e6)
+        wall_s = time.monotonic() - t0
+        end = source.stats()
+        fps = source.health().source_fps
+        source.close()
+        cpu_s = source.grab_thread_cpu_s()
+    finally:
+        process.kill()
+        process.wait(5)
+    return {
+        "stream": f"http mjpeg {w}x{h} @ 60 fps requested",
+        "frames": len(grab_ms),
+        "grabbed_fps": round((end["grabbed"] - start["grabbed"]) / wall_s, 1),
+        "measured_fps": None if fps is None else round(fps, 1),
+        "grab_to_consumer": _percentiles(grab_ms),
+        "dropped": end["dropped"] - start["dropped"],
+        "grab_thread_cpu_s_per_frame_ms": None if cpu_s is None else round(1000 * cpu_s / max(1, end["grabbed"]), 2),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--out-dir", default=None, help="where the recorder writes (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print JSON lines only")
     parser.add_argument("--in-process-sender", action="store_true", help="run the sender as a thread of this process")
+    parser.add_argument("--no-crc", action="store_true", help="receive without checking the CRC-64")
+    parser.add_argument("--only", default=None, help="one case, e.g. 1080x1920x3")
+    parser.add_argument("--no-stream", action="store_true", help="skip the HTTP MJPEG (ffmpeg) cases")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -172,13 +223,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(args.out_dir) if args.out_dir else Path(tmp)
         for shape in cases:
-            result = run_case(shape, args.seconds, out_dir, in_process=args.in_process_sender)
+            if args.only and "x".join(str(v) for v in shape) != args.only:
+                continue
+            result = run_case(shape, args.seconds, out_dir, in_process=args.in_process_sender, verify_crc=not args.no_crc)
             if args.json:
                 print(json.dumps(result))
                 continue
             k, s, r = result["keeps_up"], result["slow_consumer_50ms"], result["recorder"]
             name = "x".join(str(v) for v in shape)
-            print(f"== {name} @ 60 fps over loopback OpenIGTLink")
+            print(f"== {name} @ 60 fps over loopback OpenIGTLink{'' if result['verify_crc'] else ' (CRC not checked)'}")
             print(f"  keeps up: {k['frames']} frames, source {k['measured_fps']} fps; grab->consumer median "
                   f"{k['grab_to_consumer']['median_ms']} ms p95 {k['grab_to_consumer']['p95_ms']} ms; send->consumer median "
                   f"{k['send_to_consumer']['median_ms']} ms p95 {k['send_to_consumer']['p95_ms']} ms")
@@ -190,6 +243,19 @@ def main(argv=None) -> int:
             print(f"  recorder: offered {r['offered']}, written {r['written']}, dropped {r['dropped']} {r['drop_reasons'] or ''}; "
                   f"{r['recorded_fps']} fps, writer {r['writer_mb_per_s']} MB/s, file {r['file_mb']} MB, stop {r['stop_s']} s")
             sys.stdout.flush()
+    if not args.no_stream:
+        for size in [(1920, 1080), (800, 600)]:
+            result = run_stream_case(size, args.seconds)
+            if result is None:
+                print("== streams: ffmpeg not installed, skipped")
+                break
+            if args.json:
+                print(json.dumps(result))
+                continue
+            g = result["grab_to_consumer"]
+            print(f"== {result['stream']} (ffmpeg sender, OpenCV FFmpeg decode in the grab thread)")
+            print(f"  {result['frames']} frames read, grabbed {result['grabbed_fps']} fps; grab->consumer median {g['median_ms']} ms "
+                  f"p95 {g['p95_ms']} ms; dropped {result['dropped']}; grab thread CPU {result['grab_thread_cpu_s_per_frame_ms']} ms/frame")
     return 0
 
 
