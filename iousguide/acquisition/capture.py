@@ -20,6 +20,25 @@ Frames: stamped with ``time.monotonic_ns()`` right after ``grab()`` returns
 times; BGR from OpenCV is converted to RGB, and frames whose three channels are
 equal become grey (``color="auto"``). Hand-off, counters, no-signal detection
 and reconnect come from :class:`~iousguide.acquisition.live.LiveSource`.
+
+Lab set-up (text for the README)
+--------------------------------
+1. Frame grabber: a UVC device (Epiphan DVI2USB 3.0, Magewell USB Capture
+   HDMI/DVI/SDI) on a **USB 3** port (USB 2 gives only 5-6 fps at 1080p).
+   Cable from the scanner's video output (HDMI, DVI, VGA or SDI; S-video needs
+   a converter) to the grabber; set the scanner's output to its native
+   resolution. Linux: the ``uvcvideo`` driver, no install; ``ls /dev/video*``.
+2. Check it: ``iousguide info "device:0?width=1920&height=1080&fps=60&fourcc=MJPG"``
+   prints the size, rate and pixel format the device *actually* gives and a
+   warning for every request it refused; ``actual_fps`` vs ``measured_fps``
+   tells whether the USB link keeps up.
+3. Network: ``rtsp://``, ``udp://``, ``tcp://``, ``http://`` (MJPEG) URLs from
+   streaming boxes or ``ffmpeg``. OpenIGTLink: PLUS Server or 3D Slicer
+   (OpenIGTLinkIF module, server mode, port 18944) -> ``igtl://host:18944/Image_Reference``.
+4. Record a session: ``iousguide record "device:0?width=1920&height=1080" case.igs.mha
+   --duration-s 60 --mp4``; the summary says how many frames were written and
+   dropped (with reasons). A crash leaves ``case.igs.mha.partial/``, which
+   opens as it is and is finished by ``iousguide.acquisition.plus_writer.recover``.
 """
 
 from __future__ import annotations
