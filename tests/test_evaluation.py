@@ -41,7 +41,7 @@ def truth():
                  "equivalent_diameter_mm": 11.3 if i < 3 else 2.5}
         frames.append({"frame": i, "status": "ok", "tumor": tumor, "tumors": [tumor], "vessels": [
             truth_vessel(1, 70, 30, 6.0, 5.0),
-            truth_vessel(2, 30, 70, 2.0, 4.0, heat="low"),
+            truth_vessel(2, 30, 70, 2.0, 4.0, heat="none"),
             truth_vessel(3, 70, 75, 4.0, 12.0, heat="moderate"),
         ]})
     frames.append({"frame": 4, "status": "no_signal", "tumor": None, "tumors": [], "vessels": []})
@@ -103,7 +103,7 @@ def test_known_errors_are_measured(truth):
     # one false vessel (5.5 mm) in frame 1, and a wrong heat-sink class on vessel 3 in frame 0
     results[1]["vessels"].append({"id": 7, "centroid_px": [10, 90], "contour_px": circle(10, 90, 4),
                                   "diameter_mm": 5.5, "distance_mm": 20.0})
-    results[0]["vessels"][2]["heat_sink"] = {"class": "low"}
+    results[0]["vessels"][2]["heat_sink"] = {"class": "none"}
     # the lift frame is not recognised, and frame 0 wrongly called no_signal
     results[4]["status"] = "ok"
     report = evaluate_results(results, truth)
@@ -120,7 +120,7 @@ def test_known_errors_are_measured(truth):
     assert report["diameter_error_mm"]["mae"] == pytest.approx(4 * 0.5 / 8)
     assert report["id_switches"] == 1
     assert report["heat_sink"]["agreement"] == pytest.approx(9 / 10)
-    assert report["heat_sink"]["confusion"]["moderate->low"] == 1
+    assert report["heat_sink"]["confusion"]["moderate->none"] == 1
     assert report["no_signal"]["detected"] == 0
 
 

@@ -103,7 +103,7 @@ def test_heat_sink_agreement_with_truth_over_scenarios():
                 for v, truth in zip(new.vessels, rec["vessels"]):
                     if truth["heat_sink"] is None:
                         continue
-                    expected = {"low": "none"}.get(truth["heat_sink"][modality.lower()], truth["heat_sink"][modality.lower()])
+                    expected = truth["heat_sink"][modality.lower()]
                     total += 1
                     agree += v.heat_sink["class"] == expected
     assert total > 100

@@ -147,13 +147,13 @@ def test_oblique_vessel_section_minor_axis_is_the_diameter():
 
 
 @pytest.mark.parametrize("diameter, distance, rfa, mwa", [
-    (2.0, 0.0, "low", "low"),
+    (2.0, 0.0, "none", "none"),
     (3.0, 10.0, "high", "high"),       # zone edge 5 mm away
     (3.0, 10.5, "moderate", "moderate"),
     (4.0, 15.0, "moderate", "moderate"),
-    (4.0, 16.0, "low", "moderate"),    # zone edge 11 mm: RFA band 10, MWA band 15
+    (4.0, 16.0, "none", "moderate"),    # zone edge 11 mm: RFA band 10, MWA band 15
     (5.0, 15.0, "high", "high"),       # >= 5 mm within 10 mm of the zone
-    (6.0, 20.5, "low", "low"),
+    (6.0, 20.5, "none", "none"),
 ])
 def test_heat_sink_rule(diameter, distance, rfa, mwa):
     assert heat_sink_class(diameter, distance, modality="rfa") == rfa

@@ -108,7 +108,7 @@ def test_scenario_facts_hold_in_the_truth():
     for f in _frames("small_vessels.truth.jsonl.gz"):
         for v in f["vessels"]:
             if v["distance_mm"] is not None and v["distance_mm"] <= 10:
-                assert v["lumen_diameter_3d_mm"] < 3 and v["heat_sink"]["rfa"] == "low"
+                assert v["lumen_diameter_3d_mm"] < 3 and v["heat_sink"]["rfa"] == "none"
     # occult: 5-8 mm lesion seen only in a middle stretch of the sweep
     seen = [f["frame"] for f in _frames("occult_lesion.truth.jsonl.gz") if f["tumor"]]
     sizes = [f["tumor"]["equivalent_diameter_mm"] for f in _frames("occult_lesion.truth.jsonl.gz") if f["tumor"]]

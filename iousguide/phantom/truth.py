@@ -44,7 +44,7 @@ def heat_sink_class(diameter_mm: float, distance_to_tumor_mm: float, *, modality
     -------
     str
         ``"high"`` (vessel >= 3 mm within 5 mm of the zone edge, or >= 5 mm within 10 mm),
-        ``"moderate"`` (>= 3 mm within 10 mm RFA / 15 mm MWA), else ``"low"``.
+        ``"moderate"`` (>= 3 mm within 10 mm RFA / 15 mm MWA), else ``"none"`` (the issue-6 vocabulary).
     """
     modality = modality.lower()
     if modality not in ("rfa", "mwa"):
@@ -54,7 +54,7 @@ def heat_sink_class(diameter_mm: float, distance_to_tumor_mm: float, *, modality
         return "high"
     if diameter_mm >= 3.0 and d_zone <= (10.0 if modality == "rfa" else 15.0):
         return "moderate"
-    return "low"
+    return "none"
 
 
 def _plane_field(structure_field, pose: ProbePose, geometry: ProbeGeometry):
