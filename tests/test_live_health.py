@@ -82,3 +82,45 @@ def test_timeout_no_signal_when_peer_stops_sending():
             assert source.no_signal_reason == "timeout"
     assert health.no_signal and health.status == "no_signal" and health.frame_age_ms > 300
     assert health.reconnects == 0  # silence alone (below reconnect_after_s) keeps the connection
+
+
+def test_give_up_after_s_turns_into_device_lost():
+    from iousguide.errors import DeviceLostError
+
+    sender = ImageSender(fps=30).start()
+    settings = LiveSettings(stall_timeout_s=0.2, reconnect_backoff_s=0.05, reconnect_backoff_max_s=0.1, give_up_after_s=0.6)
+    with IgtlSource(sender.url, settings=settings) as source:
+        source.read(timeout_s=3)
+        sender.stop()  # the server is gone for good
+        started = time.monotonic()
+        with pytest.raises(DeviceLostError, match="gave up"):
+            while time.monotonic() - started < 10:
+                source.read(timeout_s=0.2) if source.pending else source.try_read() or time.sleep(0.05)
+        assert time.monotonic() - started < 5
+        assert source.health().status == "no_signal"
+
+
+def test_close_wakes_a_reader_blocked_without_timeout():
+    import threading
+
+    from iousguide.errors import SourceClosedError
+
+    with ImageSender(fps=30, max_frames=1) as sender:
+        source = IgtlSource(sender.url)
+        source.read(timeout_s=3)
+        outcome = []
+
+        def reader():
+            try:
+                source.read()  # no timeout: blocks until a frame or close
+            except SourceClosedError as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        source.close()
+        thread.join(3)
+        assert not thread.is_alive() and len(outcome) == 1
+        assert time.monotonic() - started < 2

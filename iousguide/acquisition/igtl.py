@@ -150,20 +150,17 @@ class IgtlSource(LiveSource):
         self._warned: set[str] = set()
         self._last_spacing: tuple[float, float] | None = None
         deadline = time.monotonic() + connect_timeout_s
-        last_error: Exception | None = None
         while True:
             try:
                 self._connect()
                 break
             except OSError as exc:
-                last_error = exc
                 if time.monotonic() >= deadline:
                     raise SourceError(
                         f"cannot connect to OpenIGTLink server {host}:{port} within {connect_timeout_s:.1f} s: "
                         f"{exc.strerror or exc} (is PLUS Server or Slicer's OpenIGTLinkIF listening there?)"
                     ) from None
                 time.sleep(0.1)
-        del last_error
         self._start(connected=True)
 
     # -- connection ------------------------------------------------------------

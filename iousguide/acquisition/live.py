@@ -46,7 +46,7 @@ from typing import Any, Callable
 import numpy as np
 
 from iousguide.acquisition.base import Source, SourceHealth, SourceInfo
-from iousguide.errors import DeviceLostError, SettingsError, SourceClosedError, SourceError, SourceTimeout
+from iousguide.errors import DeviceLostError, SettingsError, SourceClosedError, SourceTimeout
 from iousguide.frames import Frame
 
 log = logging.getLogger(__name__)
@@ -634,19 +634,10 @@ class LiveSource(Source):
         )
 
 
-def stop_thread(thread: threading.Thread | None, timeout_s: float) -> bool:
-    """Join ``thread`` for at most ``timeout_s``; True when it ended."""
-    if thread is None:
-        return True
-    thread.join(timeout_s)
-    return not thread.is_alive()
-
-
 __all__ = [
     "ConnectionLost",
     "Grab",
     "LiveSettings",
     "LiveSource",
     "TimestampFilter",
-    "SourceError",
 ]
