@@ -18,6 +18,10 @@ silently: messages that fail a check are counted by reason in
 ``body_too_large``, ``malformed``, ``unsupported_image``, ``cut_mid_message``),
 other message types and other devices are counted in ``skipped``.
 
+Silence is not a loss: Slicer sends an image only when it changes, so a quiet
+connection is kept (``health()`` reports no signal after ``stall_timeout_s``);
+a closed connection is noticed at once, a dead peer by TCP keep-alive (~5 s).
+
 Safety: a declared body larger than ``max_body_bytes`` (default 64 MiB) is
 refused before anything is allocated and the connection is dropped and
 reopened (the stream cannot be trusted past a lying header). A bad CRC drops
@@ -167,6 +171,11 @@ class IgtlSource(LiveSource):
     def _connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), timeout=1.0)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # a vanished peer (cable pulled, host down) is detected by the kernel within ~5 s
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", 2), ("TCP_KEEPINTVL", 1), ("TCP_KEEPCNT", 3)):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
         sock.settimeout(_RECV_POLL_S)
         with self._sock_lock:
             self._sock = sock
@@ -179,6 +188,13 @@ class IgtlSource(LiveSource):
                 sock.close()
             except OSError:
                 pass
+
+    def _check_stall(self) -> None:
+        """Silence alone keeps the connection: Slicer sends an image only when it changes.
+
+        ``health()`` still reports no signal after ``stall_timeout_s``; a dead
+        peer is found by TCP keep-alive, a closed one by the socket.
+        """
 
     def _interrupt(self) -> None:
         with self._sock_lock:
