@@ -651,15 +651,16 @@ class GuidanceWindow(QtWidgets.QMainWindow):
             if vid not in nearest_ids:
                 self.distance_plot.removeItem(curve)
                 del self._distance_curves[vid]
-        palette = ("#00d0ff", "#c58bff", "#ffd400")
-        for k, vid in enumerate(nearest_ids):
+        for vid in nearest_ids:
             hist = self._distance_history.get(vid)
             if not hist:
                 continue
             data = np.asarray(hist)
             curve = self._distance_curves.get(vid)
             if curve is None:
-                curve = self.distance_plot.plot(pen=pg.mkPen(palette[k % 3], width=2), name=f"V{vid}")
+                # one colour per vessel id for the whole session (the nearest-three order changes)
+                curve = self.distance_plot.plot(pen=pg.mkPen(pg.intColor(vid, hues=7, minValue=200), width=2),
+                                                name=f"V{vid}")
                 self._distance_curves[vid] = curve
             curve.setData(data[:, 0], data[:, 1])
         t_last = result.t_s if result is not None and result.t_s is not None else 0.0
