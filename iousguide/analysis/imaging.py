@@ -84,8 +84,9 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def row_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Median of ``values`` over ``mask`` in every row; NaN where a row has no pixel.
+def row_median(values: np.ndarray, mask: np.ndarray, *, q: float = 0.5) -> np.ndarray:
+    """Quantile ``q`` (default the median) of ``values`` over ``mask`` in every row; NaN where
+    a row has fewer than 3 pixels.
 
     Parameters
     ----------
@@ -99,7 +100,7 @@ def row_median(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     data = np.where(mask, values, np.inf)
     data.sort(axis=1)
     counts = mask.sum(axis=1)
-    idx = np.clip(counts // 2, 0, values.shape[1] - 1)
+    idx = np.clip((counts * q).astype(np.int64), 0, values.shape[1] - 1)
     med = data[np.arange(values.shape[0]), idx].astype(np.float64)
     med[counts < 3] = np.nan
     return med
@@ -229,8 +230,10 @@ def prepare(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, setting
         valid = field_of_view
     else:
         valid = _field_of_view(signal, radius_px=2.0 / work_mm, erode_px=0.6 / work_mm)
-    tissue_row = smooth_profile(row_median(smooth, valid), sigma_px=3.0 / work_mm)
-    dark = smooth < (tissue_row[:, None] - settings.lumen_contrast_db).astype(np.float32)
+    # first guess from the brighter tissue (the 90th percentile, ~3 dB above the median of
+    # speckle), so a lumen filling most of a row (a vessel in long axis) cannot pull it down
+    upper = smooth_profile(row_median(smooth, valid, q=0.9), sigma_px=3.0 / work_mm)
+    dark = smooth < (upper[:, None] - 3.0 - settings.lumen_contrast_db).astype(np.float32)
     tissue = valid & ~dark
     tissue_row = smooth_profile(row_median(smooth, tissue), sigma_px=3.0 / work_mm)
     tissue_power_row = smooth_profile(row_median(power, tissue), sigma_px=3.0 / work_mm)
@@ -243,17 +246,28 @@ def prepare(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, setting
 
 
 def _field_of_view(signal: np.ndarray, *, radius_px: float, erode_px: float) -> np.ndarray:
-    """The largest signal region (fan or linear field) with its holes filled, eroded.
+    """The field of view: the convex hull of the largest signal region, minus the black that
+    reaches it from the top of the image (the concave area above a convex fan's top arc).
 
-    Holes (dark lumens, shadows inside the image) belong to the field of view; the black
-    outside a convex fan, including the concave area above its top arc, does not.
+    Dark areas inside the image (lumens, shadows), also those cut by its sides or bottom (a
+    vessel leaving the image), belong to the field of view.
     """
     closed = cv2.morphologyEx(signal, cv2.MORPH_CLOSE, disc(radius_px))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
     if n <= 1:
         return np.zeros(signal.shape, dtype=bool)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    fov = fill_holes((labels == largest).astype(np.uint8))
+    region = (labels == largest).astype(np.uint8)
+    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    fov = np.zeros_like(region)
+    cv2.fillConvexPoly(fov, cv2.convexHull(np.vstack(contours)), 1)
+    gaps = (fov & (1 - region)).astype(np.uint8)
+    if gaps.any():
+        top = int(np.argmax(fov.any(axis=1)))
+        m, glabels, gstats, _ = cv2.connectedComponentsWithStats(gaps, connectivity=8)
+        for k in range(1, m):
+            if gstats[k, cv2.CC_STAT_TOP] <= top + 1:
+                fov[glabels == k] = 0
     if erode_px >= 1:
         fov = cv2.erode(fov, disc(erode_px))
     return fov.astype(bool)
