@@ -257,7 +257,7 @@ class Tracker:
                 area_mm2 = area_px * ux * uy if calibrated else None
                 tumor_result = TumorResult(
                     centroid_px=frame.to_source_px(cx, cy),
-                    contour_px=_to_source(frame, contour),
+                    contour_px=_to_source(frame, contour, max_points=160),
                     area_px=float(area_px),
                     area_mm2=area_mm2,
                     equivalent_diameter_mm=float(2 * np.sqrt(area_mm2 / np.pi)) if area_mm2 is not None else None,
@@ -554,7 +554,11 @@ def _inside_fraction(tumor: TumorGeometry, contour_px: np.ndarray, unit_mm: tupl
     return float(np.mean(inside | (dist <= 0.3)))
 
 
-def _to_source(frame: Frame, contour: np.ndarray) -> np.ndarray:
+def _to_source(frame: Frame, contour: np.ndarray, *, max_points: int = 96) -> np.ndarray:
+    """Frame-pixel contour -> source pixels, thinned to at most ``max_points`` vertices for output
+    (measurements use the dense contour)."""
+    step = int(np.ceil(len(contour) / max_points)) if len(contour) > max_points else 1
+    contour = contour[::step]
     xs, ys = frame.to_source_px(contour[:, 0], contour[:, 1])
     return np.stack([np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)], axis=1)
 
