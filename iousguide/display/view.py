@@ -135,7 +135,7 @@ def _closed(points: np.ndarray) -> np.ndarray:
     return points
 
 
-def _pen(color: str, width: float = 2.0, style=QtCore.Qt.PenStyle.SolidLine) -> QtGui.QPen:
+def _pen(color, width: float = 2.0, style=QtCore.Qt.PenStyle.SolidLine) -> QtGui.QPen:
     pen = pg.mkPen(color=color, width=width)
     pen.setStyle(style)
     pen.setCosmetic(True)
@@ -411,12 +411,15 @@ class GuidanceView(pg.PlotWidget):
                 cls = hs.get("class")
                 if cls not in HEAT_SINK_COLORS or cls == "none":
                     continue
-                centre = self._to_view([vessel.centroid_px])[0]
-                radius_mm = (vessel.diameter_mm or 0.0) / 2.0 + 2.0
-                angles = np.linspace(0, 2 * np.pi, 49)
-                ring = self._ring_curves.next()
-                ring.setPen(_pen(HEAT_SINK_COLORS[cls], 4))
-                ring.setData(centre[0] + radius_mm * np.cos(angles), centre[1] + radius_mm * np.sin(angles))
+                if not len(vessel.contour_px):
+                    continue
+                # a wide translucent halo along the lumen wall: follows elongated (longitudinal) vessels too
+                pts = _closed(self._to_view(vessel.contour_px))
+                color = QtGui.QColor(HEAT_SINK_COLORS[cls])
+                color.setAlpha(190)
+                halo = self._ring_curves.next()
+                halo.setPen(_pen(color, 11))
+                halo.setData(pts[:, 0], pts[:, 1])
                 drawn["ablation"] += 1
             if ablation:
                 zone = np.asarray(ablation.get("zone_contour_px") or [], dtype=float).reshape(-1, 2)
