@@ -506,6 +506,41 @@ def test_stalled_live_source_withdraws_overlays_and_they_come_back(qtbot, phanto
     assert stats["frame_age_ms_median"] is not None and stats["frame_age_ms_p95"] >= stats["frame_age_ms_median"]
 
 
+class SlowPipeline:
+    """Wraps a pipeline and takes ``delay_s`` longer per frame while ``slow`` is set (an overloaded analysis)."""
+
+    def __init__(self, inner, delay_s: float) -> None:
+        self.inner, self.delay_s, self.slow = inner, delay_s, threading.Event()
+        self.settings = inner.settings
+
+    def process(self, frame):
+        if self.slow.is_set():
+            time.sleep(self.delay_s)
+        return self.inner.process(frame)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_replay_falling_behind_goes_stale_and_recovers(qtbot, phantom_clip):
+    path, truth = phantom_clip
+    source = open_source(path)
+    pipeline = SlowPipeline(truth_pipeline(truth), delay_s=0.5)
+    worker = ReplayWorker(source, pipeline, speed=0.5, loop=True)
+    window = _open_window(qtbot, worker, stale_ms=250.0)
+    try:
+        _wait(qtbot, lambda: window.view.state.drawn.get("tumor") == 1 and window.displayed_count >= 3)
+        assert not window.alarm_banner.isVisible()
+        pipeline.slow.set()  # each frame now arrives ~0.5 s after it was due (0.13 s apart at 0.5x)
+        _wait(qtbot, lambda: window.alarm_banner.isVisible(), 5000)
+        assert "STALE" in window.alarm_banner.text() and not window.view._tumor.isVisible()
+        pipeline.slow.clear()
+        _wait(qtbot, lambda: not window.alarm_banner.isVisible() and window.view._tumor.isVisible(), 5000)
+    finally:
+        window.close()
+        source.close()
+
+
 def test_no_signal_banner_from_source_health(qtbot, phantom_clip):
     path, truth = phantom_clip
     with open_source(path) as recording:
