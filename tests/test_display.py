@@ -625,14 +625,18 @@ def test_record_live_source_with_counters(qtbot, phantom_clip, tmp_path):
         qtbot.keyClick(window, QtCore.Qt.Key.Key_R)
         assert not worker.recording
         _wait(qtbot, lambda: worker.last_recording_message.startswith("recorded"), 20_000)
+        first_message = worker.last_recording_message
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_R)  # a second recording, still running when the window closes
+        _wait(qtbot, lambda: (worker.record_counters() or {}).get("written", 0) >= 3)
     finally:
         window.close()
-    files = list(tmp_path.glob("iousguide_live_*.igs.mha"))
-    assert len(files) == 1
+    assert len(list(tmp_path.glob("iousguide_live_*.igs.mha"))) == 2, "closing finishes a running recording"
+    assert not list(tmp_path.glob("*.partial"))
+    files = sorted(tmp_path.glob("iousguide_live_*.igs.mha"))
     with open_source(files[0]) as recorded:
         n = len(recorded)
         first = recorded.frame_at(0)
-    assert n >= 8 and f"recorded {n} frames" in worker.last_recording_message
+    assert n >= 8 and f"recorded {n} frames to {files[0]}" == first_message
     assert first.spacing_mm == pytest.approx(calibration.spacing_mm)
     assert any(np.array_equal(first.pixels, f.pixels) for f in frames)  # lossless
 

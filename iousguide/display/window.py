@@ -19,6 +19,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from iousguide.acquisition.player import SPEED_MAX, SPEED_MIN
+from iousguide.acquisition.plus_writer import partial_path_for
 from iousguide.errors import IousguideError
 from iousguide.display.view import (
     KIND_SHORT,
@@ -413,7 +414,12 @@ class GuidanceWindow(QtWidgets.QMainWindow):
             self.record_button.setChecked(False)
             self.set_status(f"recording stopped: writing {self.worker.record_path} …")
             return
-        path = Path(self.options.record_dir) / time.strftime("iousguide_live_%Y%m%d_%H%M%S.igs.mha")
+        stem = time.strftime("iousguide_live_%Y%m%d_%H%M%S")
+        path = Path(self.options.record_dir) / f"{stem}.igs.mha"
+        n = 2
+        while path.exists() or partial_path_for(path).exists():
+            path = Path(self.options.record_dir) / f"{stem}_{n}.igs.mha"
+            n += 1
         try:
             self.worker.start_recording(str(path))
         except IousguideError as exc:

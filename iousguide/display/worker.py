@@ -295,6 +295,15 @@ class LiveWorker(Worker):
     def recording(self) -> bool:
         return self.recorder is not None
 
+    def stop(self, timeout_s: float = 2.0, *, recording_timeout_s: float = 30.0) -> bool:
+        """Stop the thread; a recording in progress is finished (file assembled) within ``recording_timeout_s``."""
+        stopped = super().stop(timeout_s)
+        if self.recorder is not None:  # the thread did not get to it
+            self.stop_recording()
+        if self._finisher is not None:
+            self._finisher.join(recording_timeout_s)
+        return stopped
+
     def record_counters(self) -> dict[str, Any] | None:
         recorder = self.recorder
         return recorder.counters() if recorder is not None else None
