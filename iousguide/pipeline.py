@@ -53,11 +53,21 @@ class PipelineSettings:
 class Pipeline:
     """Tracker + guidance with explicit state. Not thread-safe: one thread calls it."""
 
-    def __init__(self, settings: PipelineSettings | None = None, *, t0_s: float | None = None) -> None:
-        """``t0_s``: the source time that maps to ``t_s = 0`` (default: the first frame processed).
-        For recordings pass ``source.frame_times_s[0]`` so times survive seeking."""
+    def __init__(self, settings: PipelineSettings | None = None, *, t0_s: float | None = None, tracker=None) -> None:
+        """
+        Parameters
+        ----------
+        t0_s : float, optional
+            The source time that maps to ``t_s = 0`` (default: the first frame processed).
+            For recordings pass ``source.frame_times_s[0]`` so times survive seeking.
+        tracker : object, optional
+            Anything with ``process(frame) -> FrameResult``, ``seed_tumor(x, y)`` and ``reset()``;
+            default: :class:`iousguide.analysis.tracker.Tracker`. Tests inject a truth-reporting one.
+        """
         self.settings = settings or PipelineSettings()
-        self._tracker = Tracker(self.settings.tracking) if Tracker is not None else None
+        if tracker is None and Tracker is not None:
+            tracker = Tracker(self.settings.tracking)
+        self._tracker = tracker
         self._t0_s: float | None = t0_s
 
     def process(self, frame: Frame) -> FrameResult:
@@ -101,6 +111,11 @@ class Pipeline:
                 result.ablation = None
         result.processing_ms = (time.perf_counter_ns() - start_ns) / 1e6
         return result
+
+    @property
+    def tracker(self):
+        """The tracker in use (None only while the analysis package is unavailable)."""
+        return self._tracker
 
     def seed_tumor(self, x_src: float, y_src: float) -> None:
         """Seed (or re-seed) the tumour at a point in source pixels; used on the next frame."""

@@ -108,9 +108,7 @@ def truth_pipeline(truth, *, guidance: bool = False):
     """The real Pipeline (preserve flags, guidance planning) over the phantom's exact detections."""
     from iousguide.pipeline import Pipeline, PipelineSettings
 
-    pipeline = Pipeline(PipelineSettings(guidance_enabled=guidance), t0_s=0.0)
-    pipeline._tracker = TruthTracker(truth)
-    return pipeline
+    return Pipeline(PipelineSettings(guidance_enabled=guidance), t0_s=0.0, tracker=TruthTracker(truth))
 
 
 def _wait(qtbot, predicate, timeout_ms: int = 10_000) -> None:
@@ -594,8 +592,9 @@ def test_keyboard_shortcuts_and_click_to_seed(qtbot, phantom_clip):
         assert window.view.vessel_at(x_src, y_src) is None
         point = window.view.map_source_to_widget(x_src, y_src).toPoint()
         qtbot.mouseClick(window.view.viewport(), QtCore.Qt.MouseButton.LeftButton, pos=point)
-        _wait(qtbot, lambda: len(pipeline._tracker.seeds) == 1)
-        sx, sy = pipeline._tracker.seeds[0]
+        tracker = pipeline.tracker
+        _wait(qtbot, lambda: len(tracker.seeds) == 1)
+        sx, sy = tracker.seeds[0]
         assert abs(sx - x_src) <= 2.0 and abs(sy - y_src) <= 2.0  # within 2 px of the click
         assert "seeded" in window.status_line.text()
     finally:
