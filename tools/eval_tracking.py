@@ -134,7 +134,7 @@ def summarize(all_stats: list[dict]) -> dict:
     }
 
 
-def run_recording(path: str, *, max_frames: int | None = None) -> tuple[list[dict], float]:
+def run_recording(path: str, *, max_frames: int | None = None, overrides: dict | None = None) -> tuple[list[dict], float]:
     """Tracker-only analysis of a bundled recording with its preset; (result dicts, ms/frame)."""
     from pathlib import Path
 
@@ -147,7 +147,7 @@ def run_recording(path: str, *, max_frames: int | None = None) -> tuple[list[dic
     preset = load_preset(preset_path) if preset_path.exists() else None
     out, times = [], []
     with open_source(str(rec), calibration=preset) as source:
-        tracker = Tracker(TrackingSettings())
+        tracker = Tracker(TrackingSettings(**(overrides or {})))
         for i, frame in enumerate(source):
             if max_frames is not None and i >= max_frames:
                 break
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                                           if p.suffix in (".mp4", ".dcm", ".mha") and "truth" not in p.name)
         reports = []
         for path in paths:
-            results, ms = run_recording(path)
+            results, ms = run_recording(path, overrides=parse_set(args.set))
             truth = read_truth(str(path).rsplit(".", 2 if path.endswith(".igs.mha") else 1)[0] + ".truth.jsonl.gz")
             report = official(results, truth)
             report["tracker_ms_median"] = ms
