@@ -43,6 +43,10 @@ class TumorCandidate:
         Area over convex-hull area.
     touches_border : bool
         Touches the edge of the field of view.
+    threshold_db : float
+        Map threshold (dB from tissue) the component was cut at.
+    ring : bool
+        A broken halo ring closed to the lesion it surrounds.
     """
 
     mask_w: np.ndarray
@@ -53,6 +57,8 @@ class TumorCandidate:
     contrast_db: float
     solidity: float
     touches_border: bool
+    threshold_db: float = 3.0
+    ring: bool = False
 
     @property
     def equivalent_diameter_mm(self) -> float:
@@ -64,7 +70,18 @@ class TumorCandidate:
 
 def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                       vessel_mask_w: np.ndarray | None = None) -> list[TumorCandidate]:
-    """Hypo- and hyperechoic lesion components of a prepared frame.
+    """Hypo-, hyperechoic and halo lesion components of a prepared frame.
+
+    Dark (hypoechoic lesion, halo, target rim): speckle-averaged level (sigma
+    ``tumor_smoothing_mm``) more than ``tumor_contrast_db`` below the tissue of the row.
+    Bright (hyperechoic, calcified): the level averaged over a coarser scale
+    (``BRIGHT_SMOOTHING_FACTOR`` x ``tumor_smoothing_mm``: a few dB over a centimetre lesion
+    is lost in the speckle at the fine scale) above the tissue by the larger of
+    ``BRIGHT_MIN_DB`` and ``NOISE_FACTOR`` x the frame's own noise of that map (robust
+    standard deviation over the field of view), so the threshold follows each image's speckle
+    and texture, not one clip. A dark component that is an open ring (a halo broken by
+    speckle) is closed to its convex hull when it surrounds most directions of its centre
+    and its inside is tissue-like (see :func:`close_ring`).
 
     Parameters
     ----------
@@ -81,7 +98,8 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     px = prep.work_px_mm
     sigma = settings.tumor_smoothing_mm / px
     smooth = cv2.GaussianBlur(prep.smooth, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
-    rel = smooth - prep.tissue_row[:, None].astype(np.float32)  # dB contrast to tissue
+    tissue = prep.tissue_row[:, None].astype(np.float32)
+    rel = smooth - tissue  # dB contrast to tissue
     c = settings.tumor_contrast_db
     valid = prep.valid
     if vessel_mask_w is not None and vessel_mask_w.any():
@@ -89,13 +107,18 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
         skirt = cv2.dilate(vessel_mask_w.astype(np.uint8), disc(settings.tumor_smoothing_mm / px)).astype(bool)
     else:
         skirt = np.zeros_like(valid)
+    sigma_c = BRIGHT_SMOOTHING_FACTOR * sigma
+    rel_c = cv2.GaussianBlur(prep.smooth, (0, 0), sigmaX=sigma_c, sigmaY=sigma_c,
+                             borderType=cv2.BORDER_REFLECT) - tissue
+    noise_db = robust_noise_db(rel_c, valid & ~cv2.dilate(skirt.astype(np.uint8), disc(2 * sigma_c)).astype(bool))
+    bright_db = max(BRIGHT_MIN_DB, NOISE_FACTOR * noise_db)
     out: list[TumorCandidate] = []
     min_area = np.pi * (0.5 * settings.tumor_min_diameter_mm / px) ** 2
     max_area = np.pi * (0.5 * settings.tumor_max_diameter_mm / px) ** 2
     border = valid & ~cv2.erode(valid.astype(np.uint8), disc(1.0 / px)).astype(bool)
     r_open = 0.4 / px  # thinner than the thinnest halo (~1 mm) so a halo ring survives
     for dark in (True, False):
-        m = (rel < -c) if dark else (rel > c)
+        m = (rel < -c) if dark else (rel_c > bright_db)
         m = (m & valid & ~skirt).astype(np.uint8)
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(r_open))
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, disc(1.0 / px))
@@ -106,6 +129,7 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
         else:
             m = fill_holes(m)
         n, labels, stats, cents = cv2.connectedComponentsWithStats(m, connectivity=8)
+        map_rel = rel if dark else rel_c
         for label in range(1, n):
             area = int(stats[label, cv2.CC_STAT_AREA])
             if area < min_area or area > max_area:
@@ -118,16 +142,143 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             hull_area = cv2.contourArea(cv2.convexHull(np.vstack(contours))) if contours else area
             solidity = min(area / hull_area, 1.0) if hull_area > 0 else 0.0
-            contrast_db = _edge_contrast_db(rel, labels, label, (x, y, w, h), px=px, exclude=skirt)
+            lab = labels
+            ring = False
+            if dark and solidity < RING_SOLIDITY:
+                closed = close_ring(comp, (x, y, w, h), rel=rel, valid=valid & ~skirt, px_mm=px,
+                                    contrast_db=c)
+                if closed is not None:
+                    comp = closed
+                    area = int(np.count_nonzero(comp))
+                    ys, xs = np.nonzero(comp)
+                    x, y = int(xs.min()), int(ys.min())
+                    w, h = int(xs.max()) - x + 1, int(ys.max()) - y + 1
+                    cents[label] = (xs.mean(), ys.mean())
+                    lab = np.where(comp, label, np.where(labels == label, 0, labels))
+                    solidity, ring = 1.0, True
+                    sub = comp[y:y + h, x:x + w].astype(np.uint8)
+            # a closed ring's contrast is its halo's (the ring pixels) against the tissue outside
+            contrast_db = _edge_contrast_db(map_rel, labels if ring else lab, label, (x, y, w, h), px=px,
+                                            exclude=skirt)
             touches = bool((border & comp).any())
             if not dark and skirt.any() and _below_vessel(skirt, (x, y, w, h), px=px):
                 continue  # posterior enhancement behind a lumen, not a lesion
-            if dark and looks_like_shadow(prep, sub.astype(bool), (x, y, w, h), margin_mm=settings.shadow_bottom_margin_mm):
+            if not dark and _beam_band(sub.astype(bool)):
+                continue  # a bright band along the beam: posterior enhancement, not a lesion
+            if dark and not ring and looks_like_shadow(prep, sub.astype(bool), (x, y, w, h),
+                                                       margin_mm=settings.shadow_bottom_margin_mm):
                 continue
             out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
                                       centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=dark,
-                                      contrast_db=contrast_db, solidity=float(solidity), touches_border=touches))
+                                      contrast_db=contrast_db, solidity=float(solidity), touches_border=touches,
+                                      threshold_db=c if dark else bright_db, ring=ring))
     return out
+
+
+#: the bright (hyperechoic) map averages over this many times ``tumor_smoothing_mm``
+BRIGHT_SMOOTHING_FACTOR = 2.0
+#: lowest bright-map threshold, dB above tissue
+BRIGHT_MIN_DB = 1.5
+#: bright-map threshold in units of the frame's robust noise of that map
+NOISE_FACTOR = 3.0
+#: a dark component less solid than this is tested as an open halo ring
+RING_SOLIDITY = 0.7
+
+
+def robust_noise_db(rel_db: np.ndarray, where: np.ndarray) -> float:
+    """Robust standard deviation (1.4826 x MAD) of a dB contrast map over ``where``.
+
+    Parameters
+    ----------
+    rel_db : ndarray (h, w) float
+        Level minus tissue level, dB.
+    where : ndarray (h, w) bool
+
+    Returns
+    -------
+    float
+        dB; 0 when fewer than 50 pixels.
+    """
+    vals = rel_db[where]
+    if vals.size < 50:
+        return 0.0
+    vals = vals[:: max(vals.size // 20000, 1)]
+    med = float(np.median(vals))
+    return float(1.4826 * np.median(np.abs(vals - med)))
+
+
+def close_ring(comp_w: np.ndarray, bbox_w: tuple[int, int, int, int], *, rel: np.ndarray, valid: np.ndarray,
+               px_mm: float, contrast_db: float, sectors: int = 24, min_coverage: float = 0.6) -> np.ndarray | None:
+    """The lesion a broken dark ring (halo) surrounds: its convex hull, or None if not a ring.
+
+    A halo ring is accepted when its pixels lie in at least ``min_coverage`` of ``sectors``
+    directions around the hull centre, at a similar distance (ring-like: the spread of the
+    per-sector distance is under 35 % of its median), and the hull's interior away from the
+    ring is not dark lesion itself (mean contrast above ``-contrast_db``: an isoechoic or
+    target centre).
+
+    Parameters
+    ----------
+    comp_w : ndarray (h, w) bool
+        Dark component on the working grid.
+    bbox_w : (x, y, w, h)
+    rel : ndarray (h, w) float
+        Level minus tissue, dB.
+    valid : ndarray (h, w) bool
+        Pixels that may belong to a lesion (field of view, no lumen).
+    px_mm : float
+        Working pixel size, mm.
+    contrast_db : float
+
+    Returns
+    -------
+    ndarray (h, w) bool or None
+    """
+    x, y, w, h = bbox_w
+    sub = comp_w[y:y + h, x:x + w].astype(np.uint8)
+    contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    hull = cv2.convexHull(np.vstack(contours))
+    hull_mask = np.zeros_like(sub)
+    cv2.fillConvexPoly(hull_mask, hull, 1)
+    m = cv2.moments(hull_mask, binaryImage=True)
+    if m["m00"] <= 0:
+        return None
+    cx, cy = m["m10"] / m["m00"], m["m01"] / m["m00"]
+    ys, xs = np.nonzero(sub)
+    ang = np.arctan2(ys - cy, xs - cx)
+    k = np.clip(((ang + np.pi) / (2 * np.pi) * sectors).astype(int), 0, sectors - 1)
+    dist = np.hypot(xs - cx, ys - cy)
+    counts = np.bincount(k, minlength=sectors)
+    if np.count_nonzero(counts) < min_coverage * sectors:
+        return None
+    per = np.array([np.median(dist[k == i]) for i in range(sectors) if counts[i]])
+    if np.std(per) > 0.35 * np.median(per):
+        return None
+    interior = hull_mask.astype(bool) & (cv2.distanceTransform(1 - sub, cv2.DIST_L2, 3) > 1.0 / px_mm)
+    if np.count_nonzero(interior) < 4:
+        return None
+    if float(np.mean(rel[y:y + h, x:x + w][interior])) < -contrast_db:
+        return None
+    out = np.zeros_like(comp_w, dtype=bool)
+    out[y:y + h, x:x + w] = hull_mask.astype(bool)
+    return out & valid | comp_w
+
+
+def _beam_band(comp: np.ndarray) -> bool:
+    """Whether a component (inside its bounding box) is a band along the beam: taller than
+    1.5 x its width and elongated (axis ratio >= 2) within 15 degrees of vertical."""
+    h, w = comp.shape
+    if h <= 1.5 * w:
+        return False
+    m = cv2.moments(comp.astype(np.uint8), binaryImage=True)
+    if m["m00"] <= 0:
+        return False
+    mu20, mu02, mu11 = m["mu20"] / m["m00"], m["mu02"] / m["m00"], m["mu11"] / m["m00"]
+    lam = np.linalg.eigvalsh(np.array([[mu20, mu11], [mu11, mu02]]))
+    tilt_deg = abs(np.degrees(0.5 * np.arctan2(2 * mu11, mu02 - mu20)))
+    return bool(lam[0] > 0 and lam[1] / lam[0] >= 4.0 and tilt_deg <= 15.0)
 
 
 def _below_vessel(vessels: np.ndarray, bbox: tuple[int, int, int, int], *, px: float) -> bool:
@@ -158,7 +309,7 @@ def _edge_contrast_db(rel: np.ndarray, labels: np.ndarray, label: int, bbox: tup
 def plausible_auto(candidate: TumorCandidate, *, settings: TrackingSettings) -> bool:
     """Whether a candidate may be proposed without a seed (compact, inside the view, contrasted)."""
     return (not candidate.touches_border and candidate.solidity >= 0.8
-            and candidate.contrast_db >= settings.tumor_contrast_db
+            and candidate.contrast_db >= min(settings.tumor_contrast_db, candidate.threshold_db)
             and settings.tumor_min_diameter_mm * 1.25 <= candidate.equivalent_diameter_mm)
 
 
