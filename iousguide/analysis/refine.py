@@ -193,10 +193,10 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         region |= d_in > band_px  # the coarse interior is the object (an isoechoic lesion centre)
     if band_limit_mm is not None:
         region &= d_out <= band_limit_mm / px_mm
-    mask = _select(region, coarse_b, excl_up, fill)
-    if mask is None:
-        return None
     unfilled = _select(region, coarse_b, excl_up, False)
+    if unfilled is None:
+        return None
+    mask = _fill(unfilled, coarse_b, excl_up) if fill else unfilled
     hole_fraction = 1.0 - float(np.count_nonzero(unfilled)) / max(float(np.count_nonzero(mask)), 1.0)
     if exclude_fill is not None and excl_up is not None and excl_up.any():
         # the filled skirt (0.5 mm around an excluded lumen) hides the last half millimetre
@@ -212,6 +212,7 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         # sheath, tissue or lesion), within 1 mm of the first boundary so nothing leaks;
         # repeated because each pass moves the boundary closer to the wall it samples
         first = mask
+        first_b = first.astype(bool)
         d_first = cv2.distanceTransform(1 - first, cv2.DIST_L2, 3)
         band_idx = band_sector = None
         for _ in range(passes):
@@ -233,7 +234,7 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
                 band_sector = _sector_of(band_idx[1], band_idx[0], cx, cy, sectors)
             region2 = np.zeros(up.shape, dtype=bool)
             region2[band_idx] = up[band_idx] < levels[band_sector]
-            mask2 = _select(region2, first.astype(bool), excl_up, fill)
+            mask2 = _select(region2, first_b, excl_up, fill)
             if mask2 is None:
                 break
             mask = mask2
@@ -246,10 +247,9 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         return None
     contour = _shift_outward(contour, 0.5)
     # edge noise: residual speckle std in the ring over the gradient at the boundary
-    gx = cv2.Sobel(up, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(up, cv2.CV_32F, 0, 1, ksize=3) / 8.0
     ci = np.clip(np.round(contour).astype(int), 0, [out_w - 1, out_h - 1])
-    grad = float(np.median(np.hypot(gx[ci[:, 1], ci[:, 0]], gy[ci[:, 1], ci[:, 0]]))) / px_mm  # power / mm
+    gx, gy = _sobel_at(up, ci[:, 0], ci[:, 1])
+    grad = float(np.median(np.hypot(gx, gy))) / px_mm  # power / mm
     noise = float(np.std(outside_vals))
     edge_sigma_mm = noise / grad if grad > 0 else float("inf")
     frame_pts = np.empty_like(contour)
@@ -258,6 +258,22 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
     return Refined(contour_px=frame_pts, mask=mask, origin_px=(x0, y0), scale_xy=(sx, sy), px_mm=px_mm,
                    inside_level=inside, outside_level=outside, edge_sigma_mm=min(edge_sigma_mm, 10.0),
                    hole_fraction=hole_fraction)
+
+
+def _sobel_at(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """3x3 Sobel derivatives / 8 (d/dx, d/dy per pixel) at the given pixels only, with the
+    border reflected as ``cv2.Sobel`` does (BORDER_REFLECT_101); float64 arrays."""
+    h, w = img.shape
+    def at(dx: int, dy: int) -> np.ndarray:
+        x = np.abs(xs + dx)
+        y = np.abs(ys + dy)
+        x = np.where(x > w - 1, 2 * (w - 1) - x, x)
+        y = np.where(y > h - 1, 2 * (h - 1) - y, y)
+        return img[y, x].astype(np.float64)
+    p = {(dx, dy): at(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)}
+    gx = (p[1, -1] + 2 * p[1, 0] + p[1, 1] - p[-1, -1] - 2 * p[-1, 0] - p[-1, 1]) / 8.0
+    gy = (p[-1, 1] + 2 * p[0, 1] + p[1, 1] - p[-1, -1] - 2 * p[0, -1] - p[1, -1]) / 8.0
+    return gx, gy
 
 
 def _sector_of(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, sectors: int) -> np.ndarray:
@@ -293,19 +309,22 @@ def _select(region: np.ndarray, seed: np.ndarray, exclude: np.ndarray | None, fi
     if overlap[best] == 0:
         return None
     mask = (labels == best).astype(np.uint8)
-    if fill:
-        if exclude is not None and exclude.any():
-            # a ring closed by an excluded region (a halo against a vessel) still encloses
-            ex = exclude.astype(np.uint8)
-            mask = fill_holes(mask | ex)
-            n2, lab2, _, _ = cv2.connectedComponentsWithStats(mask & (1 - ex), connectivity=8)
-            if n2 > 1:
-                ov = np.bincount(lab2[seed], minlength=n2)
-                ov[0] = 0
-                mask = (lab2 == int(np.argmax(ov))).astype(np.uint8)
-        else:
-            mask = fill_holes(mask)
-    return mask
+    return _fill(mask, seed, exclude) if fill else mask
+
+
+def _fill(mask: np.ndarray, seed: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+    """Holes of a selected component filled (a ring closed by an excluded region still encloses)."""
+    if exclude is not None and exclude.any():
+        # a ring closed by an excluded region (a halo against a vessel) still encloses
+        ex = exclude.astype(np.uint8)
+        mask = fill_holes(mask | ex)
+        n2, lab2, _, _ = cv2.connectedComponentsWithStats(mask & (1 - ex), connectivity=8)
+        if n2 > 1:
+            ov = np.bincount(lab2[seed], minlength=n2)
+            ov[0] = 0
+            mask = (lab2 == int(np.argmax(ov))).astype(np.uint8)
+        return mask
+    return fill_holes(mask)
 
 
 def smooth_contour(contour_px: np.ndarray, *, sigma_mm: float, unit_mm: tuple[float, float]) -> np.ndarray:
