@@ -30,7 +30,8 @@ from iousguide.analysis.measure import TumorGeometry, distance_uncertainty_mm
 from iousguide.analysis.refine import smooth_contour
 from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
 from iousguide.analysis.settings import TrackingSettings
-from iousguide.analysis.tumor import (TumorCandidate, iou, lesion_candidates, plausible_auto, refine_tumor)
+from iousguide.analysis.tumor import (TumorCandidate, anechoic_mask, follow_template, iou, lesion_candidates, plausible_auto,
+                                      refine_tumor, strong_auto)
 from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared
 from iousguide.errors import AnalysisError
 from iousguide.frames import Frame
@@ -381,7 +382,7 @@ class Tracker:
             self._accept(chosen, auto=False)
             return chosen, "seeded"
         if st.mode == "tracking":
-            best = self._merge_follow(prep, candidates)
+            best = self._merge_follow(prep, candidates, vessels)
             if best is not None:
                 if st.auto:
                     rival = self._rival(best, candidates)
@@ -411,7 +412,10 @@ class Tracker:
             return None, ""
         if not s.auto_tumor:
             return None, ""
-        plausible = [c for c in candidates if plausible_auto(c, settings=s)]
+        # hysteresis: where a proposal is pending, half its contrast keeps it alive
+        plausible = [c for c in candidates if plausible_auto(c, settings=s) or (
+            st.pending is not None and st.pending.dark == c.dark and iou(st.pending.mask_w, c.mask_w) >= 0.3
+            and plausible_auto(c, settings=s, contrast_scale=0.5))]
         if not plausible:
             st.pending, st.pending_count = None, 0
             return None, ""
@@ -421,12 +425,13 @@ class Tracker:
         else:
             st.pending_count = 1
         st.pending = best
-        if st.pending_count >= s.tumor_confirm_frames:
+        if st.pending_count >= s.tumor_confirm_frames or strong_auto(best, plausible, settings=s):
             self._accept(best, auto=True)
             return best, "auto"
         return None, ""
 
-    def _merge_follow(self, prep: Prepared, candidates: list[TumorCandidate]) -> TumorCandidate | None:
+    def _merge_follow(self, prep: Prepared, candidates: list[TumorCandidate],
+                      vessels: list[VesselDetection] = ()) -> TumorCandidate | None:
         """This frame's lesion where the tumour was: the union of same-polarity candidates lying
         mostly within 2 mm of the previous outline (the lesion map may break a lesion into
         pieces; following one piece would shrink the tumour)."""
@@ -446,13 +451,18 @@ class Tracker:
         mask = np.zeros_like(st.mask_w, dtype=bool)
         for c in parts:
             mask |= c.mask_w
+        lumens = anechoic_mask(prep, settings=s)
+        for v in vessels:
+            lumens |= v.mask_w
+        mask = follow_template(mask, st.mask_w, px_mm=px, exclude_w=lumens,
+                               exclude_margin_mm=s.tumor_smoothing_mm)
         area_mm2 = float(np.count_nonzero(mask)) * px * px
         ratio = max(area_mm2, st.area_mm2) / max(min(area_mm2, st.area_mm2), 1e-9)
         if ratio > s.tumor_max_area_change or iou(mask, st.mask_w) < 0.2:
             return None
         ys, xs = np.nonzero(mask)
         bbox = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
-        if len(parts) == 1:
+        if len(parts) == 1 and np.array_equal(mask, parts[0].mask_w):
             return parts[0]
         return TumorCandidate(mask_w=mask, bbox_w=bbox, area_mm2=area_mm2,
                               centroid_w=(float(xs.mean()), float(ys.mean())), dark=st.dark,
