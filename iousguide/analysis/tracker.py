@@ -30,8 +30,8 @@ from iousguide.analysis.measure import TumorGeometry, distance_uncertainty_mm
 from iousguide.analysis.refine import smooth_contour
 from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
 from iousguide.analysis.settings import TrackingSettings
-from iousguide.analysis.tumor import (TumorCandidate, anechoic_mask, follow_template, iou, lesion_candidates, plausible_auto,
-                                      refine_tumor, strong_auto)
+from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, anechoic_mask, follow_template, iou,
+                                      lesion_candidates, plausible_auto, refine_tumor, strong_auto)
 from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared
 from iousguide.errors import AnalysisError
 from iousguide.frames import Frame
@@ -451,7 +451,7 @@ class Tracker:
         mask = np.zeros_like(st.mask_w, dtype=bool)
         for c in parts:
             mask |= c.mask_w
-        lumens = anechoic_mask(prep, settings=s)
+        lumens = anechoic_mask(prep, settings=s, min_solidity=ANECHOIC_MIN_SOLIDITY)
         for v in vessels:
             lumens |= v.mask_w
         mask = follow_template(mask, st.mask_w, px_mm=px, exclude_w=lumens,

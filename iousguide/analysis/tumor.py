@@ -105,13 +105,21 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     valid = prep.valid
     # lumens, anechoic blobs (a lumen the vessel detector missed: a lesion keeps speckle, a
     # lumen has none) and the blur skirt around them are not lesion
-    lumen = anechoic_mask(prep, settings=settings) if ANECHOIC_NOT_LESION else np.zeros_like(valid)
+    anechoic = anechoic_mask(prep, settings=settings, min_solidity=ANECHOIC_MIN_SOLIDITY) \
+        if (ANECHOIC_NOT_LESION or DARK_LUMENS_ANECHOIC) else np.zeros_like(valid)
+    lumen = anechoic.copy() if ANECHOIC_NOT_LESION else np.zeros_like(valid)
     if vessel_mask_w is not None:
         lumen |= vessel_mask_w
-    if lumen.any():
-        skirt = cv2.dilate(lumen.astype(np.uint8), disc(settings.tumor_smoothing_mm / px)).astype(bool)
+    r_skirt = disc(settings.tumor_smoothing_mm / px)
+    skirt = cv2.dilate(lumen.astype(np.uint8), r_skirt).astype(bool) if lumen.any() else np.zeros_like(valid)
+    if DARK_LUMENS_ANECHOIC:
+        # dark lesion map: only anechoic lumens are cut out (a halo arc the vessel detector took
+        # for a lumen keeps speckle and stays lesion; the tracker drops lumens inside the lesion)
+        lumen_d = anechoic
+        skirt_d = cv2.dilate(anechoic.astype(np.uint8), r_skirt).astype(bool) if anechoic.any() \
+            else np.zeros_like(valid)
     else:
-        skirt = np.zeros_like(valid)
+        lumen_d, skirt_d = lumen, skirt
     sigma_c = BRIGHT_SMOOTHING_FACTOR * sigma
     rel_c = rel if BRIGHT_SMOOTHING_FACTOR == 1.0 else cv2.GaussianBlur(
         prep.smooth, (0, 0), sigmaX=sigma_c, sigmaY=sigma_c, borderType=cv2.BORDER_REFLECT) - tissue
@@ -119,12 +127,15 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     if NOISE_FACTOR > 0:
         noise_db = robust_noise_db(rel_c, valid & ~cv2.dilate(skirt.astype(np.uint8), disc(2 * sigma_c)).astype(bool))
         bright_db = max(bright_db, NOISE_FACTOR * noise_db)
+    skirt_b = skirt
     out: list[TumorCandidate] = []
     min_area = np.pi * (0.5 * settings.tumor_min_diameter_mm / px) ** 2
     max_area = np.pi * (0.5 * settings.tumor_max_diameter_mm / px) ** 2
     border = valid & ~cv2.erode(valid.astype(np.uint8), disc(1.0 / px)).astype(bool)
     r_open = 0.4 / px  # thinner than the thinnest halo (~1 mm) so a halo ring survives
     for dark in (True, False):
+        skirt = skirt_d if dark else skirt_b
+        lumen_p = lumen_d if dark else lumen
         m = (rel < -c) if dark else (rel_c > bright_db)
         m = (m & valid & ~skirt).astype(np.uint8)
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(r_open))
@@ -143,7 +154,7 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                 continue
             x, y, w, h = (int(v) for v in stats[label, :4])
             comp = labels == label
-            if vessel_mask_w is not None and np.count_nonzero(comp & vessel_mask_w) > 0.02 * area:
+            if np.count_nonzero(comp & lumen_p) > 0.02 * area:
                 continue  # encloses a lumen: a bright sheath or the blur around a vessel, not a lesion
             sub = comp[y:y + h, x:x + w].astype(np.uint8)
             contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -184,6 +195,10 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
 
 #: anechoic blobs are removed from the lesion map (not only detected lumens)
 ANECHOIC_NOT_LESION = False
+#: the dark lesion map cuts out anechoic lumens only (not every detected vessel)
+DARK_LUMENS_ANECHOIC = True
+#: anechoic blobs less solid than this (crescents, rings: a halo seen black) stay lesion
+ANECHOIC_MIN_SOLIDITY = 0.75
 #: the bright (hyperechoic) map averages over this many times ``tumor_smoothing_mm``
 BRIGHT_SMOOTHING_FACTOR = 1.0
 #: lowest bright-map threshold, dB above tissue
@@ -194,11 +209,13 @@ NOISE_FACTOR = 0.0
 RING_SOLIDITY = 0.7
 
 
-def anechoic_mask(prep: Prepared, *, settings: TrackingSettings) -> np.ndarray:
+def anechoic_mask(prep: Prepared, *, settings: TrackingSettings, min_solidity: float = 0.0) -> np.ndarray:
     """Anechoic blobs of the working grid (lumen-like: no speckle), as the vessel detector
     defines a lumen core: below ``lumen_core_fraction`` of the tissue level on the display's dB
     scale and ``lumen_contrast_db`` under it, opened by 0.5 mm (isolated dark speckle is not a
-    lumen). A hypoechoic lesion or halo keeps speckle above this level.
+    lumen). A hypoechoic lesion or halo keeps speckle above this level, but a thick halo on a
+    dark display may not: with ``min_solidity`` > 0 only solid blobs are kept (a lumen is a
+    disc, oval or band; a halo seen black is a crescent or a ring around echoic tissue).
 
     Parameters
     ----------
@@ -214,6 +231,16 @@ def anechoic_mask(prep: Prepared, *, settings: TrackingSettings) -> np.ndarray:
     core_level = np.minimum(settings.lumen_core_fraction * tissue, tissue - settings.lumen_contrast_db)
     m = ((prep.smooth < core_level.astype(np.float32)) & prep.valid).astype(np.uint8)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(0.5 / prep.work_px_mm))
+    if min_solidity > 0:
+        # a lumen is solid (a disc, an oval, a band); a crescent or a ring is a halo seen dark
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        keep = np.zeros_like(m)
+        for cnt in contours:
+            area = cv2.contourArea(cnt)
+            hull = cv2.contourArea(cv2.convexHull(cnt))
+            if hull > 0 and area / hull >= min_solidity:
+                cv2.drawContours(keep, [cnt], -1, 1, thickness=cv2.FILLED)
+        m &= keep
     return m.astype(bool)
 
 
