@@ -16,7 +16,7 @@ import pytest
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.synthetic import Disc, Scene, render
 from iousguide.analysis.tracker import Tracker
-from iousguide.analysis.tumor import close_ring, follow_template, robust_noise_db
+from iousguide.analysis.tumor import close_ring, follow_template, lumen_in_place, robust_noise_db
 from iousguide.frames import Frame
 
 SPACING_MM = 0.1
@@ -123,3 +123,16 @@ def test_robust_noise_matches_a_known_gaussian(sigma_db):
     rel[50:90, 50:90] += 8.0  # a lesion does not inflate the robust estimate much
     est = robust_noise_db(rel, np.ones(rel.shape, bool))
     assert abs(est - sigma_db) <= 0.1 * sigma_db
+
+
+def test_lumen_in_place_takes_only_a_lumen_where_the_lesion_was():
+    yy, xx = np.mgrid[0:100, 0:100]
+    prev = np.hypot(xx - 40, yy - 50) <= 15
+    same_place = np.hypot(xx - 43, yy - 50) <= 14   # the lesion section gone black
+    elsewhere = np.hypot(xx - 80, yy - 20) <= 12     # a real vessel nearby
+    tiny = np.hypot(xx - 40, yy - 50) <= 5          # too small to be the lesion (area change)
+    got = lumen_in_place(prev, [elsewhere, same_place], px_mm=0.3, contrast_db=4.0)
+    assert got is not None and np.array_equal(got.mask_w, same_place) and got.dark
+    assert abs(got.area_mm2 - np.count_nonzero(same_place) * 0.09) < 1e-9 and got.contrast_db == 4.0
+    assert lumen_in_place(prev, [elsewhere], px_mm=0.3) is None
+    assert lumen_in_place(prev, [tiny], px_mm=0.3) is None

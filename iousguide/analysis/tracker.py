@@ -31,7 +31,7 @@ from iousguide.analysis.refine import smooth_contour
 from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, anechoic_mask, follow_template, iou,
-                                      lesion_candidates, plausible_auto, refine_tumor, strong_auto)
+                                      lesion_candidates, lumen_in_place, plausible_auto, refine_tumor, strong_auto)
 from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared
 from iousguide.errors import AnalysisError
 from iousguide.frames import Frame
@@ -383,6 +383,12 @@ class Tracker:
             return chosen, "seeded"
         if st.mode == "tracking":
             best = self._merge_follow(prep, candidates, vessels)
+            if best is None:
+                # a lesion section gone black (halo, necrosis) is found as a "lumen" right where
+                # the tumour was: a real lumen does not appear in place of the lesion
+                best = lumen_in_place(st.mask_w, [v.mask_w for v in vessels], px_mm=px,
+                                      max_area_change=s.tumor_max_area_change,
+                                      contrast_db=st.score / max(np.sqrt(st.area_mm2), 1e-6))
             if best is not None:
                 if st.auto:
                     rival = self._rival(best, candidates)

@@ -386,6 +386,46 @@ def strong_auto(candidate: TumorCandidate, plausible: list[TumorCandidate], *, s
     return all(c is candidate or candidate.score() >= 2.0 * c.score() for c in plausible)
 
 
+def lumen_in_place(previous_w: np.ndarray, lumens_w: list[np.ndarray], *, px_mm: float,
+                   min_iou: float = 0.5, max_area_change: float = 2.0,
+                   contrast_db: float = 0.0) -> TumorCandidate | None:
+    """The followed lesion seen as a "lumen": a detected lumen overlapping last frame's lesion
+    by IoU >= ``min_iou`` with an area within ``max_area_change`` of it (a lesion section
+    that went black, e.g. through its halo; a real vessel does not appear in its place).
+
+    Parameters
+    ----------
+    previous_w : ndarray (h, w) bool
+        Last frame's lesion on the working grid.
+    lumens_w : list of ndarray (h, w) bool
+        This frame's detected lumens.
+    px_mm : float
+        Working pixel size, mm.
+    contrast_db : float
+        Edge contrast carried over from the followed lesion (the candidate's confidence).
+
+    Returns
+    -------
+    TumorCandidate or None
+    """
+    best, best_iou = None, min_iou
+    prev_area = np.count_nonzero(previous_w)
+    for m in lumens_w:
+        area = np.count_nonzero(m)
+        if not area or max(area, prev_area) > max_area_change * min(area, prev_area):
+            continue
+        overlap = iou(m, previous_w)
+        if overlap >= best_iou:
+            best, best_iou = m, overlap
+    if best is None:
+        return None
+    ys, xs = np.nonzero(best)
+    bbox = (int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1)
+    return TumorCandidate(mask_w=best.copy(), bbox_w=bbox, area_mm2=float(len(xs)) * px_mm * px_mm,
+                          centroid_w=(float(xs.mean()), float(ys.mean())), dark=True, contrast_db=float(contrast_db),
+                          solidity=1.0, touches_border=False)
+
+
 def follow_template(mask_w: np.ndarray, previous_w: np.ndarray, *, px_mm: float,
                     shrink_ratio: float = 0.75, min_ratio: float = 0.25, erode_mm: float = 1.0,
                     exclude_w: np.ndarray | None = None, exclude_margin_mm: float = 0.0) -> np.ndarray:
