@@ -20,6 +20,7 @@ import numpy as np
 from iousguide.analysis.imaging import Prepared, disc, fill_holes, prepare
 from iousguide.analysis.refine import Refined, refine_region, smooth_contour
 from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.vessel_radial import radial_lumen_boundary
 
 LONG_AXIS_ASPECT = 2.5
 
@@ -99,13 +100,65 @@ def lumen_candidates(prep: Prepared, *, settings: TrackingSettings) -> tuple[np.
     # at least lumen_contrast_db below tissue
     core_level = np.minimum(settings.lumen_core_fraction * tissue, tissue - settings.lumen_contrast_db)
     dark = (prep.smooth < core_level) & prep.valid
-    dark = dark.astype(np.uint8)
+    return _dark_components(prep, dark.astype(np.uint8), settings=settings)
+
+
+#: A "grey" lumen (flow noise, reverberation or a low dynamic range fill it with grey) lies
+#: below this fraction of the tissue level on the display's dB scale ...
+GREY_LUMEN_CORE_FRACTION = 0.5
+#: ... and at least this far below the tissue at its depth (6 dB: half the tissue amplitude).
+GREY_LUMEN_CONTRAST_DB = 6.0
+#: A grey lumen is kept only if its refined boundary is this convex (area / convex hull area):
+#: a lumen is round, oval or a straight band; a lesion's dark halo or a hypoechoic patch is not.
+GREY_LUMEN_MIN_SOLIDITY = 0.9
+
+
+def grey_lumen_candidates(prep: Prepared, *, settings: TrackingSettings, anechoic_labels: np.ndarray,
+                          anechoic: list[tuple]) -> tuple[np.ndarray, list[tuple]]:
+    """Lumens that are darker than tissue by a relative margin but not anechoic.
+
+    Cores below ``GREY_LUMEN_CORE_FRACTION`` of the tissue level (dB display scale) and
+    ``GREY_LUMEN_CONTRAST_DB`` below it, away (> 1 mm) from the anechoic cores of
+    :func:`lumen_candidates` (those are handled there). The same look-alike tests apply;
+    the caller also requires a convex refined boundary.
+
+    Parameters
+    ----------
+    prep : Prepared
+    settings : TrackingSettings
+    anechoic_labels : ndarray (h, w) int32
+        Labels returned by :func:`lumen_candidates` (not modified).
+    anechoic : list of (label, bbox, area)
+        The candidates returned by :func:`lumen_candidates`.
+
+    Returns
+    -------
+    labels : ndarray (h, w) int32
+    candidates : list of (label, bbox (x, y, w, h), area_px)
+    """
+    dark = _grey_dark(prep)
+    strict = np.isin(anechoic_labels, [c[0] for c in anechoic]).astype(np.uint8) if anechoic else None
+    if strict is not None:
+        near = cv2.dilate(strict, disc(1.0 / prep.work_px_mm))
+        n, lab = cv2.connectedComponents(dark, connectivity=8)
+        touching = np.unique(lab[(near > 0) & (dark > 0)])
+        dark[np.isin(lab, touching[touching > 0])] = 0
+    return _dark_components(prep, dark, settings=settings)
+
+
+def _grey_dark(prep: Prepared) -> np.ndarray:
+    """uint8 mask of the working grid below the grey-lumen level (new array)."""
+    tissue = prep.tissue_row[:, None].astype(np.float32)
+    level = np.minimum(GREY_LUMEN_CORE_FRACTION * tissue, tissue - GREY_LUMEN_CONTRAST_DB)
+    return ((prep.smooth < level) & prep.valid).astype(np.uint8)
+
+
+def _dark_components(prep: Prepared, dark: np.ndarray, *, settings: TrackingSettings) -> tuple[np.ndarray, list[tuple]]:
+    """Lumen-like components of a uint8 dark mask on the working grid (see lumen_candidates)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     # the core of the smallest lumen (blurred by the detection smoothing) is smaller than it
     min_area = max(np.pi * (0.5 * settings.vessel_min_diameter_mm / prep.work_px_mm) ** 2 * 0.3, 3)
     out = []
-    h, w = dark.shape
-    margin = settings.shadow_bottom_margin_mm / prep.work_px_mm
     for label in range(1, n):
         x, y, bw, bh, area = (int(v) for v in stats[label])
         if area < min_area:
@@ -207,31 +260,66 @@ def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, in
 def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> list[VesselDetection]:
     """:func:`detect_vessels` on an already prepared frame."""
     labels, candidates = lumen_candidates(prep, settings=settings)
-    tissue_row = prep.tissue_row
-    found: list[VesselDetection] = []
-    for label, bbox, _area in candidates:
-        comp = labels == label
-        refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
-                                upsample=settings.upsample_for(min(prep.unit_mm)), level_fraction=settings.edge_level_fraction,
-                                margin_mm=2.5,
-                                outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2)
-        if refined is not None and refined.hole_fraction > 0.25:
-            # the dark region closes a ring (a lesion halo touches this lumen, or this is a
-            # piece of the halo): keep only what lies within 1.5 mm of the anechoic core
-            refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
-                                    upsample=settings.upsample_for(min(prep.unit_mm)),
-                                    level_fraction=settings.edge_level_fraction, margin_mm=2.5,
-                                    outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2,
-                                    band_limit_mm=1.5)
-        if refined is None or refined.hole_fraction > 0.25:
-            continue
-        det = _measure_lumen(refined, prep, comp, settings, bbox)
-        if det is None:
-            continue
-        if not settings.vessel_min_diameter_mm <= det.diameter_mm <= settings.vessel_max_diameter_mm:
-            continue
-        found.append(det)
+    found = [det for det in (_lumen_from_core(prep, labels == label, bbox, settings)
+                             for label, bbox, _area in candidates) if det is not None]
+    if GREY_LUMENS:
+        grey_labels, grey = grey_lumen_candidates(prep, settings=settings, anechoic_labels=labels,
+                                                      anechoic=candidates)
+        for label, bbox, _area in grey:
+            core = grey_labels == label
+            # grey interiors are not uniform: the edge is found along rays (wall = brightest
+            # point near the core), not by one iso-level cut
+            refined = radial_lumen_boundary(prep, core, smoothing_mm=settings.edge_smoothing_mm,
+                                            level_fraction=settings.edge_level_fraction)
+            if refined is not None and _solidity(refined.contour_px, prep.unit_mm) >= GREY_LUMEN_MIN_SOLIDITY:
+                det = _measure_lumen(refined, prep, core, settings, bbox)
+                if det is not None and not settings.vessel_min_diameter_mm <= det.diameter_mm <= \
+                        settings.vessel_max_diameter_mm:
+                    det = None
+            else:
+                # rays leave the image (a lumen cut by its edge): the iso-level cut, if convex
+                det = _lumen_from_core(prep, core, bbox, settings)
+                if det is not None and _solidity(det.contour_px, prep.unit_mm) < GREY_LUMEN_MIN_SOLIDITY:
+                    det = None
+            if det is not None:
+                found.append(det)
     return found
+
+
+#: switch of the grey-lumen tier (for measurements with and without it)
+GREY_LUMENS = True
+
+
+def _solidity(contour_px: np.ndarray, unit_mm: tuple[float, float]) -> float:
+    """Area over convex-hull area of a closed contour (in mm, so anisotropic pixels are fine)."""
+    pts = (np.asarray(contour_px) * np.asarray(unit_mm)).astype(np.float32)
+    hull = abs(cv2.contourArea(cv2.convexHull(pts)))
+    return abs(cv2.contourArea(pts)) / hull if hull > 0 else 0.0
+
+
+def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int],
+                     settings: TrackingSettings) -> VesselDetection | None:
+    """Refine one lumen core at full resolution and measure it (None when it is no lumen)."""
+    refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
+                            upsample=settings.upsample_for(min(prep.unit_mm)), level_fraction=settings.edge_level_fraction,
+                            margin_mm=2.5,
+                            outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2)
+    if refined is not None and refined.hole_fraction > 0.25:
+        # the dark region closes a ring (a lesion halo touches this lumen, or this is a
+        # piece of the halo): keep only what lies within 1.5 mm of the anechoic core
+        refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
+                                upsample=settings.upsample_for(min(prep.unit_mm)),
+                                level_fraction=settings.edge_level_fraction, margin_mm=2.5,
+                                outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2,
+                                band_limit_mm=1.5)
+    if refined is None or refined.hole_fraction > 0.25:
+        return None
+    det = _measure_lumen(refined, prep, comp, settings, bbox)
+    if det is None:
+        return None
+    if not settings.vessel_min_diameter_mm <= det.diameter_mm <= settings.vessel_max_diameter_mm:
+        return None
+    return det
 
 
 def _first_harmonic_ratio(pts: np.ndarray) -> float:

@@ -1,0 +1,125 @@
+"""Vessel lumens: grey (not anechoic) lumens, radial boundaries, and the speed-ups that must not
+change results.
+
+Synthetic scenes (iousguide.analysis.synthetic) give an analytic truth. Tolerance as in
+test_analysis_tracker: speckle places an edge to within ~0.2 mm, a diameter (two edges)
+to within 0.4 mm. In these scenes tissue sits 42 dB above black on the display scale: an
+echo of -20.5 dB (amplitude 0.09) is a "grey" lumen, above the anechoic core level
+(0.4 x 42 dB) but below the grey-lumen level (0.5 x 42 dB).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from iousguide.analysis import vessels as vessels_mod
+from iousguide.analysis.imaging import prepare
+from iousguide.analysis.refine import _sobel_at
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.synthetic import Disc, Scene, render
+from iousguide.analysis.vessel_radial import radial_lumen_boundary
+from iousguide.analysis.vessels import detect_vessels, lumen_candidates
+
+TOL_MM = 0.4
+SPACING = 0.1
+GREY_ECHO = 10 ** (-20.5 / 20)
+
+
+def _near(dets, x_mm, y_mm):
+    best = None
+    for d in dets:
+        dist = np.hypot(d.centroid_px[0] * SPACING - x_mm, d.centroid_px[1] * SPACING - y_mm)
+        if dist < 1.0 and (best is None or dist < best[0]):
+            best = (dist, d)
+    return None if best is None else best[1]
+
+
+GREY_DISCS = (Disc((20.0, 20.0), 3.0, echo=GREY_ECHO), Disc((50.0, 35.0), 2.0, echo=GREY_ECHO))
+
+
+def _grey_image(seed):
+    return render(Scene(shape_px=(500, 700), spacing_mm=SPACING, discs=list(GREY_DISCS)), seed=seed)
+
+
+def test_grey_lumens_found_with_their_diameter():
+    """Over six speckle realisations: most grey lumens found, diameters within the physics
+    tolerance in the median (single realisations miss one or err by up to ~0.5 mm)."""
+    found, errors = 0, []
+    for seed in range(5, 11):
+        dets = detect_vessels(_grey_image(seed), spacing_mm=(SPACING, SPACING), settings=TrackingSettings())
+        for disc in GREY_DISCS:
+            det = _near(dets, *disc.center_mm)
+            if det is not None:
+                found += 1
+                errors.append(abs(det.diameter_mm - 2 * disc.radius_mm))
+    assert found >= 10, f"only {found} of 12 grey lumens found"
+    assert float(np.median(errors)) <= TOL_MM
+
+
+def test_grey_lumens_are_not_anechoic_cores(monkeypatch):
+    """Without the grey tier these lumens are missed: the test above exercises it."""
+    monkeypatch.setattr(vessels_mod, "GREY_LUMENS", False)
+    dets = detect_vessels(_grey_image(5), spacing_mm=(SPACING, SPACING), settings=TrackingSettings())
+    assert all(_near(dets, *d.center_mm) is None for d in GREY_DISCS)
+
+
+def test_hypoechoic_lesion_is_not_a_grey_lumen():
+    """A -8 dB lesion (speckle inside) is far above the grey-lumen level: no vessel in it."""
+    lesion = Disc((35.0, 25.0), 6.0, echo=0.4)
+    img = render(Scene(shape_px=(500, 700), spacing_mm=SPACING, discs=[lesion]), seed=6)
+    dets = detect_vessels(img, spacing_mm=(SPACING, SPACING), settings=TrackingSettings())
+    inside = [d for d in dets if np.hypot(d.centroid_px[0] * SPACING - 35.0, d.centroid_px[1] * SPACING - 25.0) < 6.0]
+    assert inside == []
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness: in fully developed speckle the wall level (the "
+                   "brightest sustained stretch of each ray) is biased upward by speckle peaks, so the edge "
+                   "lands ~0.5 mm outside per side (1.1 mm on this diameter); the phantom's walls are kinder")
+def test_radial_boundary_with_uneven_interior():
+    """Lower part of the lumen brighter than half-way to tissue in places: the rays still find
+    the wall (an iso-level cut from the dark part would stop inside)."""
+    outer = Disc((30.0, 25.0), 4.0, echo=0.04)
+    brighter = Disc((30.0, 26.8), 2.0, echo=0.16)
+    scene = Scene(shape_px=(500, 600), spacing_mm=SPACING, discs=[outer, brighter])
+    img = render(scene, seed=7)
+    s = TrackingSettings()
+    prep = prepare(img, spacing_mm=(SPACING, SPACING), settings=s)
+    labels, cands = lumen_candidates(prep, settings=s)
+    assert cands
+    label = max(cands, key=lambda c: c[2])[0]
+    core = labels == label
+    before = core.copy()
+    refined = radial_lumen_boundary(prep, core, smoothing_mm=s.edge_smoothing_mm)
+    assert np.array_equal(core, before)  # input not modified
+    assert refined is not None
+    pts = refined.contour_px * SPACING
+    area = abs(cv2.contourArea(pts.astype(np.float32)))
+    assert abs(2 * np.sqrt(area / np.pi) - 2 * outer.radius_mm) <= TOL_MM
+
+
+def test_sobel_at_points_equals_cv2_sobel():
+    rng = np.random.default_rng(3)
+    img = rng.random((37, 53)).astype(np.float32)
+    ys, xs = np.mgrid[0:37, 0:53]
+    xs, ys = xs.ravel(), ys.ravel()  # every pixel, borders included
+    gx, gy = _sobel_at(img, xs, ys)
+    ref_x = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    ref_y = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    np.testing.assert_allclose(gx, ref_x[ys, xs], atol=1e-6)
+    np.testing.assert_allclose(gy, ref_y[ys, xs], atol=1e-6)
+
+
+def test_sheath_window_equals_whole_grid():
+    portal = Disc((30.0, 25.0), 3.0, echo=0.0, sheath_mm=1.0)
+    img = render(Scene(shape_px=(500, 600), spacing_mm=SPACING, discs=[portal]), seed=8)
+    s = TrackingSettings()
+    prep = prepare(img, spacing_mm=(SPACING, SPACING), settings=s)
+    labels, cands = lumen_candidates(prep, settings=s)
+    label, bbox, _ = max(cands, key=lambda c: c[2])
+    comp = labels == label
+    whole = vessels_mod._sheath_contrast_db(prep, comp, s)
+    window = vessels_mod._sheath_contrast_db(prep, comp, s, bbox)
+    assert window == whole
+    assert whole >= s.sheath_contrast_db_portal  # and it is a bright sheath
