@@ -4,9 +4,11 @@ A lesion differs from liver tissue at the same depth: darker (hypoechoic, or the
 hypoechoic halo of target and isoechoic-with-halo lesions) or brighter
 (hyperechoic). On the working grid, pixels whose speckle-averaged level differs
 from the tissue level of their row by more than ``tumor_contrast_db`` (in either
-direction) form the lesion map; vessel lumens are removed,
-thin rims are opened away, and holes are filled, so a halo ring becomes the whole
-lesion. The chosen component is refined at full resolution at the half-power level
+direction) form the lesion map; lumens are removed (solid anechoic blobs from the
+dark map, detected vessels from the bright map), thin rims are opened away, holes are
+filled and broken halo rings closed, so a halo ring becomes the whole lesion. The
+tracker follows the lesion by overlap with the previous outline (see
+:func:`follow_template`, :func:`lumen_in_place`). The chosen component is refined at full resolution at the half-power level
 between its rim and the surrounding tissue.
 """
 
@@ -72,17 +74,16 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                       vessel_mask_w: np.ndarray | None = None) -> list[TumorCandidate]:
     """Hypo-, hyperechoic and halo lesion components of a prepared frame.
 
-    Dark (hypoechoic lesion, halo, target rim): speckle-averaged level (sigma
-    ``tumor_smoothing_mm``) more than ``tumor_contrast_db`` below the tissue of the row.
-    Bright (hyperechoic, calcified): the level averaged over ``BRIGHT_SMOOTHING_FACTOR`` x
-    ``tumor_smoothing_mm`` above the tissue by the larger of ``tumor_contrast_db``,
-    ``BRIGHT_MIN_DB`` and ``NOISE_FACTOR`` x the frame's own robust noise of that map.
-    (A 2x coarser scale at 3x the noise was tried on the development seeds: it gained no
-    hyperechoic lesion and proposed a portal sheath in portal_pedicle, so the defaults keep
-    the fine map at ``tumor_contrast_db``.) Bright bands along the beam (posterior
-    enhancement) are rejected. A dark component that is an open ring (a halo broken by
-    speckle) is closed to its convex hull when it surrounds most directions of its centre
-    and its inside is tissue-like (see :func:`close_ring`).
+    Pixels whose speckle-averaged level (sigma ``tumor_smoothing_mm``) differs from the
+    tissue of their row by more than ``tumor_contrast_db`` (dark: hypoechoic lesion, halo,
+    target rim; bright: hyperechoic, calcified). Cut out of the dark map: solid anechoic blobs
+    (lumens: no speckle; :func:`anechoic_mask`), not every detected vessel, so a halo arc taken
+    for a lumen stays lesion. Cut out of the bright map: detected lumens, and bright bands along
+    the beam or right below a lumen (posterior enhancement). A dark component that is an open
+    ring (a halo broken by speckle) is closed to its convex hull when it surrounds most
+    directions of its centre and its inside is tissue-like (:func:`close_ring`). (A coarser,
+    noise-adaptive bright map was tried on the development seeds: it found no further
+    hyperechoic lesion and proposed a portal sheath in portal_pedicle, so it was dropped.)
 
     Parameters
     ----------
@@ -103,31 +104,18 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     rel = smooth - tissue  # dB contrast to tissue
     c = settings.tumor_contrast_db
     valid = prep.valid
-    # lumens, anechoic blobs (a lumen the vessel detector missed: a lesion keeps speckle, a
-    # lumen has none) and the blur skirt around them are not lesion
-    anechoic = anechoic_mask(prep, settings=settings, min_solidity=ANECHOIC_MIN_SOLIDITY) \
-        if (ANECHOIC_NOT_LESION or DARK_LUMENS_ANECHOIC) else np.zeros_like(valid)
-    lumen = anechoic.copy() if ANECHOIC_NOT_LESION else np.zeros_like(valid)
-    if vessel_mask_w is not None:
-        lumen |= vessel_mask_w
+    # bright map: detected lumens and the blur skirt around them are not lesion
     r_skirt = disc(settings.tumor_smoothing_mm / px)
-    skirt = cv2.dilate(lumen.astype(np.uint8), r_skirt).astype(bool) if lumen.any() else np.zeros_like(valid)
-    if DARK_LUMENS_ANECHOIC:
-        # dark lesion map: only anechoic lumens are cut out (a halo arc the vessel detector took
-        # for a lumen keeps speckle and stays lesion; the tracker drops lumens inside the lesion)
-        lumen_d = anechoic
-        skirt_d = cv2.dilate(anechoic.astype(np.uint8), r_skirt).astype(bool) if anechoic.any() \
-            else np.zeros_like(valid)
+    if vessel_mask_w is not None and vessel_mask_w.any():
+        lumen_b = vessel_mask_w
+        skirt_b = cv2.dilate(vessel_mask_w.astype(np.uint8), r_skirt).astype(bool)
     else:
-        lumen_d, skirt_d = lumen, skirt
-    sigma_c = BRIGHT_SMOOTHING_FACTOR * sigma
-    rel_c = rel if BRIGHT_SMOOTHING_FACTOR == 1.0 else cv2.GaussianBlur(
-        prep.smooth, (0, 0), sigmaX=sigma_c, sigmaY=sigma_c, borderType=cv2.BORDER_REFLECT) - tissue
-    bright_db = max(BRIGHT_MIN_DB, c)
-    if NOISE_FACTOR > 0:
-        noise_db = robust_noise_db(rel_c, valid & ~cv2.dilate(skirt.astype(np.uint8), disc(2 * sigma_c)).astype(bool))
-        bright_db = max(bright_db, NOISE_FACTOR * noise_db)
-    skirt_b = skirt
+        lumen_b = skirt_b = np.zeros_like(valid)
+    # dark map: only solid anechoic blobs are lumens (a lesion keeps speckle, a lumen has none);
+    # a halo arc the vessel detector took for a lumen stays lesion (the tracker then drops the
+    # "lumens" inside the lesion outline), and a lumen the detector missed is still cut out
+    lumen_d = anechoic_mask(prep, settings=settings, min_solidity=ANECHOIC_MIN_SOLIDITY)
+    skirt_d = cv2.dilate(lumen_d.astype(np.uint8), r_skirt).astype(bool) if lumen_d.any() else np.zeros_like(valid)
     out: list[TumorCandidate] = []
     min_area = np.pi * (0.5 * settings.tumor_min_diameter_mm / px) ** 2
     max_area = np.pi * (0.5 * settings.tumor_max_diameter_mm / px) ** 2
@@ -135,8 +123,8 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     r_open = 0.4 / px  # thinner than the thinnest halo (~1 mm) so a halo ring survives
     for dark in (True, False):
         skirt = skirt_d if dark else skirt_b
-        lumen_p = lumen_d if dark else lumen
-        m = (rel < -c) if dark else (rel_c > bright_db)
+        lumen_p = lumen_d if dark else lumen_b
+        m = (rel < -c) if dark else (rel > c)
         m = (m & valid & ~skirt).astype(np.uint8)
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(r_open))
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, disc(1.0 / px))
@@ -147,7 +135,6 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
         else:
             m = fill_holes(m)
         n, labels, stats, cents = cv2.connectedComponentsWithStats(m, connectivity=8)
-        map_rel = rel if dark else rel_c
         for label in range(1, n):
             area = int(stats[label, cv2.CC_STAT_AREA])
             if area < min_area or area > max_area:
@@ -176,7 +163,7 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                     solidity, ring = 1.0, True
                     sub = comp[y:y + h, x:x + w].astype(np.uint8)
             # a closed ring's contrast is its halo's (the ring pixels) against the tissue outside
-            contrast_db = _edge_contrast_db(map_rel, labels if ring else lab, label, (x, y, w, h), px=px,
+            contrast_db = _edge_contrast_db(rel, labels if ring else lab, label, (x, y, w, h), px=px,
                                             exclude=skirt)
             touches = bool((border & comp).any())
             if not dark and skirt.any() and _below_vessel(skirt, (x, y, w, h), px=px):
@@ -189,22 +176,12 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
                                       centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=dark,
                                       contrast_db=contrast_db, solidity=float(solidity), touches_border=touches,
-                                      threshold_db=c if dark else bright_db, ring=ring))
+                                      threshold_db=c, ring=ring))
     return out
 
 
-#: anechoic blobs are removed from the lesion map (not only detected lumens)
-ANECHOIC_NOT_LESION = False
-#: the dark lesion map cuts out anechoic lumens only (not every detected vessel)
-DARK_LUMENS_ANECHOIC = True
 #: anechoic blobs less solid than this (crescents, rings: a halo seen black) stay lesion
 ANECHOIC_MIN_SOLIDITY = 0.75
-#: the bright (hyperechoic) map averages over this many times ``tumor_smoothing_mm``
-BRIGHT_SMOOTHING_FACTOR = 1.0
-#: lowest bright-map threshold, dB above tissue
-BRIGHT_MIN_DB = 3.0
-#: bright-map threshold in units of the frame's robust noise of that map
-NOISE_FACTOR = 0.0
 #: a dark component less solid than this is tested as an open halo ring
 RING_SOLIDITY = 0.7
 
@@ -242,28 +219,6 @@ def anechoic_mask(prep: Prepared, *, settings: TrackingSettings, min_solidity: f
                 cv2.drawContours(keep, [cnt], -1, 1, thickness=cv2.FILLED)
         m &= keep
     return m.astype(bool)
-
-
-def robust_noise_db(rel_db: np.ndarray, where: np.ndarray) -> float:
-    """Robust standard deviation (1.4826 x MAD) of a dB contrast map over ``where``.
-
-    Parameters
-    ----------
-    rel_db : ndarray (h, w) float
-        Level minus tissue level, dB.
-    where : ndarray (h, w) bool
-
-    Returns
-    -------
-    float
-        dB; 0 when fewer than 50 pixels.
-    """
-    vals = rel_db[where]
-    if vals.size < 50:
-        return 0.0
-    vals = vals[:: max(vals.size // 20000, 1)]
-    med = float(np.median(vals))
-    return float(1.4826 * np.median(np.abs(vals - med)))
 
 
 def close_ring(comp_w: np.ndarray, bbox_w: tuple[int, int, int, int], *, rel: np.ndarray, valid: np.ndarray,
