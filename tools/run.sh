@@ -8,6 +8,8 @@ if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ] && [ -z "${QT_QPA_PLAT
   # No screen (a server, CI): run the same replay offscreen and leave a screenshot to look at.
   mkdir -p out
   echo "run: no display found; replaying offscreen, screenshot in out/replay.png" >&2
-  QT_QPA_PLATFORM=offscreen exec .venv/bin/iousguide replay "$@" --frames 150 --screenshot out/replay.png --stats out/replay_stats.json
+  # (the offscreen plugin warns once per resize that it cannot propagate size hints: noise here)
+  QT_QPA_PLATFORM=offscreen exec .venv/bin/iousguide replay "$@" --frames 150 --screenshot out/replay.png \
+    --stats out/replay_stats.json 2> >(grep -v "propagateSizeHints" >&2)
 fi
 exec .venv/bin/iousguide replay "$@"
