@@ -50,7 +50,20 @@ def radial_lumen_boundary(prep: Prepared, core_w: np.ndarray, *, smoothing_mm: f
     cxw, cyw = float(xs.mean()), float(ys.mean())
     cx, cy = (float(v) for v in prep.to_frame(cxw, cyw))
     r_core_mm = float(np.sqrt(len(xs) / np.pi) * prep.work_px_mm)
-    out = _rays(prep, cx, cy, r_core_mm, smoothing_mm=smoothing_mm, level_fraction=level_fraction, step_mm=step_mm)
+    # one speckle-averaged power window serves both passes (the second centre moves little)
+    ux, uy = prep.unit_mm
+    reach_mm = 1.5 * (2.0 * r_core_mm + 3.0)
+    amp = prep.amplitude
+    rows, cols = amp.shape
+    x0, x1 = max(int(cx - reach_mm / ux) - 3, 0), min(int(cx + reach_mm / ux) + 4, cols)
+    y0, y1 = max(int(cy - reach_mm / uy) - 3, 0), min(int(cy + reach_mm / uy) + 4, rows)
+    if x1 - x0 < 5 or y1 - y0 < 5:
+        return None
+    roi = amp[y0:y1, x0:x1]
+    power = cv2.GaussianBlur(roi * roi, (0, 0), sigmaX=smoothing_mm / ux, sigmaY=smoothing_mm / uy,
+                             borderType=cv2.BORDER_REFLECT)
+    window = (power, x0, y0)
+    out = _rays(prep, window, cx, cy, r_core_mm, level_fraction=level_fraction, step_mm=step_mm)
     if out is None:
         return None
     # again from the centre of what was found (the core may be off-centre in the lumen)
@@ -58,26 +71,17 @@ def radial_lumen_boundary(prep: Prepared, core_w: np.ndarray, *, smoothing_mm: f
     m = cv2.moments(contour.astype(np.float32))
     if m["m00"] <= 0:
         return out
-    ux, uy = prep.unit_mm
     r_mm = float(np.sqrt(abs(m["m00"]) * ux * uy / np.pi))
-    again = _rays(prep, m["m10"] / m["m00"], m["m01"] / m["m00"], r_mm, smoothing_mm=smoothing_mm,
-                  level_fraction=level_fraction, step_mm=step_mm)
+    again = _rays(prep, window, m["m10"] / m["m00"], m["m01"] / m["m00"], r_mm, level_fraction=level_fraction,
+                  step_mm=step_mm)
     return again if again is not None else out
 
 
-def _rays(prep: Prepared, cx: float, cy: float, r_core_mm: float, *, smoothing_mm: float, level_fraction: float,
-          step_mm: float) -> Refined | None:
+def _rays(prep: Prepared, window: tuple[np.ndarray, int, int], cx: float, cy: float, r_core_mm: float, *,
+          level_fraction: float, step_mm: float) -> Refined | None:
     ux, uy = prep.unit_mm
+    power, x0, y0 = window
     r_max_mm = 2.0 * r_core_mm + 3.0
-    amp = prep.amplitude
-    rows, cols = amp.shape
-    x0, x1 = max(int(cx - r_max_mm / ux) - 3, 0), min(int(cx + r_max_mm / ux) + 4, cols)
-    y0, y1 = max(int(cy - r_max_mm / uy) - 3, 0), min(int(cy + r_max_mm / uy) + 4, rows)
-    if x1 - x0 < 5 or y1 - y0 < 5:
-        return None
-    roi = amp[y0:y1, x0:x1]
-    power = cv2.GaussianBlur(roi * roi, (0, 0), sigmaX=smoothing_mm / ux, sigmaY=smoothing_mm / uy,
-                             borderType=cv2.BORDER_REFLECT)
     radii_mm = np.arange(0.0, r_max_mm, step_mm, dtype=np.float32)
     theta = np.linspace(0.0, 2 * np.pi, N_RAYS, endpoint=False).astype(np.float32)
     map_x = (cx - x0 + np.cos(theta)[:, None] * radii_mm[None, :] / ux).astype(np.float32)

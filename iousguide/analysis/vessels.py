@@ -271,12 +271,15 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
             # point near the core), not by one iso-level cut
             refined = radial_lumen_boundary(prep, core, smoothing_mm=settings.edge_smoothing_mm,
                                             level_fraction=settings.edge_level_fraction)
-            if refined is not None and _solidity(refined.contour_px, prep.unit_mm) >= GREY_LUMEN_MIN_SOLIDITY:
+            det = None
+            if refined is not None:
+                # (the solidity of the measured contour: smoothed along its length like every lumen's)
                 det = _measure_lumen(refined, prep, core, settings, bbox)
-                if det is not None and not settings.vessel_min_diameter_mm <= det.diameter_mm <= \
-                        settings.vessel_max_diameter_mm:
+                if det is not None and (not settings.vessel_min_diameter_mm <= det.diameter_mm <=
+                                        settings.vessel_max_diameter_mm
+                                        or _solidity(det.contour_px, prep.unit_mm) < GREY_LUMEN_MIN_SOLIDITY):
                     det = None
-            else:
+            elif refined is None and _near_image_edge(prep, bbox):
                 # rays leave the image (a lumen cut by its edge): the iso-level cut, if convex
                 det = _lumen_from_core(prep, core, bbox, settings)
                 if det is not None and _solidity(det.contour_px, prep.unit_mm) < GREY_LUMEN_MIN_SOLIDITY:
@@ -284,6 +287,15 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
             if det is not None:
                 found.append(det)
     return found
+
+
+def _near_image_edge(prep: Prepared, bbox: tuple[int, int, int, int]) -> bool:
+    """Whether a working-grid box lies within its own size (+ 3 mm) of the image edge, where
+    radial profiles leave the image."""
+    x, y, bw, bh = bbox
+    h, w = prep.work_shape
+    pad = max(bw, bh) + 3.0 / prep.work_px_mm
+    return x - pad < 0 or y - pad < 0 or x + bw + pad > w or y + bh + pad > h
 
 
 #: switch of the grey-lumen tier (for measurements with and without it)
