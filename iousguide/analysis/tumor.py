@@ -9,12 +9,14 @@ dark map, detected vessels from the bright map), thin rims are opened away, hole
 filled and broken halo rings closed, so a halo ring becomes the whole lesion. The
 tracker follows the lesion by overlap with the previous outline (see
 :func:`follow_template`, :func:`lumen_in_place`). The chosen component is refined at full resolution at the half-power level
-between its rim and the surrounding tissue.
+between its rim and the surrounding tissue; a dark lesion's edge is then placed along its
+normals at the local half-way level between halo (or body) and tissue
+(:mod:`iousguide.analysis.tumor_boundary`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -22,6 +24,7 @@ import numpy as np
 from iousguide.analysis.imaging import Prepared, disc, fill_holes
 from iousguide.analysis.refine import Refined, refine_region
 from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.tumor_boundary import place_edge
 from iousguide.analysis.vessels import looks_like_shadow
 
 
@@ -427,11 +430,23 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: TrackingSettings,
                  vessel_mask_frame: np.ndarray | None = None) -> Refined | None:
-    """Full-resolution sub-pixel boundary of a lesion candidate (vessel lumens excluded)."""
+    """Full-resolution sub-pixel boundary of a lesion candidate (vessel lumens excluded).
+
+    A dark lesion (hypoechoic, or a halo) then has its edge placed along the normals at the
+    local half-way level between the halo / body and the tissue (:func:`place_edge`): the
+    region-wide cut takes its inside level over a rim that includes an isoechoic centre and
+    puts the edge too far out. A bright lesion keeps the region-wide cut (the brightest level
+    inside a speckled bright body is biased high, and the local cut then lies too far in)."""
     x, y, w, h = candidate.bbox_w
     tissue_power = float(np.mean(prep.tissue_power_row[y:y + h]))
-    return refine_region(prep, candidate.mask_w, candidate.bbox_w, dark=candidate.dark,
-                         smoothing_mm=settings.tumor_smoothing_mm, upsample=max(1, settings.upsample_for(min(prep.unit_mm)) - 1),
-                         level_fraction=settings.edge_level_fraction, margin_mm=3.0,
-                         exclude_frame=vessel_mask_frame, fill=True, exclude_fill=tissue_power,
-                         band_limit_mm=1.0, keep_core=True)
+    refined = refine_region(prep, candidate.mask_w, candidate.bbox_w, dark=candidate.dark,
+                            smoothing_mm=settings.tumor_smoothing_mm,
+                            upsample=max(1, settings.upsample_for(min(prep.unit_mm)) - 1),
+                            level_fraction=settings.edge_level_fraction, margin_mm=3.0,
+                            exclude_frame=vessel_mask_frame, fill=True, exclude_fill=tissue_power,
+                            band_limit_mm=1.0, keep_core=True)
+    if refined is None or not candidate.dark:
+        return refined
+    contour = place_edge(prep, refined.contour_px, dark=candidate.dark, level_fraction=settings.edge_level_fraction,
+                         min_contrast_db=settings.tumor_contrast_db, exclude_frame=vessel_mask_frame, exclude_power=tissue_power)
+    return replace(refined, contour_px=contour)

@@ -1,0 +1,62 @@
+"""Tumour edge placement along normals (iousguide.analysis.tumor_boundary) on synthetic speckle
+lesions with an analytic outline: a halo lesion with an isoechoic centre and a hypoechoic lesion."""
+
+import cv2
+import numpy as np
+import pytest
+
+from iousguide.analysis.imaging import prepare
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.synthetic import Disc, Scene, render
+from iousguide.analysis.tumor_boundary import place_edge
+
+SPACING_MM = 0.1
+CENTER_MM = (40.0, 30.0)
+RADIUS_MM = 8.0
+
+
+def circle_px(radius_mm: float, n: int = 200) -> np.ndarray:
+    a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([CENTER_MM[0] + radius_mm * np.cos(a), CENTER_MM[1] + radius_mm * np.sin(a)], axis=1) / SPACING_MM
+
+
+def equivalent_radius_mm(contour_px: np.ndarray) -> float:
+    return float(np.sqrt(abs(cv2.contourArea(contour_px.astype(np.float32))) / np.pi)) * SPACING_MM
+
+
+def prep_of(discs, seed):
+    img = render(Scene(spacing_mm=SPACING_MM, discs=discs), seed=seed)
+    return prepare(img, spacing_mm=(SPACING_MM, SPACING_MM), settings=TrackingSettings())
+
+
+HALO = [Disc(CENTER_MM, RADIUS_MM, echo=0.25), Disc(CENTER_MM, RADIUS_MM - 1.5, echo=1.0)]
+HYPO = [Disc(CENTER_MM, RADIUS_MM, echo=0.4)]
+
+
+@pytest.mark.parametrize("discs", [HALO, HYPO], ids=["halo", "hypoechoic"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_oversized_outline_moves_to_the_true_edge(discs, seed):
+    prep = prep_of(discs, seed)
+    first = circle_px(RADIUS_MM + 1.0)
+    before = first.copy()
+    moved = place_edge(prep, first, dark=True)
+    np.testing.assert_array_equal(first, before)  # input not mutated
+    assert abs(equivalent_radius_mm(moved) - RADIUS_MM) <= 0.25
+    # every point lies near the true circle, not only on average
+    r = np.hypot(moved[:, 0] * SPACING_MM - CENTER_MM[0], moved[:, 1] * SPACING_MM - CENTER_MM[1])
+    assert np.percentile(np.abs(r - RADIUS_MM), 95) <= 0.5
+
+
+def test_halo_edge_is_its_outer_edge_not_the_centre():
+    # a first outline at the inner edge of the halo moves out by at most max_out_mm (0.2 mm);
+    # it never jumps inwards to the isoechoic centre
+    prep = prep_of(HALO, 3)
+    moved = place_edge(prep, circle_px(RADIUS_MM - 0.1), dark=True)
+    assert RADIUS_MM - 0.35 <= equivalent_radius_mm(moved) <= RADIUS_MM + 0.25
+
+
+def test_no_contrast_leaves_the_outline():
+    prep = prep_of([], 4)
+    first = circle_px(RADIUS_MM)
+    moved = place_edge(prep, first, dark=True)
+    assert abs(equivalent_radius_mm(moved) - RADIUS_MM) <= 0.05
