@@ -60,3 +60,45 @@ def test_no_contrast_leaves_the_outline():
     first = circle_px(RADIUS_MM)
     moved = place_edge(prep, first, dark=True)
     assert abs(equivalent_radius_mm(moved) - RADIUS_MM) <= 0.05
+
+
+def test_occult_thin_halo_lesion_is_found_on_most_of_its_sections():
+    """Bundled occult_lesion.igs.mha (carries its own calibration): a 6-7 mm isoechoic lesion
+    with a 1 mm halo, visible mid-sweep only. Its section flickers around the minimum tumour
+    size and solidity in speckle; the proposal hysteresis must keep it. Requirement: the
+    reported tumour overlaps the truth (Dice >= 0.5) on at least 60 % of the frames whose true
+    section is at least the minimum tumour diameter, and no tumour is reported where there
+    is none."""
+    import sys
+
+    from conftest import RECORDINGS
+    from iousguide.acquisition import open_source
+    from iousguide.analysis.tracker import Tracker
+    from iousguide.phantom import read_truth
+
+    sys.path.insert(0, str(RECORDINGS.parent / "tools"))
+    from eval_tracking import dice, primary_tumor
+
+    path = RECORDINGS / "occult_lesion.igs.mha"
+    if not path.exists():
+        pytest.skip(f"bundled recording not available: {path}")
+    truth = read_truth(RECORDINGS / "occult_lesion.truth.jsonl.gz")
+    settings = TrackingSettings()
+    last = max(int(tf["frame"]) for tf in truth.frames if primary_tumor(tf)) + 3
+    found = big = false = 0
+    with open_source(str(path)) as source:
+        tracker = Tracker(settings)
+        for frame, tf in zip(source, truth.frames):
+            if frame.index > last:
+                break
+            res = tracker.process(frame)
+            tt = primary_tumor(tf)
+            if tt is None:
+                false += res.tumor is not None
+                continue
+            if tt["equivalent_diameter_mm"] >= settings.tumor_min_diameter_mm:
+                big += 1
+                found += res.tumor is not None and dice(tt["contour_px"], res.tumor.contour_px, frame.shape) >= 0.5
+    assert big >= 5
+    assert found >= 0.6 * big, (found, big)
+    assert false == 0

@@ -327,10 +327,13 @@ def plausible_auto(candidate: TumorCandidate, *, settings: TrackingSettings, con
     """Whether a candidate may be proposed without a seed (compact, inside the view, contrasted).
 
     ``contrast_scale`` < 1 lowers the edge-contrast requirement (hysteresis for a candidate
-    that was already proposed on the previous frame)."""
-    return (not candidate.touches_border and candidate.solidity >= 0.8
+    that was already proposed on the previous frame); the hysteresis also keeps a pending
+    candidate that is only just above the minimum tumour size (not 1.25 x) or a little less
+    solid (0.7, not 0.8): a small lesion's section flickers around both limits in speckle."""
+    hyst = contrast_scale < 1.0
+    return (not candidate.touches_border and candidate.solidity >= (0.7 if hyst else 0.8)
             and candidate.contrast_db >= contrast_scale * min(settings.tumor_contrast_db, candidate.threshold_db)
-            and settings.tumor_min_diameter_mm * 1.25 <= candidate.equivalent_diameter_mm)
+            and settings.tumor_min_diameter_mm * (1.0 if hyst else 1.25) <= candidate.equivalent_diameter_mm)
 
 
 def strong_auto(candidate: TumorCandidate, plausible: list[TumorCandidate], *, settings: TrackingSettings) -> bool:
