@@ -43,9 +43,10 @@ def _grey_image(seed):
     return render(Scene(shape_px=(500, 700), spacing_mm=SPACING, discs=list(GREY_DISCS)), seed=seed)
 
 
-def test_grey_lumens_found_with_their_diameter():
+def test_grey_lumens_found_with_their_diameter(monkeypatch):
     """Over six speckle realisations: most grey lumens found, diameters within the physics
     tolerance in the median (single realisations miss one or err by up to ~0.5 mm)."""
+    monkeypatch.setattr(vessels_mod, "GREY_LUMENS", True)  # the tier is off by default
     found, errors = 0, []
     for seed in range(5, 11):
         dets = detect_vessels(_grey_image(seed), spacing_mm=(SPACING, SPACING), settings=TrackingSettings())
@@ -59,14 +60,15 @@ def test_grey_lumens_found_with_their_diameter():
 
 
 def test_grey_lumens_are_not_anechoic_cores(monkeypatch):
-    """Without the grey tier these lumens are missed: the test above exercises it."""
+    """Without the grey tier (the default) these lumens are missed: the test above exercises it."""
     monkeypatch.setattr(vessels_mod, "GREY_LUMENS", False)
     dets = detect_vessels(_grey_image(5), spacing_mm=(SPACING, SPACING), settings=TrackingSettings())
     assert all(_near(dets, *d.center_mm) is None for d in GREY_DISCS)
 
 
-def test_hypoechoic_lesion_is_not_a_grey_lumen():
+def test_hypoechoic_lesion_is_not_a_grey_lumen(monkeypatch):
     """A -8 dB lesion (speckle inside) is far above the grey-lumen level: no vessel in it."""
+    monkeypatch.setattr(vessels_mod, "GREY_LUMENS", True)
     lesion = Disc((35.0, 25.0), 6.0, echo=0.4)
     img = render(Scene(shape_px=(500, 700), spacing_mm=SPACING, discs=[lesion]), seed=6)
     dets = detect_vessels(img, spacing_mm=(SPACING, SPACING), settings=TrackingSettings())

@@ -298,8 +298,12 @@ def _near_image_edge(prep: Prepared, bbox: tuple[int, int, int, int]) -> bool:
     return x - pad < 0 or y - pad < 0 or x + bw + pad > w or y + bh + pad > h
 
 
-#: switch of the grey-lumen tier (for measurements with and without it)
-GREY_LUMENS = True
+#: switch of the grey-lumen tier. Off by default: measured with the official harness it found
+#: no more vessels on the bundled recordings and cost precision there (two_lesions_screen
+#: 0.964 -> 0.926, portal_pedicle 1.000 -> 0.970) and ~8 ms CPU per 800x600 frame; on fresh
+#: phantom seeds with grey lumens it raised recall (dev 0.728 -> 0.865), on the held-out seeds
+#: barely (0.853 -> 0.861, precision 0.915 -> 0.897); real images (usgra hold-out) 0.25 -> 0.30.
+GREY_LUMENS = False
 
 
 def _solidity(contour_px: np.ndarray, unit_mm: tuple[float, float]) -> float:
