@@ -102,3 +102,23 @@ def test_occult_thin_halo_lesion_is_found_on_most_of_its_sections():
     assert big >= 5
     assert found >= 0.6 * big, (found, big)
     assert false == 0
+
+
+def test_a_halo_outline_with_a_lost_arc_is_completed_unless_a_lumen_fills_the_bay():
+    """A C-shaped first outline (a halo arc lost in speckle) starts the edge placement from
+    its convex hull, and the hull comes back to the true halo edge; with a vessel lumen in
+    the bay the outline is kept."""
+    from iousguide.analysis.tumor import _hull_if_bay
+
+    prep = prep_of(HALO, 5)
+    a = np.linspace(-0.75 * np.pi, 0.75 * np.pi, 150)  # 270 degrees of the true circle ...
+    arc = np.stack([CENTER_MM[0] + RADIUS_MM * np.cos(a), CENTER_MM[1] + RADIUS_MM * np.sin(a)], axis=1)
+    chord = np.stack([np.full(20, CENTER_MM[0] + 1.0), np.linspace(arc[-1, 1], arc[0, 1], 20)], axis=1)
+    c_shape = np.vstack([arc, chord]) / SPACING_MM  # ... closed by a cut through the centre
+    start = _hull_if_bay(c_shape, None)
+    moved = place_edge(prep, start, dark=True)
+    assert abs(equivalent_radius_mm(moved) - RADIUS_MM) <= 0.4
+    assert equivalent_radius_mm(c_shape) < RADIUS_MM - 1.0  # the C alone is far too small
+    lumen = np.zeros((600, 800), bool)
+    cv2.circle(lumen, (int(CENTER_MM[0] / SPACING_MM) - 30, int(CENTER_MM[1] / SPACING_MM)), 15, 1, -1)
+    np.testing.assert_array_equal(_hull_if_bay(c_shape, lumen), c_shape)

@@ -450,6 +450,29 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
                             band_limit_mm=1.0, keep_core=True)
     if refined is None or not candidate.dark:
         return refined
-    contour = place_edge(prep, refined.contour_px, dark=candidate.dark, level_fraction=settings.edge_level_fraction,
+    contour = _hull_if_bay(refined.contour_px, vessel_mask_frame)
+    contour = place_edge(prep, contour, dark=candidate.dark, level_fraction=settings.edge_level_fraction,
                          min_contrast_db=settings.tumor_contrast_db, exclude_frame=vessel_mask_frame, exclude_power=tissue_power)
     return replace(refined, contour_px=contour)
+
+
+#: a dark outline less solid than this starts the edge placement from its convex hull
+BAY_SOLIDITY = 0.9
+
+
+def _hull_if_bay(contour_px: np.ndarray, vessel_mask_frame: np.ndarray | None) -> np.ndarray:
+    """The convex hull of an outline with a deep bay (a halo arc lost in speckle leaves a C
+    whose opening is isoechoic lesion centre), unless the bay holds a vessel lumen; the edge
+    placement then moves the hull in to the halo or leaves it where no edge is seen."""
+    c = np.asarray(contour_px, dtype=np.float32)
+    hull = cv2.convexHull(c)[:, 0, :]
+    hull_area = abs(cv2.contourArea(hull))
+    if hull_area <= 0 or abs(cv2.contourArea(c)) >= BAY_SOLIDITY * hull_area:
+        return np.asarray(contour_px, dtype=np.float64)
+    if vessel_mask_frame is not None and vessel_mask_frame.any():
+        m = np.zeros(vessel_mask_frame.shape, np.uint8)
+        cv2.fillPoly(m, [np.round(hull * 8).astype(np.int32)], 1, shift=3)
+        if np.count_nonzero(m.astype(bool) & vessel_mask_frame) > 0.02 * hull_area:
+            return np.asarray(contour_px, dtype=np.float64)
+    # densify the hull (place_edge resamples it along its length)
+    return hull.astype(np.float64)
