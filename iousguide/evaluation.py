@@ -71,9 +71,9 @@ def rasterize(polygon, shape: tuple[int, int]) -> np.ndarray:
         return mask
     rows = np.arange(r_lo, r_hi + 1, dtype=float)
     cross = (y0[None, :] <= rows[:, None]) != (y1[None, :] <= rows[:, None])
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # horizontal edges: never crossed, masked by `cross`
         t = (rows[:, None] - y0[None, :]) / (y1 - y0)[None, :]
-    xs = x0[None, :] + t * (x1 - x0)[None, :]
+        xs = x0[None, :] + t * (x1 - x0)[None, :]
     cols = np.arange(shape[1], dtype=float)
     for i, r in enumerate(rows.astype(int)):
         xi = np.sort(xs[i, cross[i]])
