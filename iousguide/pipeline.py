@@ -18,35 +18,18 @@ from typing import Any, Iterator
 from iousguide.analysis.results import FrameResult
 from iousguide.frames import Frame
 
-try:  # the tracker lands in iousguide.analysis.tracker
-    from iousguide.analysis.settings import TrackingSettings
-    from iousguide.analysis.tracker import Tracker
-except ImportError:  # pragma: no cover - only while the tracker is being built
-    TrackingSettings = None  # type: ignore[assignment,misc]
-    Tracker = None  # type: ignore[assignment,misc]
-
-try:
-    from iousguide.guidance.apply import apply_guidance
-    from iousguide.guidance.settings import GuidanceSettings
-except ImportError:  # pragma: no cover
-    GuidanceSettings = None  # type: ignore[assignment,misc]
-    apply_guidance = None  # type: ignore[assignment]
-
-
-def _default_tracking():
-    return TrackingSettings() if TrackingSettings is not None else None
-
-
-def _default_guidance():
-    return GuidanceSettings() if GuidanceSettings is not None else None
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.tracker import Tracker
+from iousguide.guidance.apply import apply_guidance
+from iousguide.guidance.settings import GuidanceSettings
 
 
 @dataclass
 class PipelineSettings:
     """Tracking and guidance settings together."""
 
-    tracking: Any = field(default_factory=_default_tracking)
-    guidance: Any = field(default_factory=_default_guidance)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
     guidance_enabled: bool = True
 
 
@@ -65,44 +48,28 @@ class Pipeline:
             default: :class:`iousguide.analysis.tracker.Tracker`. Tests inject a truth-reporting one.
         """
         self.settings = settings or PipelineSettings()
-        if tracker is None and Tracker is not None:
-            tracker = Tracker(self.settings.tracking)
-        self._tracker = tracker
+        self._tracker = tracker if tracker is not None else Tracker(self.settings.tracking)
         self._t0_s: float | None = t0_s
 
     def process(self, frame: Frame) -> FrameResult:
         """Analyse one frame and plan guidance on it. Never raises for bad frames."""
         start_ns = time.perf_counter_ns()
-        if self._tracker is not None:
-            try:
-                result = self._tracker.process(frame)
-            except Exception as exc:  # a bug must not take the guidance window or a long analysis down
-                result = FrameResult(
-                    frame=frame.index,
-                    t_s=frame.t_source_s,
-                    spacing_mm=frame.spacing_mm,
-                    status="error",
-                    message=f"analysis failed on this frame: {type(exc).__name__}: {exc}",
-                )
-        else:
+        try:
+            result = self._tracker.process(frame)
+        except Exception as exc:  # a bug must not take the guidance window or a long analysis down
             result = FrameResult(
                 frame=frame.index,
                 t_s=frame.t_source_s,
                 spacing_mm=frame.spacing_mm,
-                status="uncalibrated" if frame.spacing_mm is None else "no_tumor",
-                message="tracker not available",
+                status="error",
+                message=f"analysis failed on this frame: {type(exc).__name__}: {exc}",
             )
         result.t_mono_ns = frame.t_mono_ns
         if frame.t_source_s is not None:
             if self._t0_s is None:
                 self._t0_s = frame.t_source_s
             result.t_s = frame.t_source_s - self._t0_s
-        if (
-            self.settings.guidance_enabled
-            and apply_guidance is not None
-            and self.settings.guidance is not None
-            and result.status in ("ok",)
-        ):
+        if self.settings.guidance_enabled and result.status == "ok":
             try:
                 result = apply_guidance(result, settings=self.settings.guidance)
             except Exception as exc:
@@ -114,19 +81,16 @@ class Pipeline:
 
     @property
     def tracker(self):
-        """The tracker in use (None only while the analysis package is unavailable)."""
+        """The tracker in use."""
         return self._tracker
 
     def seed_tumor(self, x_src: float, y_src: float) -> None:
         """Seed (or re-seed) the tumour at a point in source pixels; used on the next frame."""
-        if self._tracker is not None:
-            self._tracker.seed_tumor(x_src, y_src)
+        self._tracker.seed_tumor(x_src, y_src)
 
     def set_preserve(self, vessel_id: int, preserve: bool | None) -> None:
         """Mark a vessel preserved (True), not preserved (False) or back to the default rule (None)."""
         g = self.settings.guidance
-        if g is None:
-            return
         keep = set(g.preserve_ids) - {vessel_id}
         drop = set(g.no_preserve_ids) - {vessel_id}
         if preserve is True:
@@ -137,13 +101,11 @@ class Pipeline:
 
     def update_guidance(self, **changes: Any) -> None:
         """Change guidance settings; effective on the next frame."""
-        if self.settings.guidance is not None:
-            self.settings.guidance = dataclasses.replace(self.settings.guidance, **changes)
+        self.settings.guidance = dataclasses.replace(self.settings.guidance, **changes)
 
     def reset(self) -> None:
         """Forget tracking state (e.g. after a seek)."""
-        if self._tracker is not None:
-            self._tracker.reset()
+        self._tracker.reset()
 
 
 def iter_results(source, settings: PipelineSettings | None = None) -> Iterator[tuple[Frame, FrameResult]]:

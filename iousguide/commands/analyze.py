@@ -72,8 +72,7 @@ def build_settings(args: argparse.Namespace):
     settings = PipelineSettings()
     if getattr(args, "tumor_seed", None):
         x, y, frame = parse_seed(args.tumor_seed)
-        if settings.tracking is not None:
-            settings.tracking = dataclasses.replace(settings.tracking, tumor_seed_px=(x, y), tumor_seed_frame=frame)
+        settings.tracking = dataclasses.replace(settings.tracking, tumor_seed_px=(x, y), tumor_seed_frame=frame)
     changes = {}
     for flag, key in (
         ("margin_mm", "margin_target_mm"),
@@ -95,7 +94,7 @@ def build_settings(args: argparse.Namespace):
         changes["preserve_ids"] = preserve
     if no_preserve:
         changes["no_preserve_ids"] = no_preserve
-    if changes and settings.guidance is not None:
+    if changes:
         try:
             settings.guidance = dataclasses.replace(settings.guidance, **changes)
         except (TypeError, ValueError) as exc:
