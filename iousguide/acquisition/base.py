@@ -167,6 +167,36 @@ class Source(ABC):
     def seek_time(self, t_s: float) -> None:
         raise SourceError(f"{self.format_name} source {self.source_id} does not support seeking")
 
+    def _describe(
+        self,
+        first: Frame,
+        *,
+        frames: int | None,
+        fps: float | None,
+        duration_s: float | None,
+        variable_rate: bool,
+        extra: dict[str, Any] | None = None,
+    ) -> SourceInfo:
+        """SourceInfo from an uncropped first frame plus the calibration in force."""
+        calibration = self.calibration
+        return SourceInfo(
+            format=self.format_name,
+            frames=frames,
+            width=first.pixels.shape[1],
+            height=first.pixels.shape[0],
+            channels=1 if first.pixels.ndim == 2 else first.pixels.shape[2],
+            fps=fps,
+            duration_s=duration_s,
+            variable_rate=variable_rate,
+            spacing_mm=calibration.spacing_mm,
+            spacing_source=calibration.source if calibration.spacing_mm is not None else "none",
+            crop_px=calibration.crop_px,
+            warnings=list(self.warnings),
+            source=self.source_id,
+            calibration_name=calibration.name,
+            extra=dict(extra or {}),
+        )
+
     def health(self) -> SourceHealth | None:
         """Live health; None for recordings."""
         return None
@@ -306,22 +336,12 @@ class IndexedSource(Source):
         if len(self) == 0:
             raise SourceError(f"{self.source_id} holds no frames")
         first = self._load(0)  # full source frame: width/height are before any crop
-        calibration = self.calibration
-        return SourceInfo(
-            format=self.format_name,
+        return self._describe(
+            first,
             frames=len(self),
-            width=first.pixels.shape[1],
-            height=first.pixels.shape[0],
-            channels=1 if first.pixels.ndim == 2 else first.pixels.shape[2],
             fps=self.nominal_fps,
             duration_s=self.duration_s,
             variable_rate=self.variable_rate,
-            spacing_mm=calibration.spacing_mm,
-            spacing_source=calibration.source if calibration.spacing_mm is not None else "none",
-            crop_px=calibration.crop_px,
-            warnings=list(self.warnings),
-            source=self.source_id,
-            calibration_name=calibration.name,
         )
 
 

@@ -613,23 +613,13 @@ class LiveSource(Source):
     def _live_info(self, *, first_timeout_s: float, fps: float | None, extra: dict[str, Any]) -> SourceInfo:
         self._check_open()
         first = self.wait_first_frame(first_timeout_s)
-        calibration = self.calibration
         health = self.health()
-        return SourceInfo(
-            format=self.format_name,
+        return self._describe(
+            first,
             frames=None,
-            width=first.pixels.shape[1],
-            height=first.pixels.shape[0],
-            channels=1 if first.pixels.ndim == 2 else first.pixels.shape[2],
             fps=fps if fps else health.source_fps,
             duration_s=None,
             variable_rate=False,
-            spacing_mm=calibration.spacing_mm,
-            spacing_source=calibration.source if calibration.spacing_mm is not None else "none",
-            crop_px=calibration.crop_px,
-            warnings=list(self.warnings),
-            source=self.source_id,
-            calibration_name=calibration.name,
             extra={**extra, "measured_fps": health.source_fps, "status": health.status},
         )
 
