@@ -106,6 +106,9 @@ class TrackingSettings:
     size_change_confirm_frames : int
         A new frame size must persist this many frames before tracking restarts on it; until
         then such frames get status ``error``.
+    learned_vessels : bool
+        Also run the learned lumen model (``iousguide/analysis/learned.py``, OpenCV DNN) and add
+        the lumens it finds that the classical detector did not, as vessels of kind ``unknown``.
     """
 
     tumor_seed_px: tuple[float, float] | None = None
@@ -151,6 +154,7 @@ class TrackingSettings:
     saturated_fraction: float = 0.5
     doppler_chroma_level: int = 40
     size_change_confirm_frames: int = 3
+    learned_vessels: bool = False
 
     def __post_init__(self) -> None:
         positive = (
