@@ -72,3 +72,27 @@ def test_zero_ablative_margin_is_the_tumour_edge_and_negative_is_refused():
     assert (risk.cls, risk.zone_distance_mm) == ("high", 5.0)
     with pytest.raises(SettingsError):
         GuidanceSettings(ablation_margin_mm=-1.0)
+
+
+@pytest.mark.parametrize(
+    "diameter_mm, zone_mm, uncertainty_mm, expected, class_range",
+    [
+        (4.0, 9.8, 0.5, "moderate", ("none", "moderate")),  # 0.2 mm inside the 10 mm RFA rule
+        (4.0, 5.3, 0.5, "moderate", ("moderate", "high")),  # 0.3 mm outside the 5 mm high rule
+        (2.8, 2.0, 0.5, "none", ("none", "high")),         # 3 mm diameter rule within the band
+        (4.0, 7.5, 0.5, "moderate", ("moderate", "moderate")),  # well inside one class
+        (8.0, 30.0, 1.0, "none", ("none", "none")),
+    ],
+)
+def test_uncertainty_band_reports_borderline_without_changing_the_class(
+    diameter_mm, zone_mm, uncertainty_mm, expected, class_range
+):
+    gap_mm = zone_mm + RFA.ablation_margin_mm
+    plain = classify_heat_sink(diameter_mm=diameter_mm, gap_mm=gap_mm, settings=RFA)
+    risk = classify_heat_sink(diameter_mm=diameter_mm, gap_mm=gap_mm, settings=RFA, uncertainty_mm=uncertainty_mm)
+    assert risk.cls == plain.cls == expected
+    assert risk.class_range == class_range
+    assert risk.borderline == (class_range[0] != class_range[1])
+    assert ("borderline" in risk.basis) == risk.borderline
+    assert risk.to_json()["borderline"] == risk.borderline
+    assert plain.class_range is None and not plain.borderline

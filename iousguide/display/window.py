@@ -632,6 +632,9 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         self.table.setRowCount(len(vessels))
         for row, v in enumerate(vessels):
             hs = (v.heat_sink or {}).get("class", "") if calibrated else ""
+            span = (v.heat_sink or {}).get("class_range") if calibrated else None
+            if hs and span and span[0] != span[1]:  # uncertainty band reaches another class
+                hs = f"{hs} ({span[0]}–{span[1]})"
             cells = [
                 f"V{v.id}",
                 KIND_SHORT.get(v.kind, v.kind),

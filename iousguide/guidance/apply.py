@@ -151,7 +151,8 @@ def apply_guidance(
         if vessel.diameter_mm is not None:
             try:
                 gap = vessel_gap_mm(vessel, tumor_mm, spacing_mm=spacing)
-                risk = classify_heat_sink(diameter_mm=vessel.diameter_mm, gap_mm=gap, settings=settings)
+                risk = classify_heat_sink(diameter_mm=vessel.diameter_mm, gap_mm=gap, settings=settings,
+                                          uncertainty_mm=vessel.uncertainty_mm)
                 poly = geo.clean_polygon(geo.to_mm(vessel.contour_px, spacing), tolerance_mm=geo.contour_tolerance_mm(spacing))
                 if len(poly) >= 3:
                     sinks.append(VesselSink(int(vessel.id), poly, float(vessel.diameter_mm)))

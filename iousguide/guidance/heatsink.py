@@ -9,11 +9,17 @@ zone edge to the vessel lumen, i.e. ``max(gap - ablation_margin_mm, 0)`` where
   within 10 mm (Lu 2002; Yu 2008);
 * ``moderate``: vessel >= 3 mm within 10 mm (RFA) or 15 mm (MWA) (Ringe 2015);
 * ``none`` otherwise (including every vessel < 3 mm: Lu 2002).
+
+The class is judged on the measured values. When the measurement's uncertainty is
+given, the rules are also applied at both ends of its band (diameter ± u with gap ∓ u):
+``class_range`` holds the least and the most severe class within the band and
+``borderline`` is true when they differ, so a vessel sitting on a rule boundary is shown
+as such instead of being silently rounded to one side.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from iousguide.errors import AnalysisError
@@ -32,6 +38,12 @@ class HeatSinkRisk:
     diameter_mm: float
     zone_distance_mm: float
     deficit_mm: float | None = None
+    class_range: tuple[str, str] | None = None
+
+    @property
+    def borderline(self) -> bool:
+        """True when the uncertainty band reaches another class."""
+        return self.class_range is not None and self.class_range[0] != self.class_range[1]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,6 +53,8 @@ class HeatSinkRisk:
             "rule": self.rule,
             "diameter_mm": round(float(self.diameter_mm), 3),
             "zone_distance_mm": round(float(self.zone_distance_mm), 3),
+            "class_range": None if self.class_range is None else list(self.class_range),
+            "borderline": self.borderline,
         }
 
 
@@ -50,7 +64,8 @@ def zone_distance_mm(gap_mm: float, *, ablation_margin_mm: float) -> float:
 
 
 def classify_heat_sink(
-    *, diameter_mm: float, gap_mm: float, settings: GuidanceSettings | None = None
+    *, diameter_mm: float, gap_mm: float, settings: GuidanceSettings | None = None,
+    uncertainty_mm: float | None = None,
 ) -> HeatSinkRisk:
     """Heat-sink class of one vessel.
 
@@ -62,6 +77,9 @@ def classify_heat_sink(
         Tumour boundary to lumen edge (mm), 0 when touching.
     settings : GuidanceSettings, optional
         Ablative margin, modality and rule thresholds.
+    uncertainty_mm : float, optional
+        Measurement uncertainty (mm, >= 0) of both the diameter and the gap; when given,
+        ``class_range`` and ``borderline`` are filled (the class itself is unchanged).
 
     Returns
     -------
@@ -72,7 +90,20 @@ def classify_heat_sink(
     s = settings or GuidanceSettings()
     if diameter_mm is None or gap_mm is None:
         raise AnalysisError("heat-sink risk needs a diameter and a distance in mm (calibrated frame)")
-    diameter = float(diameter_mm)
+    risk = _classify(float(diameter_mm), float(gap_mm), s)
+    if uncertainty_mm is None:
+        return risk
+    u = abs(float(uncertainty_mm))
+    least = _classify(max(float(diameter_mm) - u, 0.0), float(gap_mm) + u, s).cls
+    most = _classify(float(diameter_mm) + u, max(float(gap_mm) - u, 0.0), s).cls
+    risk = replace(risk, class_range=(least, most))
+    if risk.borderline:
+        other = most if most != risk.cls else least
+        risk = replace(risk, basis=f"{risk.basis}; borderline: within ±{u:.1f} mm it could be {other}")
+    return risk
+
+
+def _classify(diameter: float, gap_mm: float, s: GuidanceSettings) -> HeatSinkRisk:
     dist = zone_distance_mm(gap_mm, ablation_margin_mm=s.ablation_margin_mm)
     where = f"D = {diameter:.1f} mm, {dist:.1f} mm from the {s.ablation_margin_mm:g} mm-margin zone edge"
     if diameter >= s.heat_sink_min_diameter_mm and dist <= s.high_near_distance_mm:
