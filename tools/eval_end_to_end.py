@@ -101,6 +101,31 @@ def scenario_checks(name: str, results: list[dict]) -> str:
     return ""
 
 
+def borderline_counts(results: list[dict], recording: Path, modality: str) -> tuple[int, int, int]:
+    """(disagreements, of which flagged borderline, borderline among agreements) over matched vessels."""
+    from iousguide.evaluation import match_vessels, truth_path_for
+    from iousguide.phantom import read_truth
+
+    truth = read_truth(truth_path_for(recording))
+    by_frame = {int(r["frame"]): r for r in results}
+    wrong = wrong_flagged = right_flagged = 0
+    for tf in truth.frames:
+        rf = by_frame.get(int(tf["frame"]))
+        if rf is None or tf.get("status") == "no_signal":
+            continue
+        rv_list, tv_list = rf.get("vessels", []), tf.get("vessels", [])
+        for i, j in match_vessels(rv_list, tv_list):
+            hs, ths = rv_list[i].get("heat_sink"), tv_list[j].get("heat_sink")
+            if not (isinstance(hs, dict) and hs.get("class") and ths):
+                continue
+            same = hs["class"] == ths.get(modality)
+            flagged = bool(hs.get("borderline"))
+            wrong += not same
+            wrong_flagged += (not same) and flagged
+            right_flagged += same and flagged
+    return wrong, wrong_flagged, right_flagged
+
+
 def main(argv: list[str] | None = None) -> int:
     from iousguide.evaluation import evaluate_files, format_table, load_results
 
@@ -113,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     agree = total = 0
+    wrong = wrong_flagged = right_flagged = 0
     confusion: dict[str, int] = {}
     for name in args.recordings:
         recording = ROOT / "recordings" / name
@@ -128,12 +154,16 @@ def main(argv: list[str] | None = None) -> int:
             total += hs["compared"]
         for key, n in hs["confusion"].items():
             confusion[key] = confusion.get(key, 0) + n
+        counts = borderline_counts(results, recording, args.modality.lower())
+        wrong, wrong_flagged, right_flagged = (a + b for a, b in zip((wrong, wrong_flagged, right_flagged), counts))
         check = scenario_checks(stem(name), results)
         print(f"  [{stem(name)}] {len(results)} frames in {wall_s:.1f} s" + (f"; {check}" if check else ""))
         print()
     pooled = agree / total if total else float("nan")
     print(f"heat-sink agreement pooled ({args.modality}): {pooled:.3f} ({agree}/{total} vessel-frames); "
           f"confusion truth->result {json.dumps(dict(sorted(confusion.items())))}")
+    print(f"disagreements flagged borderline by the uncertainty band: {wrong_flagged}/{wrong}; "
+          f"agreements flagged borderline: {right_flagged}/{total - wrong}")
     return 0
 
 
