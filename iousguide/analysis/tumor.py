@@ -435,11 +435,14 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
                  vessel_mask_frame: np.ndarray | None = None) -> Refined | None:
     """Full-resolution sub-pixel boundary of a lesion candidate (vessel lumens excluded).
 
-    A dark lesion (hypoechoic, or a halo) then has its edge placed along the normals at the
-    local half-way level between the halo / body and the tissue (:func:`place_edge`): the
-    region-wide cut takes its inside level over a rim that includes an isoechoic centre and
-    puts the edge too far out. A bright lesion keeps the region-wide cut (the brightest level
-    inside a speckled bright body is biased high, and the local cut then lies too far in)."""
+    The region-wide cut of :func:`refine_region` gives a first outline; the edge is then placed
+    along its normals at the local half-way level between the lesion and the tissue right
+    outside it (:func:`place_edge`). A dark lesion (hypoechoic, or a halo): the region-wide
+    inside level includes an isoechoic centre and puts the edge too far out; an outline with a
+    deep bay starts from its convex hull. A bright lesion starts from the convex hull of the cut
+    (dark speckle and the lesion's own attenuation, which darkens its deep part, leave bays the
+    region-wide level cannot bridge) and its inside level is the mean over a plateau inside the
+    outline, not its brightest place (biased high in speckle)."""
     x, y, w, h = candidate.bbox_w
     tissue_power = float(np.mean(prep.tissue_power_row[y:y + h]))
     refined = refine_region(prep, candidate.mask_w, candidate.bbox_w, dark=candidate.dark,
@@ -448,9 +451,9 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
                             level_fraction=settings.edge_level_fraction, margin_mm=3.0,
                             exclude_frame=vessel_mask_frame, fill=True, exclude_fill=tissue_power,
                             band_limit_mm=1.0, keep_core=True)
-    if refined is None or not candidate.dark:
+    if refined is None:
         return refined
-    contour = _hull_if_bay(refined.contour_px, vessel_mask_frame)
+    contour = _hull_if_bay(refined.contour_px, vessel_mask_frame, solidity=BAY_SOLIDITY if candidate.dark else None)
     contour = place_edge(prep, contour, dark=candidate.dark, level_fraction=settings.edge_level_fraction,
                          min_contrast_db=settings.tumor_contrast_db, exclude_frame=vessel_mask_frame, exclude_power=tissue_power)
     return replace(refined, contour_px=contour)
@@ -460,14 +463,16 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
 BAY_SOLIDITY = 0.9
 
 
-def _hull_if_bay(contour_px: np.ndarray, vessel_mask_frame: np.ndarray | None) -> np.ndarray:
+def _hull_if_bay(contour_px: np.ndarray, vessel_mask_frame: np.ndarray | None, *,
+                 solidity: float | None = BAY_SOLIDITY) -> np.ndarray:
     """The convex hull of an outline with a deep bay (a halo arc lost in speckle leaves a C
     whose opening is isoechoic lesion centre), unless the bay holds a vessel lumen; the edge
-    placement then moves the hull in to the halo or leaves it where no edge is seen."""
+    placement then moves the hull in to the halo or leaves it where no edge is seen.
+    ``solidity`` None: the hull of any outline (a bright lesion), with the same lumen test."""
     c = np.asarray(contour_px, dtype=np.float32)
     hull = cv2.convexHull(c)[:, 0, :]
     hull_area = abs(cv2.contourArea(hull))
-    if hull_area <= 0 or abs(cv2.contourArea(c)) >= BAY_SOLIDITY * hull_area:
+    if hull_area <= 0 or (solidity is not None and abs(cv2.contourArea(c)) >= solidity * hull_area):
         return np.asarray(contour_px, dtype=np.float64)
     if vessel_mask_frame is not None and vessel_mask_frame.any():
         m = np.zeros(vessel_mask_frame.shape, np.uint8)

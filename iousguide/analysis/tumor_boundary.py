@@ -25,6 +25,15 @@ PROFILE_OUT_MM = 3.5
 EXTREME_SEARCH_MM = (-3.0, 0.5)
 #: tissue level: median of the averaged profile in this range outside the first edge, mm
 OUTSIDE_RANGE_MM = (2.0, 3.5)
+#: local tissue level: this range beyond a first crossing at the depth's tissue level, mm
+NEAR_RANGE_MM = (0.4, 1.8)
+#: bright lesion: inside level = mean of the averaged profile over this range of the first outline, mm
+PLATEAU_MM = (-2.0, -0.5)
+#: bright lesion: the edge is the outermost crossing between these offsets, mm (the first outline
+#: is the convex hull of the region cut, which lies on or outside the edge)
+BRIGHT_CROSSING_MM = (-0.5, 1.0)
+#: bright lesion: no point moves further outwards than this, mm
+BRIGHT_MAX_OUT_MM = 1.0
 
 
 def _resample_closed(points_mm: np.ndarray, step_mm: float) -> np.ndarray:
@@ -96,6 +105,7 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
     ux, uy = prep.unit_mm
     amp = prep.amplitude
     rows, cols = amp.shape
+    tissue_power = prep.tissue_power_row
     p_mm = _resample_closed(pts * (ux, uy), 0.25)
     n = len(p_mm)
     # outward normals: rotate the central-difference tangent; flip when they point inwards
@@ -150,7 +160,30 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
     csum = np.concatenate([np.zeros((n, 1)), np.cumsum(q, axis=1)], axis=1)
     a0, a1 = np.maximum(j - half_ext, 0), np.minimum(j + half_ext + 1, n_t)
     lo = (csum[rows_k, a1] - csum[rows_k, a0]) / (a1 - a0)
+    if not dark:
+        # a bright body is speckled: its brightest averaged place is biased high (the cut then
+        # lies too far in); its mean level over a plateau inside the first outline is not
+        pl = (t >= PLATEAU_MM[0]) & (t <= PLATEAU_MM[1])
+        lo = np.mean(q[:, pl], axis=1)
+        j = np.full(n, int(np.argmax(t >= BRIGHT_CROSSING_MM[0])))
     hi = np.median(q[:, out_sel], axis=1)
+    if tissue_power is not None:
+        # the tissue level right outside the edge, not 2-3.5 mm beyond a first outline that may
+        # already lie outside the lesion, where a bright sheath or another structure begins:
+        # a first crossing at the tissue level of the point's depth (row median), then the
+        # median of the profile NEAR_RANGE_MM beyond that crossing; of the two tissue estimates
+        # the one closer to the lesion level is kept for a dark lesion (a bright sheath or
+        # wall beyond is not tissue), the darker one for a bright lesion
+        ty = np.clip(np.interp((p_mm[:, 1] / uy + 0.5) * prep.scale_xy[1] - 0.5,
+                               np.arange(len(tissue_power)), tissue_power), 1e-12, None)
+        lev0 = lo + level_fraction * (sign * ty - lo)
+        ab0 = (q >= lev0[:, None]) & (np.arange(n_t)[None, :] >= j[:, None])
+        c0 = np.where(ab0.any(axis=1), t[np.argmax(ab0, axis=1)], np.nan)
+        near_sel = (t[None, :] >= c0[:, None] + NEAR_RANGE_MM[0]) & (t[None, :] <= c0[:, None] + NEAR_RANGE_MM[1])
+        use = near_sel.sum(axis=1) >= 5
+        if use.any():
+            hi_near = np.nanmedian(np.where(near_sel[use], q[use], np.nan), axis=1)
+            hi[use] = np.minimum(hi[use], hi_near) if dark else np.maximum(hi[use], hi_near)
     p_lo, p_hi = sign * lo, sign * hi  # powers
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(dark, p_hi / p_lo, p_lo / p_hi)
@@ -159,6 +192,14 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
     # edge: first crossing of the level outwards from the extreme
     above = (q >= level[:, None]) & (np.arange(n_t)[None, :] >= j[:, None])
     m = np.argmax(above, axis=1)
+    if not dark:
+        # a bright body darkens with depth (its own attenuation) and has dark speckle: the edge
+        # is the outermost crossing (bright inside, tissue outside) in BRIGHT_CROSSING_MM
+        lim = t <= BRIGHT_CROSSING_MM[1]
+        cross = above[:, 1:] & ~above[:, :-1] & lim[None, 1:]
+        has = cross.any(axis=1)
+        last = n_t - 2 - np.argmax(cross[:, ::-1], axis=1)
+        m = np.where(has, last + 1, m)
     ok &= above[rows_k, m] & (m > 0)
     m = np.maximum(m, 1)
     ok &= t[m] <= OUTSIDE_RANGE_MM[0]
@@ -171,7 +212,7 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
         return pts.copy()
     idx = np.arange(n)
     offsets = np.interp(idx, idx[good], offsets[good], period=n)
-    offsets = np.clip(offsets, -max_shift_mm, max_out_mm)
+    offsets = np.clip(offsets, -max_shift_mm, max_out_mm if dark else max(max_out_mm, BRIGHT_MAX_OUT_MM))
     offsets = _circular_mean(offsets, int(round(0.5 * tangential_mm / 0.25)))
     offsets[touching] = np.maximum(offsets[touching], 0.0)
     moved = p_mm + offsets[:, None] * nrm
