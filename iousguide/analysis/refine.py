@@ -139,7 +139,7 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
     sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
     up = cv2.resize(blurred, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
     # coarse mask on the refinement grid: working -> frame -> refinement coordinates
-    cw = coarse.astype(np.uint8)
+    cw = coarse.view(np.uint8) if coarse.dtype == bool else coarse.astype(np.uint8)
     # affine map refinement (u, v) -> working (x, y)
     fxw, fyw = prep.scale_xy
     ax = fxw / sx
@@ -152,8 +152,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
     if not coarse_up.any():
         return None
     band_px = max(1.0 / px_mm, 2.0)  # 1 mm
-    d_in = cv2.distanceTransform(coarse_up, cv2.DIST_L2, 3)
-    d_out = cv2.distanceTransform(1 - coarse_up, cv2.DIST_L2, 3)
+    d_in = _dist_inside(coarse_up)
+    d_out = _dist_to(coarse_up, max(2.0 * band_px, band_limit_mm / px_mm if band_limit_mm is not None else 0.0))
     rim = (d_in > 0.5 * band_px) & (d_in <= 1.5 * band_px)
     if not rim.any():
         rim = (d_in > 0) & (d_in <= band_px)
@@ -165,7 +165,7 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         excl_up = cv2.resize(exclude_frame[y0:y1, x0:x1].astype(np.uint8), (out_w, out_h),
                              interpolation=cv2.INTER_NEAREST)
         if excl_up.any():
-            ring &= cv2.distanceTransform(1 - excl_up, cv2.DIST_L2, 3) > band_px
+            ring &= _dist_to(excl_up, band_px) > band_px
         excl_up = excl_up.astype(bool)
     if not ring.any():
         ring = ~coarse_up.astype(bool)
@@ -173,11 +173,11 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
             return None
     inside = float(np.median(up[rim]))
     outside_vals = up[ring]
-    coarse_b = coarse_up.astype(bool)
+    coarse_b = coarse_up.view(bool)
+    seed_idx = np.flatnonzero(coarse_up)  # the coarse region on the refinement grid (flat indices)
     if sectors:
         # the darkest neighbour sets the first level (no leak into an adjacent hypoechoic lesion)
-        ys, xs = np.nonzero(coarse_b)
-        cx, cy = float(xs.mean()), float(ys.mean())
+        cx, cy = _centre(coarse_up)
         out_sec = _sector_means(up, ring, cx, cy, sectors)
         outside = float(np.nanmin(out_sec)) if np.isfinite(out_sec).any() else float(np.mean(outside_vals))
     else:
@@ -193,48 +193,52 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         region |= d_in > band_px  # the coarse interior is the object (an isoechoic lesion centre)
     if band_limit_mm is not None:
         region &= d_out <= band_limit_mm / px_mm
-    unfilled = _select(region, coarse_b, excl_up, False)
+    unfilled = _select(region, seed_idx, excl_up, False)
     if unfilled is None:
         return None
-    mask = _fill(unfilled, coarse_b, excl_up) if fill else unfilled
+    mask = _fill(unfilled, seed_idx, excl_up) if fill else unfilled
     hole_fraction = 1.0 - float(np.count_nonzero(unfilled)) / max(float(np.count_nonzero(mask)), 1.0)
     if exclude_fill is not None and excl_up is not None and excl_up.any():
         # the filled skirt (0.5 mm around an excluded lumen) hides the last half millimetre
         # between region and lumen: where the region reaches the skirt, it reaches the lumen
         # (a gap below the resolution of the image is not measured as one)
         skirt_px = 0.5 / px_mm + 1.0
-        d_ex = cv2.distanceTransform((~excl_up).astype(np.uint8), cv2.DIST_L2, 3)
+        d_ex = _dist_to(excl_up.view(np.uint8), skirt_px)
         skirt = (d_ex > 0) & (d_ex <= skirt_px)
-        near_region = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3) <= skirt_px + 1.0
+        near_region = _dist_to(mask, skirt_px + 1.0) <= skirt_px + 1.0
         mask = mask | (skirt & near_region).astype(np.uint8)
     if sectors and dark:
         # further passes: each direction at half power between the lumen and *its* wall (bright
         # sheath, tissue or lesion), within 1 mm of the first boundary so nothing leaks;
         # repeated because each pass moves the boundary closer to the wall it samples
         first = mask
-        first_b = first.astype(bool)
-        d_first = cv2.distanceTransform(1 - first, cv2.DIST_L2, 3)
+        first_idx = np.flatnonzero(first)
+        d_first = _dist_to(first, band_px)
         band_idx = band_sector = None
-        for _ in range(passes):
-            d_out0 = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
+        for i_pass in range(passes):
+            # (the first pass starts from the first boundary: its distance map is d_first)
+            d_out0 = d_first if i_pass == 0 else _dist_to(mask, band_px)
             near = (d_out0 > 0.4 * band_px) & (d_out0 <= 1.0 * band_px)
             if excl_up is not None:
                 near &= ~excl_up
-            ys, xs = np.nonzero(mask)
-            cx, cy = float(xs.mean()), float(ys.mean())
+            cx, cy = _centre(mask)
             # the wall is what lies right outside the boundary in each direction: a bright
             # sheath the previous cut stopped short of, tissue, or a dark halo (never beyond it)
             out_sec = _sector_means(up, near, cx, cy, sectors)
-            if not np.isfinite(out_sec).any():
+            finite = np.isfinite(out_sec)
+            if not finite.any():
                 break
-            out_sec = np.where(np.isfinite(out_sec), out_sec, np.nanmedian(out_sec))
+            out_sec = np.where(finite, out_sec, np.median(out_sec[finite]))
             levels = inside + level_fraction * (np.maximum(out_sec, inside) - inside)
             if band_idx is None:
-                band_idx = np.nonzero(d_first <= band_px)
-                band_sector = _sector_of(band_idx[1], band_idx[0], cx, cy, sectors)
-            region2 = np.zeros(up.shape, dtype=bool)
-            region2[band_idx] = up[band_idx] < levels[band_sector]
-            mask2 = _select(region2, first_b, excl_up, fill)
+                # the band and its sectors are fixed by the first boundary (and the first centre)
+                band_idx = np.flatnonzero(d_first <= band_px)
+                by_, bx_ = np.divmod(band_idx, out_w)
+                band_sector = _sector_of(bx_, by_, cx, cy, sectors)
+                band_up = up.ravel()[band_idx]
+            region2 = np.zeros(up.shape, dtype=np.uint8)
+            region2.ravel()[band_idx] = band_up < levels[band_sector]
+            mask2 = _select(region2, first_idx, excl_up, fill)
             if mask2 is None:
                 break
             mask = mask2
@@ -260,20 +264,75 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
                    hole_fraction=hole_fraction)
 
 
+def _window(mask: np.ndarray, pad: int) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1): the bounding box of a mask's non-zero pixels grown by ``pad`` and
+    clipped to the image; None for an empty mask."""
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0 or h == 0:
+        return None
+    rows, cols = mask.shape
+    return max(x - pad, 0), max(y - pad, 0), min(x + w + pad, cols), min(y + h + pad, rows)
+
+
+def _dist_inside(mask: np.ndarray) -> np.ndarray:
+    """``cv2.distanceTransform(mask, DIST_L2, 3)`` of a uint8 mask, computed only over the
+    mask's bounding box + 1 pixel (identical: every mask pixel's nearest zero lies there;
+    beyond the image edge counts as non-zero in both). float32, the mask's shape."""
+    out = np.zeros(mask.shape, np.float32)
+    win = _window(mask, 1)
+    if win is not None:
+        x0, y0, x1, y1 = win
+        out[y0:y1, x0:x1] = cv2.distanceTransform(np.ascontiguousarray(mask[y0:y1, x0:x1]), cv2.DIST_L2, 3)
+    return out
+
+
+def _dist_to(mask: np.ndarray, limit_px: float) -> np.ndarray:
+    """Distance of every pixel to the nearest non-zero pixel of a uint8 mask, as
+    ``cv2.distanceTransform(1 - mask, DIST_L2, 3)`` (3x3 chamfer: axial step 0.955, diagonal
+    1.3693) where it is <= ``limit_px``; elsewhere only > ``limit_px`` (large or inf).
+
+    Computed over the mask's bounding box grown by the number of axial steps that cover
+    ``limit_px``: a chamfer path to the nearest mask pixel stays within the bounding box of
+    its two ends, so the values up to the limit are the whole image's. float32, the mask's
+    shape; all inf for an empty mask (as OpenCV's huge value: no mask pixel anywhere).
+    """
+    win = _window(mask, int(np.ceil(limit_px / 0.955)) + 2)
+    if win is None:
+        return np.full(mask.shape, np.inf, np.float32)
+    x0, y0, x1, y1 = win
+    rows, cols = mask.shape
+    inv = np.ascontiguousarray(mask[y0:y1, x0:x1] == 0).view(np.uint8)
+    d = cv2.distanceTransform(inv, cv2.DIST_L2, 3)
+    if (x0, y0, x1, y1) == (0, 0, cols, rows):
+        return d
+    out = np.full(mask.shape, np.inf, np.float32)
+    out[y0:y1, x0:x1] = d
+    return out
+
+
+#: 3x3 Sobel taps (dx, dy) and weights / 8 for d/dx and d/dy
+_SOBEL_DX = np.array([-1, -1, -1, 0, 0, 1, 1, 1])
+_SOBEL_DY = np.array([-1, 0, 1, -1, 1, -1, 0, 1])
+_SOBEL_WX = np.array([-1.0, -2.0, -1.0, 0.0, 0.0, 1.0, 2.0, 1.0]) / 8.0
+_SOBEL_WY = np.array([-1.0, 0.0, 1.0, -2.0, 2.0, -1.0, 0.0, 1.0]) / 8.0
+
+
 def _sobel_at(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """3x3 Sobel derivatives / 8 (d/dx, d/dy per pixel) at the given pixels only, with the
-    border reflected as ``cv2.Sobel`` does (BORDER_REFLECT_101); float64 arrays."""
+    border reflected as ``cv2.Sobel`` does (BORDER_REFLECT_101); float64 arrays of len(xs)."""
     h, w = img.shape
-    def at(dx: int, dy: int) -> np.ndarray:
-        x = np.abs(xs + dx)
-        y = np.abs(ys + dy)
-        x = np.where(x > w - 1, 2 * (w - 1) - x, x)
-        y = np.where(y > h - 1, 2 * (h - 1) - y, y)
-        return img[y, x].astype(np.float64)
-    p = {(dx, dy): at(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)}
-    gx = (p[1, -1] + 2 * p[1, 0] + p[1, 1] - p[-1, -1] - 2 * p[-1, 0] - p[-1, 1]) / 8.0
-    gy = (p[-1, 1] + 2 * p[0, 1] + p[1, 1] - p[-1, -1] - 2 * p[0, -1] - p[1, -1]) / 8.0
-    return gx, gy
+    x = np.abs(np.asarray(xs)[:, None] + _SOBEL_DX)
+    y = np.abs(np.asarray(ys)[:, None] + _SOBEL_DY)
+    x = np.where(x > w - 1, 2 * (w - 1) - x, x)
+    y = np.where(y > h - 1, 2 * (h - 1) - y, y)
+    taps = img[y, x].astype(np.float64)  # (N, 8): one gather for all taps
+    return taps @ _SOBEL_WX, taps @ _SOBEL_WY
+
+
+def _centre(mask: np.ndarray) -> tuple[float, float]:
+    """Centroid (x, y) of a uint8 {0, 1} mask (the mean of its pixel coordinates)."""
+    m = cv2.moments(mask, binaryImage=True)
+    return m["m10"] / m["m00"], m["m01"] / m["m00"]
 
 
 def _sector_of(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, sectors: int) -> np.ndarray:
@@ -283,11 +342,12 @@ def _sector_of(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, sectors: in
 
 def _sector_means(values: np.ndarray, where: np.ndarray, cx: float, cy: float, sectors: int) -> np.ndarray:
     """Mean of ``values`` over ``where`` per angular sector around (cx, cy); NaN when too few."""
-    ys, xs = np.nonzero(where)
-    if len(xs) == 0:
+    idx = np.flatnonzero(where)
+    if len(idx) == 0:
         return np.full(sectors, np.nan)
+    ys, xs = np.divmod(idx, where.shape[1])
     k = _sector_of(xs, ys, cx, cy, sectors)
-    sums = np.bincount(k, weights=values[ys, xs], minlength=sectors)
+    sums = np.bincount(k, weights=values.ravel()[idx], minlength=sectors)
     counts = np.bincount(k, minlength=sectors)
     out = np.full(sectors, np.nan)
     ok = counts >= 5
@@ -295,36 +355,43 @@ def _sector_means(values: np.ndarray, where: np.ndarray, cx: float, cy: float, s
     return out
 
 
-def _select(region: np.ndarray, seed: np.ndarray, exclude: np.ndarray | None, fill: bool) -> np.ndarray | None:
-    """The connected component of ``region`` overlapping ``seed`` most (uint8 mask), holes filled."""
-    region = region.astype(np.uint8)
+def _select(region: np.ndarray, seed_idx: np.ndarray, exclude: np.ndarray | None, fill: bool) -> np.ndarray | None:
+    """The connected component of ``region`` (bool or uint8 {0, 1}; not modified) overlapping
+    the seed pixels (flat indices) most, as a uint8 mask, holes filled when ``fill``."""
+    region = region.view(np.uint8) if region.dtype == bool else region
     if exclude is not None:
+        region = region.copy()
         region[exclude] = 0
-    n, labels, _, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
+    n, labels = cv2.connectedComponents(region, connectivity=8, ltype=cv2.CV_32S)
     if n <= 1:
         return None
-    overlap = np.bincount(labels[seed], minlength=n)
+    overlap = np.bincount(labels.ravel()[seed_idx], minlength=n)
     overlap[0] = 0
     best = int(np.argmax(overlap))
     if overlap[best] == 0:
         return None
-    mask = (labels == best).astype(np.uint8)
-    return _fill(mask, seed, exclude) if fill else mask
+    mask = (labels == best).view(np.uint8)
+    return _fill(mask, seed_idx, exclude) if fill else mask
 
 
-def _fill(mask: np.ndarray, seed: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+def _fill(mask: np.ndarray, seed_idx: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
     """Holes of a selected component filled (a ring closed by an excluded region still encloses)."""
     if exclude is not None and exclude.any():
         # a ring closed by an excluded region (a halo against a vessel) still encloses
-        ex = exclude.astype(np.uint8)
+        ex = exclude.view(np.uint8)
         mask = fill_holes(mask | ex)
-        n2, lab2, _, _ = cv2.connectedComponentsWithStats(mask & (1 - ex), connectivity=8)
+        n2, lab2 = cv2.connectedComponents(mask & (1 - ex), connectivity=8, ltype=cv2.CV_32S)
         if n2 > 1:
-            ov = np.bincount(lab2[seed], minlength=n2)
+            ov = np.bincount(lab2.ravel()[seed_idx], minlength=n2)
             ov[0] = 0
-            mask = (lab2 == int(np.argmax(ov))).astype(np.uint8)
+            mask = (lab2 == int(np.argmax(ov))).view(np.uint8)
         return mask
-    return fill_holes(mask)
+    out = np.zeros_like(mask)
+    win = _window(mask, 1)  # holes lie inside the bounding box (+ 1 pixel: same border handling)
+    if win is not None:
+        x0, y0, x1, y1 = win
+        out[y0:y1, x0:x1] = fill_holes(np.ascontiguousarray(mask[y0:y1, x0:x1]))
+    return out
 
 
 def smooth_contour(contour_px: np.ndarray, *, sigma_mm: float, unit_mm: tuple[float, float]) -> np.ndarray:
@@ -365,14 +432,14 @@ def smooth_contour(contour_px: np.ndarray, *, sigma_mm: float, unit_mm: tuple[fl
 
 def _shift_outward(contour: np.ndarray, distance_px: float) -> np.ndarray:
     """Move the pixel-centre boundary of a mask half a pixel outward (to the in/out border)."""
-    prev = np.roll(contour, 1, axis=0)
-    nxt = np.roll(contour, -1, axis=0)
+    nxt = np.concatenate([contour[1:], contour[:1]])
+    prev = np.concatenate([contour[-1:], contour[:-1]])
     tangent = nxt - prev
     norm = np.hypot(tangent[:, 0], tangent[:, 1])
     norm[norm == 0] = 1.0
     # findContours traces outer borders counter-clockwise in image coordinates (y down):
     # decide the outward side from the signed area instead of assuming it
-    area2 = float(np.sum(contour[:, 0] * np.roll(contour[:, 1], -1) - np.roll(contour[:, 0], -1) * contour[:, 1]))
+    area2 = float(np.sum(contour[:, 0] * nxt[:, 1] - nxt[:, 0] * contour[:, 1]))
     sign = 1.0 if area2 > 0 else -1.0
     normal = np.stack([tangent[:, 1], -tangent[:, 0]], axis=1) / norm[:, None] * sign
     return contour + distance_px * normal
