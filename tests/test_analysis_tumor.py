@@ -126,3 +126,31 @@ def test_lumen_in_place_takes_only_a_lumen_where_the_lesion_was():
     assert abs(got.area_mm2 - np.count_nonzero(same_place) * 0.09) < 1e-9 and got.contrast_db == 4.0
     assert lumen_in_place(prev, [elsewhere], px_mm=0.3) is None
     assert lumen_in_place(prev, [tiny], px_mm=0.3) is None
+
+
+def test_a_very_dark_speckled_lesion_is_a_lesion_and_a_black_disc_a_lumen():
+    """A lesion far below the tissue level (a section through a thick halo, 28 dB down) still
+    shows speckle above the display's black level; a lumen is black. Both pass the anechoic
+    level test, only the lumen is cut out of the lesion map: the lesion is proposed whole and is
+    not reported as a vessel, the lumen is."""
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.tumor import ANECHOIC_MIN_SOLIDITY, anechoic_mask
+
+    lesion = Disc((22.0, 25.0), 6.0, echo=0.04)
+    lumen = Disc((50.0, 25.0), 4.0, echo=0.0)
+    scene = Scene(shape_px=(500, 720), spacing_mm=SPACING_MM, discs=[lesion, lumen])
+    frames = frames_of(scene, 4, 300)
+    settings = TrackingSettings()
+    prep = prepare(np.ascontiguousarray(frames[0].gray), spacing_mm=frames[0].spacing_mm, settings=settings)
+    mask = anechoic_mask(prep, settings=settings, min_solidity=ANECHOIC_MIN_SOLIDITY)
+    lx, ly = prep.to_work(lesion.center_mm[0] / SPACING_MM, lesion.center_mm[1] / SPACING_MM)
+    vx, vy = prep.to_work(lumen.center_mm[0] / SPACING_MM, lumen.center_mm[1] / SPACING_MM)
+    assert mask[int(round(float(vy))), int(round(float(vx)))]
+    assert not mask[int(round(float(ly))), int(round(float(lx)))]
+    tracker = Tracker(settings)
+    results = [tracker.process(f) for f in frames]
+    assert results[-1].tumor is not None, [r.status for r in results]
+    assert disc_dice(results[-1].tumor.contour_px, lesion, scene.shape_px, SPACING_MM) >= 0.85
+    centres = [np.asarray(v.centroid_px) * SPACING_MM for v in results[-1].vessels]
+    assert any(np.hypot(*(c - lumen.center_mm)) < 1.0 for c in centres)
+    assert not any(np.hypot(*(c - lesion.center_mm)) < lesion.radius_mm for c in centres)

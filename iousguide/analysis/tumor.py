@@ -195,7 +195,9 @@ def anechoic_mask(prep: Prepared, *, settings: TrackingSettings, min_solidity: f
     scale and ``lumen_contrast_db`` under it, opened by 0.5 mm (isolated dark speckle is not a
     lumen). A hypoechoic lesion or halo keeps speckle above this level, but a thick halo on a
     dark display may not: with ``min_solidity`` > 0 only solid blobs are kept (a lumen is a
-    disc, oval or band; a halo seen black is a crescent or a ring around echoic tissue).
+    disc, oval or band; a halo seen black is a crescent or a ring around echoic tissue) whose
+    core is black on the display (a lesion-sized blob with speckle above the black level in
+    much of its core is tissue: a dark lesion or a section through a thick halo).
 
     Parameters
     ----------
@@ -212,16 +214,54 @@ def anechoic_mask(prep: Prepared, *, settings: TrackingSettings, min_solidity: f
     m = ((prep.smooth < core_level.astype(np.float32)) & prep.valid).astype(np.uint8)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(0.5 / prep.work_px_mm))
     if min_solidity > 0:
-        # a lumen is solid (a disc, an oval, a band); a crescent or a ring is a halo seen dark
+        # a lumen is solid (a disc, an oval, a band); a crescent or a ring is a halo seen dark.
+        # And a lumen is black inside on the display; a dark lesion (or a section through a
+        # thick halo) keeps speckle above the black level in much of its core
+        black_amp = float(10.0 ** ((settings.black_level / 255.0 - 1.0) * settings.display_dynamic_range_db / 20.0))
         contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         keep = np.zeros_like(m)
         for cnt in contours:
             area = cv2.contourArea(cnt)
             hull = cv2.contourArea(cv2.convexHull(cnt))
-            if hull > 0 and area / hull >= min_solidity:
+            if hull > 0 and area / hull >= min_solidity and not _speckled_core(
+                    prep, cnt, black_amp=black_amp, min_diameter_mm=settings.tumor_min_diameter_mm):
                 cv2.drawContours(keep, [cnt], -1, 1, thickness=cv2.FILLED)
         m &= keep
     return m.astype(bool)
+
+
+#: a blob whose core has at least this fraction of its frame pixels above the black level
+#: has speckle: tissue (a dark lesion), not a lumen
+SPECKLED_MIN_FRACTION = 0.4
+
+
+def _speckled_core(prep: Prepared, contour_w: np.ndarray, *, black_amp: float, min_diameter_mm: float) -> bool:
+    """Whether the core of a dark blob (working-grid contour; the blob eroded by 30 % of its
+    equivalent radius) shows echo above the black level in at least ``SPECKLED_MIN_FRACTION``
+    of its full-resolution pixels. Lumens on a display are black inside (detected lumens of
+    >= 5 mm on the development cases: >= 72 % of their core black, 97 % of them >= 97 %);
+    a dark lesion section keeps speckle (median 44 % black)."""
+    px = prep.work_px_mm
+    area = cv2.contourArea(contour_w)
+    if 2.0 * np.sqrt(area / np.pi) * px < min_diameter_mm:
+        return False  # below the smallest tumour: a lumen however it looks
+    x, y, w, h = cv2.boundingRect(contour_w)
+    sub = np.zeros((h, w), np.uint8)
+    cv2.drawContours(sub, [contour_w - np.array([x, y])], -1, 1, thickness=cv2.FILLED)
+    k = max(int(round(0.3 * np.sqrt(area / np.pi))), 1)
+    core = cv2.erode(sub, disc(k))
+    if not core.any():
+        return False
+    fx0, fy0 = prep.to_frame(x - 0.5, y - 0.5)
+    fx1, fy1 = prep.to_frame(x + w - 0.5, y + h - 0.5)
+    rows, cols = prep.amplitude.shape
+    c0, r0 = max(int(np.floor(fx0 + 0.5)), 0), max(int(np.floor(fy0 + 0.5)), 0)
+    c1, r1 = min(int(np.ceil(fx1 + 0.5)), cols), min(int(np.ceil(fy1 + 0.5)), rows)
+    if c1 <= c0 or r1 <= r0:
+        return False
+    core_f = cv2.resize(core, (c1 - c0, r1 - r0), interpolation=cv2.INTER_NEAREST).astype(bool)
+    vals = prep.amplitude[r0:r1, c0:c1][core_f]
+    return bool(vals.size and np.count_nonzero(vals > black_amp) >= SPECKLED_MIN_FRACTION * vals.size)
 
 
 def close_ring(comp_w: np.ndarray, bbox_w: tuple[int, int, int, int], *, rel: np.ndarray, valid: np.ndarray,
