@@ -84,6 +84,28 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def components_with_stats(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """``cv2.connectedComponentsWithStats(mask, connectivity=8)``, the same labels, stats and
+    centroids, ~3x faster: OpenCV's default 8-way algorithm (Spaghetti) is slow to gather the
+    statistics; BBDT labels the 2x2 blocks in the same order.
+
+    Parameters
+    ----------
+    mask : ndarray (h, w) uint8
+        Non-zero pixels are foreground (not modified).
+
+    Returns
+    -------
+    n : int
+        Number of labels, background (0) included.
+    labels : ndarray (h, w) int32
+    stats : ndarray (n, 5) int32
+        x, y, width, height, area (``cv2.CC_STAT_*``) per label.
+    centroids : ndarray (n, 2) float64
+    """
+    return cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, cv2.CV_32S, cv2.CCL_BBDT)
+
+
 def row_median(values: np.ndarray, mask: np.ndarray, *, q: float = 0.5) -> np.ndarray:
     """Quantile ``q`` (default the median) of ``values`` over ``mask`` in every row; NaN where
     a row has fewer than 3 pixels.
@@ -205,7 +227,14 @@ def prepare(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, setting
     w, h = max(int(round(cols * fx)), 8), max(int(round(rows * fy)), 8)
     fx, fy = w / cols, h / rows
     work_mm = ux / fx if fx < 1 else ux  # isotropic up to rounding
-    if (w, h) != (cols, rows):
+    if (w, h) != (cols, rows) and not (_is_whole(cols / w) and _is_whole(rows / h)):
+        # grey and amplitude reduced in one pass (two channels, ~25 % less time): at a
+        # fractional scale OpenCV averages uint8 in float and rounds to nearest (ties to
+        # even), which np.rint repeats exactly (at a whole scale it averages in integers)
+        both = cv2.resize(cv2.merge([gray.astype(np.float32), amplitude]), (w, h), interpolation=cv2.INTER_AREA)
+        small_gray = np.rint(both[:, :, 0]).astype(np.uint8)
+        small_amp = np.ascontiguousarray(both[:, :, 1])
+    elif (w, h) != (cols, rows):
         small_amp = cv2.resize(amplitude, (w, h), interpolation=cv2.INTER_AREA)
         small_gray = cv2.resize(gray, (w, h), interpolation=cv2.INTER_AREA)
     else:
@@ -238,11 +267,16 @@ def prepare(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, setting
     tissue_row = smooth_profile(row_median(smooth, tissue), sigma_px=3.0 / work_mm)
     tissue_power_row = smooth_profile(row_median(power, tissue), sigma_px=3.0 / work_mm)
     tissue_power_row = np.maximum(tissue_power_row, float(lut[settings.black_level]) ** 2)
-    rows_idx = np.arange(h)[:, None]
-    bottom = np.where(valid.any(axis=0), np.max(np.where(valid, rows_idx, -1), axis=0), -1)
+    bottom = np.where(valid.any(axis=0), h - 1 - np.argmax(valid[::-1], axis=0), -1)
     return Prepared(amplitude=amplitude, unit_mm=(ux, uy), scale_xy=(fx, fy), work_px_mm=work_mm, smooth=smooth,
                     valid=valid, tissue_row=tissue_row, signal_fraction=signal_fraction, valid_bottom_row=bottom,
                     tissue_power_row=tissue_power_row)
+
+
+def _is_whole(scale: float) -> bool:
+    """Whether a resize ratio is (within rounding) a whole number: OpenCV's INTER_AREA then
+    takes its integer block-average path."""
+    return abs(scale - round(scale)) < 1e-6
 
 
 def _field_of_view(signal: np.ndarray, *, radius_px: float, erode_px: float) -> np.ndarray:
@@ -253,7 +287,7 @@ def _field_of_view(signal: np.ndarray, *, radius_px: float, erode_px: float) -> 
     vessel leaving the image), belong to the field of view.
     """
     closed = cv2.morphologyEx(signal, cv2.MORPH_CLOSE, disc(radius_px))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
+    n, labels, stats, _ = components_with_stats(closed)
     if n <= 1:
         return np.zeros(signal.shape, dtype=bool)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
@@ -264,7 +298,7 @@ def _field_of_view(signal: np.ndarray, *, radius_px: float, erode_px: float) -> 
     gaps = (fov & (1 - region)).astype(np.uint8)
     if gaps.any():
         top = int(np.argmax(fov.any(axis=1)))
-        m, glabels, gstats, _ = cv2.connectedComponentsWithStats(gaps, connectivity=8)
+        m, glabels, gstats, _ = components_with_stats(gaps)
         for k in range(1, m):
             if gstats[k, cv2.CC_STAT_TOP] <= top + 1:
                 fov[glabels == k] = 0

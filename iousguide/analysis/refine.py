@@ -214,28 +214,32 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         first = mask
         first_idx = np.flatnonzero(first)
         d_first = _dist_to(first, band_px)
-        band_idx = band_sector = None
+        # the band within 1 mm of the first boundary, and its sectors around the first centre
+        band_idx = np.flatnonzero(d_first <= band_px)
+        band_up = up.ravel()[band_idx]
+        by_, bx_ = np.divmod(band_idx, out_w)
+        band_sector = _sector_of(bx_, by_, *_centre(first), sectors)
         for i_pass in range(passes):
-            # (the first pass starts from the first boundary: its distance map is d_first)
-            d_out0 = d_first if i_pass == 0 else _dist_to(mask, band_px)
-            near = (d_out0 > 0.4 * band_px) & (d_out0 <= 1.0 * band_px)
-            if excl_up is not None:
-                near &= ~excl_up
-            cx, cy = _centre(mask)
             # the wall is what lies right outside the boundary in each direction: a bright
             # sheath the previous cut stopped short of, tissue, or a dark halo (never beyond it)
-            out_sec = _sector_means(up, near, cx, cy, sectors)
+            if i_pass == 0:
+                # from the first boundary: that wall ring lies in the band, sectors known
+                near = d_first.ravel()[band_idx] > 0.4 * band_px
+                if excl_up is not None:
+                    near &= ~excl_up.ravel()[band_idx]
+                out_sec = _sector_means_of(band_up[near], band_sector[near], sectors)
+            else:
+                d_out0 = _dist_to(mask, band_px)
+                near = (d_out0 > 0.4 * band_px) & (d_out0 <= 1.0 * band_px)
+                if excl_up is not None:
+                    near &= ~excl_up
+                cx, cy = _centre(mask)
+                out_sec = _sector_means(up, near, cx, cy, sectors)
             finite = np.isfinite(out_sec)
             if not finite.any():
                 break
             out_sec = np.where(finite, out_sec, np.median(out_sec[finite]))
             levels = inside + level_fraction * (np.maximum(out_sec, inside) - inside)
-            if band_idx is None:
-                # the band and its sectors are fixed by the first boundary (and the first centre)
-                band_idx = np.flatnonzero(d_first <= band_px)
-                by_, bx_ = np.divmod(band_idx, out_w)
-                band_sector = _sector_of(bx_, by_, cx, cy, sectors)
-                band_up = up.ravel()[band_idx]
             region2 = np.zeros(up.shape, dtype=np.uint8)
             region2.ravel()[band_idx] = band_up < levels[band_sector]
             mask2 = _select(region2, first_idx, excl_up, fill)
@@ -346,8 +350,12 @@ def _sector_means(values: np.ndarray, where: np.ndarray, cx: float, cy: float, s
     if len(idx) == 0:
         return np.full(sectors, np.nan)
     ys, xs = np.divmod(idx, where.shape[1])
-    k = _sector_of(xs, ys, cx, cy, sectors)
-    sums = np.bincount(k, weights=values.ravel()[idx], minlength=sectors)
+    return _sector_means_of(values.ravel()[idx], _sector_of(xs, ys, cx, cy, sectors), sectors)
+
+
+def _sector_means_of(values: np.ndarray, k: np.ndarray, sectors: int) -> np.ndarray:
+    """Mean of ``values`` per sector index ``k`` (both 1-D); NaN when fewer than 5."""
+    sums = np.bincount(k, weights=values, minlength=sectors)
     counts = np.bincount(k, minlength=sectors)
     out = np.full(sectors, np.nan)
     ok = counts >= 5

@@ -1,0 +1,151 @@
+"""The speed-ups of the refinement and the frame preparation must not change results.
+
+Each fast helper is compared with the plain OpenCV / numpy formulation it replaces, on random
+masks of many shapes (blobs, thin structures, masks touching the image edge, empty and full
+masks); and refine_region is checked against the analytic truth of a synthetic lumen.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from iousguide.analysis import refine as refine_mod
+from iousguide.analysis.imaging import components_with_stats, fill_holes, prepare
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.synthetic import Disc, Scene, render
+from iousguide.analysis.vessels import lumen_candidates
+
+SPACING = 0.1
+
+
+def _masks(n: int, seed: int = 0):
+    """Random uint8 {0, 1} masks: smoothed noise cut at ~half (blobs and holes), of sizes from
+    a few pixels to a few hundred, plus the edge cases."""
+    rng = np.random.default_rng(seed)
+    yield np.zeros((7, 9), np.uint8)
+    yield np.ones((7, 9), np.uint8)
+    for _ in range(n):
+        h, w = (int(v) for v in rng.integers(3, 260, 2))
+        noise = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), float(rng.uniform(0.6, 5.0)))
+        yield (noise > np.quantile(noise, rng.uniform(0.3, 0.9))).astype(np.uint8)
+
+
+def test_components_with_stats_equals_opencv_default():
+    for mask in _masks(120):
+        ref = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        got = components_with_stats(mask)
+        assert got[0] == ref[0]
+        np.testing.assert_array_equal(got[1], ref[1])
+        np.testing.assert_array_equal(got[2], ref[2])
+        np.testing.assert_allclose(got[3], ref[3], rtol=0, atol=1e-12)
+
+
+def test_windowed_distance_transforms_equal_whole_image():
+    """Equal up to the last bit of float32: OpenCV's own result differs by an ulp between image
+    sizes (its float path), never by a chamfer step (0.955 px)."""
+    for mask in _masks(120, seed=1):
+        ref_in = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+        np.testing.assert_allclose(refine_mod._dist_inside(mask), ref_in, rtol=1e-6, atol=0)
+        if not mask.any():
+            assert np.isinf(refine_mod._dist_to(mask, 5.0)).all()
+            continue
+        ref_out = cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)
+        for limit in (1.7, 4.0, 11.3):
+            got = refine_mod._dist_to(mask, limit)
+            near = ref_out <= limit
+            np.testing.assert_allclose(got[near], ref_out[near], rtol=1e-6, atol=0)
+            assert (got[~near] > limit * (1 - 1e-6)).all()  # beyond the limit: only known to be beyond it
+
+
+def test_select_and_fill_equal_plain_formulation():
+    rng = np.random.default_rng(2)
+    for mask in _masks(80, seed=3):
+        if not mask.any():
+            continue
+        seed_mask = np.zeros(mask.shape, bool)
+        ys, xs = np.nonzero(mask)
+        pick = rng.integers(0, len(ys), 3)
+        seed_mask[ys[pick], xs[pick]] = True
+        # plain: label everything with statistics, take the component overlapping the seed most
+        n, labels, _, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        overlap = np.bincount(labels[seed_mask], minlength=n)
+        overlap[0] = 0
+        ref = (labels == int(np.argmax(overlap))).astype(np.uint8)
+        got = refine_mod._select(mask.astype(bool), np.flatnonzero(seed_mask), None, False)
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(refine_mod._fill(got, np.flatnonzero(seed_mask), None), fill_holes(ref))
+
+
+def test_sobel_and_shift_match_reference():
+    rng = np.random.default_rng(4)
+    img = rng.random((41, 57)).astype(np.float32)
+    ys, xs = np.mgrid[0:41, 0:57]
+    gx, gy = refine_mod._sobel_at(img, xs.ravel(), ys.ravel())
+    np.testing.assert_allclose(gx, (cv2.Sobel(img, cv2.CV_64F, 1, 0, ksize=3) / 8.0).ravel(), atol=1e-12)
+    np.testing.assert_allclose(gy, (cv2.Sobel(img, cv2.CV_64F, 0, 1, ksize=3) / 8.0).ravel(), atol=1e-12)
+    # a square's pixel-centre outline moved half a pixel outward is its pixel border
+    sq = np.zeros((20, 20), np.uint8)
+    sq[5:15, 4:12] = 1
+    contour = cv2.findContours(sq, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0][0].reshape(-1, 2).astype(float)
+    shifted = refine_mod._shift_outward(contour, 0.5)
+    area = abs(cv2.contourArea(shifted.astype(np.float32)))
+    assert area == pytest.approx(10 * 8, rel=0.03)
+
+
+def test_refined_lumen_diameter_and_centre():
+    """A 5 mm anechoic lumen in speckle: refined at full resolution, its area-equivalent
+    diameter within 0.4 mm and its centre within 0.2 mm of the truth (six realisations)."""
+    s = TrackingSettings()
+    for seed in range(6):
+        lumen = Disc((30.0, 22.0), 2.5, echo=0.0)
+        img = render(Scene(shape_px=(450, 600), spacing_mm=SPACING, discs=[lumen]), seed=seed)
+        prep = prepare(img, spacing_mm=(SPACING, SPACING), settings=s)
+        labels, cands = lumen_candidates(prep, settings=s)
+        label, bbox, _ = max(cands, key=lambda c: c[2])
+        core = labels == label
+        before = core.copy()
+        ref = refine_mod.refine_region(prep, core, bbox, dark=True, smoothing_mm=s.edge_smoothing_mm,
+                                       upsample=s.upsample_for(SPACING), level_fraction=s.edge_level_fraction,
+                                       margin_mm=2.5, sectors=12, passes=2)
+        assert np.array_equal(core, before)  # input not modified
+        assert ref is not None
+        pts = ref.contour_px * SPACING
+        area = abs(cv2.contourArea(pts.astype(np.float32)))
+        assert abs(2 * np.sqrt(area / np.pi) - 5.0) <= 0.4
+        m = cv2.moments(pts.astype(np.float32))
+        assert np.hypot(m["m10"] / m["m00"] - 30.0, m["m01"] / m["m00"] - 22.0) <= 0.2
+
+
+@pytest.mark.parametrize("spacing_mm", [0.08, 0.12, 0.15, 0.17, 0.2])
+def test_prepare_reduction_equals_separate_resizes(spacing_mm):
+    """prepare reduces grey and amplitude in one two-channel INTER_AREA pass where the scale is
+    fractional; the working-grid grey must equal OpenCV's own uint8 reduction (whole scales,
+    e.g. 0.15 -> 0.3 mm, take OpenCV's integer path, which rounds ties differently)."""
+    s = TrackingSettings()
+    img = render(Scene(shape_px=(400, 600), spacing_mm=spacing_mm,
+                       discs=[Disc((12.0, 10.0), 2.0, echo=0.0), Disc((25.0, 14.0), 4.0, echo=2.0)]), seed=5)
+    before = img.copy()
+    prep = prepare(img, spacing_mm=(spacing_mm, spacing_mm), settings=s)
+    assert np.array_equal(img, before)  # input not modified
+    h, w = prep.smooth.shape
+    sigma = s.speckle_smoothing_mm / prep.work_px_mm
+    if (w, h) != (img.shape[1], img.shape[0]):
+        small = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        amp = cv2.LUT(img, _lut(s))
+        ref_amp = cv2.resize(amp, (w, h), interpolation=cv2.INTER_AREA)
+        if img.shape[1] % w or img.shape[0] % h:  # fractional scale: the two-channel pass is used
+            both = cv2.resize(cv2.merge([img.astype(np.float32), amp]), (w, h), interpolation=cv2.INTER_AREA)
+            np.testing.assert_array_equal(both[:, :, 1], ref_amp)
+    else:
+        small = img
+    ref = cv2.GaussianBlur(small.astype(np.float32) * np.float32(s.display_dynamic_range_db / 255.0), (0, 0),
+                           sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    np.testing.assert_array_equal(prep.smooth, ref)
+
+
+def _lut(settings):
+    from iousguide.analysis.imaging import amplitude_lut
+
+    return amplitude_lut(dynamic_range_db=settings.display_dynamic_range_db)
