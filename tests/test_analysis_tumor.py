@@ -154,3 +154,36 @@ def test_a_very_dark_speckled_lesion_is_a_lesion_and_a_black_disc_a_lumen():
     centres = [np.asarray(v.centroid_px) * SPACING_MM for v in results[-1].vessels]
     assert any(np.hypot(*(c - lumen.center_mm)) < 1.0 for c in centres)
     assert not any(np.hypot(*(c - lesion.center_mm)) < lesion.radius_mm for c in centres)
+
+
+def test_a_dark_disc_with_posterior_enhancement_is_lumen_like_and_not_proposed():
+    """A grey lumen (noise lifts it off black) shows posterior enhancement: the tissue right below
+    it is brighter than beside it and than above it. Such a dark blob is not proposed as the
+    tumour; the same blob without the bright tissue below it, or with an echoic core, is a lesion."""
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.tumor import lesion_candidates, looks_like_lumen
+
+    settings = TrackingSettings()
+
+    def dark_candidate(discs, seed):
+        scene = Scene(shape_px=(500, 700), spacing_mm=SPACING_MM, discs=discs)
+        frame = frames_of(scene, 1, seed)[0]
+        prep = prepare(np.ascontiguousarray(frame.gray), spacing_mm=frame.spacing_mm, settings=settings)
+        cands = [c for c in lesion_candidates(prep, settings=settings) if c.dark]
+        best = min(cands, key=lambda c: np.hypot(c.centroid_w[0] * prep.work_px_mm - 35.0,
+                                                  c.centroid_w[1] * prep.work_px_mm - 22.0))
+        return prep, best, scene
+
+    body = Disc((35.0, 22.0), 4.0, echo=0.3)
+    enhancement = Disc((35.0, 30.0), 4.0, echo=1.6, radius_y_mm=3.0)  # 1-6 mm below the lumen
+    prep, cand, scene = dark_candidate([enhancement, body], 400)
+    assert looks_like_lumen(prep, cand)
+    tracker = Tracker(settings)
+    results = [tracker.process(f) for f in frames_of(scene, 3, 410)]
+    for r in results:  # (the bright band itself may pass for a hyperechoic lesion)
+        assert r.tumor is None or disc_dice(r.tumor.contour_px, body, scene.shape_px, SPACING_MM) < 0.1
+    prep, cand, _ = dark_candidate([body], 420)
+    assert not looks_like_lumen(prep, cand)
+    above = Disc((35.0, 14.0), 4.0, echo=1.6, radius_y_mm=3.0)  # bright tissue above as well: no enhancement
+    prep, cand, _ = dark_candidate([enhancement, above, body], 430)
+    assert not looks_like_lumen(prep, cand)

@@ -376,6 +376,59 @@ def plausible_auto(candidate: TumorCandidate, *, settings: TrackingSettings, con
             and settings.tumor_min_diameter_mm * (1.0 if hyst else 1.25) <= candidate.equivalent_diameter_mm)
 
 
+#: a dark candidate whose core is this far under the tissue (dB) ...
+LUMEN_LIKE_CORE_DB = -4.0
+#: ... and whose posterior band is this much brighter than beside it (dB) looks like a lumen
+LUMEN_LIKE_ENHANCEMENT_DB = 1.0
+
+
+def looks_like_lumen(prep: Prepared, candidate: TumorCandidate) -> bool:
+    """Whether a dark candidate looks like a vessel lumen the vessel detector missed (a grey
+    lumen deep in the image, where noise lifts it off black): its core is clearly darker than
+    tissue (at least ``-LUMEN_LIKE_CORE_DB`` dB under it) *and* it shows posterior acoustic
+    enhancement - blood attenuates about three times less than liver, so the tissue 1-6 mm below
+    a lumen is brighter than the tissue beside it at the same depth and than the tissue 1-6 mm
+    above it (by ~0.5 dB per mm of lumen), while a solid lesion attenuates like liver or more. A lesion with an echoic core (target,
+    isoechoic with halo) is never lumen-like, whatever lies below it.
+
+    Parameters
+    ----------
+    prep : Prepared
+    candidate : TumorCandidate
+
+    Returns
+    -------
+    bool
+    """
+    if not candidate.dark:
+        return False
+    px = prep.work_px_mm
+    rel = prep.smooth - prep.tissue_row[:, None].astype(np.float32)
+    m = candidate.mask_w.astype(np.uint8)
+    core = cv2.erode(m, disc(1.0 / px)).astype(bool)
+    if not core.any():
+        core = m.astype(bool)
+    if float(np.median(rel[core])) > LUMEN_LIKE_CORE_DB:
+        return False
+    x, y, w, h = candidate.bbox_w
+    y0, y1 = y + h - 1 + int(round(1.0 / px)), y + h - 1 + int(round(6.0 / px))
+    if y0 >= rel.shape[0]:
+        return False
+    band = slice(y0, min(y1, rel.shape[0]))
+    below, vb = rel[band, x:x + w], prep.valid[band, x:x + w]
+    side = np.concatenate([rel[band, max(x - w, 0):x], rel[band, x + w:x + 2 * w]], axis=1)
+    vs = np.concatenate([prep.valid[band, max(x - w, 0):x], prep.valid[band, x + w:x + 2 * w]], axis=1)
+    a0, a1 = max(y - int(round(6.0 / px)), 0), max(y - int(round(1.0 / px)), 0)
+    above, va = rel[a0:a1, x:x + w], prep.valid[a0:a1, x:x + w]
+    if min(np.count_nonzero(vb), np.count_nonzero(vs), np.count_nonzero(va)) <= 10:
+        return False
+    # brighter below than beside (same depth) and than above (same columns: a convex fan's
+    # off-axis columns are deeper along their beams, so beside alone is biased there)
+    below_db = float(np.median(below[vb]))
+    return (below_db - float(np.median(side[vs])) >= LUMEN_LIKE_ENHANCEMENT_DB
+            and below_db - float(np.median(above[va])) >= LUMEN_LIKE_ENHANCEMENT_DB)
+
+
 def strong_auto(candidate: TumorCandidate, plausible: list[TumorCandidate], *, settings: TrackingSettings) -> bool:
     """Whether an automatic proposal is clear enough to report on its first frame: twice the
     contrast required, solid, and at least twice the score of every other plausible candidate
