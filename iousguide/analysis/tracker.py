@@ -31,7 +31,8 @@ from iousguide.analysis.refine import smooth_contour
 from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, anechoic_mask, follow_template, iou,
-                                      lesion_candidates, lumen_in_place, plausible_auto, refine_tumor, strong_auto)
+                                      lesion_candidates, looks_like_lumen, lumen_in_place, plausible_auto, refine_tumor,
+                                      strong_auto)
 from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared
 from iousguide.errors import AnalysisError
 from iousguide.frames import Frame
@@ -426,6 +427,8 @@ class Tracker:
         plausible = [c for c in candidates if plausible_auto(c, settings=s) or (
             st.pending is not None and st.pending.dark == c.dark and iou(st.pending.mask_w, c.mask_w) >= 0.3
             and plausible_auto(c, settings=s, contrast_scale=0.5))]
+        # a grey lumen the vessel detector missed is not proposed as the tumour
+        plausible = [c for c in plausible if not looks_like_lumen(prep, c)]
         if not plausible:
             st.pending, st.pending_count = None, 0
             return None, ""
