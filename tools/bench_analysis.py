@@ -11,12 +11,16 @@ Prints medians and 95th percentiles; the machine's load average is printed too, 
 other processes share the cores. The process CPU time per analysed frame (all threads,
 ``time.process_time``) is printed as well: it does not grow when other processes compete
 for the cores, so it is the figure to compare between runs on a shared machine
-(``--threads 1`` makes it equal to the single-core wall time).
+(``--threads 1`` makes it equal to the single-core wall time). Competing processes still
+inflate it (shared caches, hyper-threads), so each frame's best CPU time over the loops is
+printed too (``cpu best``): the floor this code reaches on this machine, the steadiest figure
+for comparing two versions. ``--stages`` adds the median CPU time of each tracker stage.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import tempfile
 import time
@@ -55,17 +59,47 @@ def make_clip(path: Path, *, seed: int, n_frames: int, size: tuple[int, int], sc
     return crop, frames[0].spacing_mm
 
 
-def bench(path: Path, *, crop, spacing, loops: int, label: str) -> dict:
+#: tracker stages timed with --stages: names looked up in iousguide.analysis.tracker
+STAGES = ("prepare", "detect_vessels_prepared", "lesion_candidates", "refine_tumor")
+
+
+def _timed_stages(cpu_by_stage: dict):
+    """Wrap the tracker's stage functions to add their CPU time (ms) to ``cpu_by_stage``;
+    returns a function that restores them."""
+    import iousguide.analysis.tracker as tracker_mod
+
+    originals = {name: getattr(tracker_mod, name) for name in STAGES}
+
+    def wrap(name, fn):
+        def timed(*args, **kwargs):
+            c0 = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                cpu_by_stage[name] = cpu_by_stage.get(name, 0.0) + (time.process_time() - c0) * 1e3
+        return timed
+
+    for name, fn in originals.items():
+        setattr(tracker_mod, name, wrap(name, fn))
+    return lambda: [setattr(tracker_mod, name, fn) for name, fn in originals.items()]
+
+
+def bench(path: Path, *, crop, spacing, loops: int, label: str, stages: bool = False) -> dict:
     from iousguide.acquisition import open_source
     from iousguide.calibration import Calibration
 
     cal = Calibration(spacing_mm=spacing, crop_px=crop, name="bench", source="preset")
     decode_ms, analysis_ms, cpu_ms = [], [], []
+    cpu_by_frame: dict[int, list[float]] = {}
+    stage_ms: dict[str, list[float]] = {name: [] for name in STAGES}
+    per_frame_stage: dict = {}
+    restore = _timed_stages(per_frame_stage) if stages else None
     tracker = Tracker(TrackingSettings())
     rss0 = None
     for loop in range(loops):
         with open_source(str(path), calibration=cal) as source:
-            while True:
+            for index in itertools.count():
+                per_frame_stage.clear()
                 t0 = time.perf_counter()
                 try:
                     frame = source.read()
@@ -76,10 +110,16 @@ def bench(path: Path, *, crop, spacing, loops: int, label: str) -> dict:
                 tracker.process(frame)
                 t2 = time.perf_counter()
                 cpu_ms.append((time.process_time() - c1) * 1e3)
+                cpu_by_frame.setdefault(index, []).append(cpu_ms[-1])
+                for name in stage_ms:
+                    stage_ms[name].append(per_frame_stage.get(name, 0.0))
                 decode_ms.append((t1 - t0) * 1e3)
                 analysis_ms.append((t2 - t1) * 1e3)
         if loop == 0:
             rss0 = rss_mb()
+    if restore is not None:
+        restore()
+    best = [min(v) for v in cpu_by_frame.values()]
     shape = frame.shape
     row = {
         "case": label, "frame_px": f"{shape[1]}x{shape[0]}", "frames": len(analysis_ms),
@@ -88,6 +128,9 @@ def bench(path: Path, *, crop, spacing, loops: int, label: str) -> dict:
         # CPU time of the whole process (all threads) per analysed frame: independent of other
         # processes on a shared machine, unlike the wall-clock figures
         "analysis_cpu_median_ms": float(np.median(cpu_ms)), "analysis_cpu_p95_ms": float(np.percentile(cpu_ms, 95)),
+        # each frame's best CPU time over the loops: steadier against competing processes
+        "analysis_cpu_best_median_ms": float(np.median(best)), "analysis_cpu_best_p95_ms": float(np.percentile(best, 95)),
+        "stage_cpu_median_ms": {name: float(np.median(v)) for name, v in stage_ms.items()} if stages else None,
         "rss_after_first_pass_mb": rss0, "rss_end_mb": rss_mb(),
     }
     return row
@@ -98,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=30, help="phantom frames per clip (looped)")
     ap.add_argument("--loops", type=int, default=5, help="passes over each clip (memory check)")
     ap.add_argument("--threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's choice)")
+    ap.add_argument("--stages", action="store_true", help="also the median CPU ms of each tracker stage")
     args = ap.parse_args(argv)
     if args.threads is not None:
         cv2.setNumThreads(args.threads)
@@ -106,17 +150,22 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         p1 = Path(tmp) / "bench_800x600.mp4"
         crop, spacing = make_clip(p1, seed=4242, n_frames=args.frames, size=(800, 600), screen=None)
-        rows.append(bench(p1, crop=crop, spacing=spacing, loops=args.loops, label="800x600"))
+        rows.append(bench(p1, crop=crop, spacing=spacing, loops=args.loops, label="800x600", stages=args.stages))
         p2 = Path(tmp) / "bench_1080p.mp4"
         crop, spacing = make_clip(p2, seed=4243, n_frames=args.frames, size=(1000, 800), screen=(1920, 1080))
-        rows.append(bench(p2, crop=crop, spacing=spacing, loops=args.loops, label="1080p capture, crop"))
+        rows.append(bench(p2, crop=crop, spacing=spacing, loops=args.loops, label="1080p capture, crop",
+                          stages=args.stages))
     print(f"{'case':<22}{'frame':>11}{'n':>6}{'decode med':>12}{'p95':>8}{'analysis med':>14}{'p95':>8}"
-          f"{'cpu med':>9}{'p95':>7}{'RSS 1st':>9}{'RSS end':>9}")
+          f"{'cpu med':>9}{'p95':>7}{'cpu best':>10}{'p95':>7}{'RSS 1st':>9}{'RSS end':>9}")
     for r in rows:
         print(f"{r['case']:<22}{r['frame_px']:>11}{r['frames']:>6}{r['decode_median_ms']:>12.1f}"
               f"{r['decode_p95_ms']:>8.1f}{r['analysis_median_ms']:>14.1f}{r['analysis_p95_ms']:>8.1f}"
               f"{r['analysis_cpu_median_ms']:>9.1f}{r['analysis_cpu_p95_ms']:>7.1f}"
+              f"{r['analysis_cpu_best_median_ms']:>10.1f}{r['analysis_cpu_best_p95_ms']:>7.1f}"
               f"{r['rss_after_first_pass_mb']:>9.1f}{r['rss_end_mb']:>9.1f}")
+    for r in rows:
+        if r["stage_cpu_median_ms"]:
+            print(f"{r['case']}: stage CPU median ms " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_cpu_median_ms"].items()))
     print(f"load average after: {os.getloadavg()}")
     return 0
 
