@@ -363,17 +363,22 @@ def _edge_contrast_db(rel: np.ndarray, labels: np.ndarray, label: int, bbox: tup
     return float(abs(np.mean(sub[rim]) - np.mean(sub[ring])))
 
 
+#: a new automatic proposal is at least this many times the minimum tumour size (equivalent
+#: diameter; a pending one only 1 x)
+AUTO_SIZE_FACTOR = 1.1
+
+
 def plausible_auto(candidate: TumorCandidate, *, settings: TrackingSettings, contrast_scale: float = 1.0) -> bool:
     """Whether a candidate may be proposed without a seed (compact, inside the view, contrasted).
 
     ``contrast_scale`` < 1 lowers the edge-contrast requirement (hysteresis for a candidate
     that was already proposed on the previous frame); the hysteresis also keeps a pending
-    candidate that is only just above the minimum tumour size (not 1.25 x) or a little less
+    candidate that is only just above the minimum tumour size (not ``AUTO_SIZE_FACTOR`` x) or a little less
     solid (0.7, not 0.8): a small lesion's section flickers around both limits in speckle."""
     hyst = contrast_scale < 1.0
     return (not candidate.touches_border and candidate.solidity >= (0.7 if hyst else 0.8)
             and candidate.contrast_db >= contrast_scale * min(settings.tumor_contrast_db, candidate.threshold_db)
-            and settings.tumor_min_diameter_mm * (1.0 if hyst else 1.25) <= candidate.equivalent_diameter_mm)
+            and settings.tumor_min_diameter_mm * (1.0 if hyst else AUTO_SIZE_FACTOR) <= candidate.equivalent_diameter_mm)
 
 
 #: a dark candidate whose core is this far under the tissue (dB) ...
