@@ -38,6 +38,9 @@ from iousguide.errors import AnalysisError
 from iousguide.frames import Frame
 
 
+#: an automatic tumour follow that looks like a lumen (looks_like_lumen) this many frames in a
+#: row is given up
+LUMEN_LIKE_DROP_FRAMES = 2
 #: the field of view (fan or linear image) is found again every this many frames
 FOV_REFRESH_FRAMES = 15
 
@@ -107,6 +110,7 @@ class TumorState:
     score: float = 0.0
     rival: TumorCandidate | None = None
     rival_count: int = 0
+    lumen_like: int = 0  # consecutive frames an automatic follow looked like a lumen
     labels: dict = field(default_factory=dict)
 
 
@@ -390,6 +394,13 @@ class Tracker:
                 best = lumen_in_place(st.mask_w, [v.mask_w for v in vessels], px_mm=px,
                                       max_area_change=s.tumor_max_area_change,
                                       contrast_db=st.score / max(np.sqrt(st.area_mm2), 1e-6))
+            if best is not None and st.auto:
+                # an automatic follow that keeps looking like a grey lumen (it was proposed on a
+                # frame where it did not) is given up: search again, report no tumour
+                st.lumen_like = st.lumen_like + 1 if looks_like_lumen(prep, best) else 0
+                if st.lumen_like >= LUMEN_LIKE_DROP_FRAMES:
+                    self._tumor = TumorState()
+                    return None, ""
             if best is not None:
                 if st.auto:
                     rival = self._rival(best, candidates)
