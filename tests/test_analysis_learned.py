@@ -1,0 +1,125 @@
+"""The learned vessel-lumen model: loads with OpenCV (no torch), finds a real vessel, finds none
+where there is none, and its training data preparation runs without torch."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import PROJECT_ROOT, shared_file
+from iousguide.analysis.learned import (MODEL_PATH, learned_lumens, lumen_probability, model_input, model_meta)
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.tracker import Tracker
+from iousguide.frames import Frame
+
+USGRA = "vessels_usgra"
+
+
+def _train_module():
+    spec = importlib.util.spec_from_file_location("train_vessel_model", PROJECT_ROOT / "tools" / "train_vessel_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _usgra_training_image_with_vessel(min_area_px: int = 1500):
+    """The first image of the usgra *training* part (never the held-out part) with a vessel of at
+    least ``min_area_px`` pixels: (grey image, vessel mask of its largest vessel)."""
+    folder = shared_file(USGRA)
+    names = sorted(p.name for p in (folder / "images").glob("*.png"))
+    split = _train_module().usgra_split(names)
+    assert split["holdout"] and not set(split["holdout"]) & set(split["train"])
+    for name in split["train"]:
+        mask = cv2.imread(str(folder / "masks" / name), cv2.IMREAD_COLOR)
+        vessel = ((mask[:, :, 1] > 100) & (mask[:, :, 2] < 60) & (mask[:, :, 0] < 60)).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(vessel)
+        if n > 1 and stats[1:, cv2.CC_STAT_AREA].max() >= min_area_px:
+            k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+            return cv2.imread(str(folder / "images" / name), cv2.IMREAD_GRAYSCALE), labels == k
+    pytest.skip("no usgra training image with a large vessel")
+
+
+def test_model_is_small_and_opencv_loads_it_without_torch():
+    assert MODEL_PATH.exists()
+    assert MODEL_PATH.stat().st_size < 1_000_000
+    net = cv2.dnn.readNetFromONNX(str(MODEL_PATH))
+    net.setInput(np.zeros((1, 1, 64, 96), np.float32))
+    out = net.forward()
+    assert out.shape == (1, 1, 32, 48)
+    assert "torch" not in sys.modules
+
+
+def test_finds_a_real_vessel_from_the_training_part():
+    gray, vessel = _usgra_training_image_with_vessel()
+    before = gray.copy()
+    lumens = learned_lumens(gray, spacing_mm=None)
+    assert np.array_equal(gray, before)
+    best = 0.0
+    for lum in lumens:
+        assert lum.diameter_mm is None  # uncalibrated: no mm value
+        det = np.zeros(gray.shape, np.uint8)
+        cv2.fillPoly(det, [np.round(lum.contour_px * 8).astype(np.int32)], 1, shift=3)
+        det = det.astype(bool)
+        best = max(best, np.count_nonzero(det & vessel) / np.count_nonzero(det | vessel))
+    assert best >= 0.5, f"best IoU with the expert's vessel {best:.2f}"
+
+
+@pytest.mark.parametrize("kind", ["black", "speckle"])
+def test_no_vessel_where_there_is_none(kind):
+    rng = np.random.default_rng(3)
+    if kind == "black":
+        gray = np.zeros((600, 800), np.uint8)
+    else:  # fully developed speckle, uniform tissue
+        speckle = cv2.GaussianBlur(rng.rayleigh(1.0, (600, 800)).astype(np.float32), (0, 0), 1.2)
+        gray = np.clip(speckle / speckle.mean() * 110, 0, 255).astype(np.uint8)
+    for spacing in [(0.1, 0.1), None]:
+        prob = lumen_probability(gray, spacing_mm=spacing)
+        assert prob.dtype == np.float32 and prob.ndim == 2
+        assert learned_lumens(gray, spacing_mm=spacing) == []
+
+
+def test_model_grid_follows_calibration():
+    gray = np.full((400, 500), 90, np.uint8)
+    px = model_meta()["input_px_mm"]
+    assert model_input(gray, spacing_mm=(0.15, 0.12), input_px_mm=px).shape == (round(400 * 0.12 / px),
+                                                                                 round(500 * 0.15 / px))
+    # uncalibrated: the nominal depth spread over the rows
+    assert model_input(gray, spacing_mm=None, input_px_mm=px).shape[0] == round(50.0 / px)
+
+
+def test_tracker_switch_adds_the_real_vessel_as_unknown_without_mm():
+    gray, vessel = _usgra_training_image_with_vessel()
+    frame = Frame(pixels=gray, index=0, t_mono_ns=0, spacing_mm=None)
+    with_model = Tracker(TrackingSettings(auto_tumor=False, learned_vessels=True)).process(frame)
+    cy, cx = (float(v.mean()) for v in np.nonzero(vessel))
+
+    def near(vessels):
+        return [v for v in vessels if vessel[int(round(v.centroid_px[1])), int(round(v.centroid_px[0]))]]
+
+    assert near(with_model.vessels), f"no reported vessel inside the expert's vessel at ({cx:.0f}, {cy:.0f})"
+    assert all(v.diameter_mm is None and v.distance_mm is None for v in with_model.vessels)
+
+
+def test_training_data_preparation_runs_without_torch(tmp_path):
+    mod = _train_module()
+    folder = shared_file(USGRA)
+    names = sorted(p.name for p in (folder / "images").glob("*.png"))
+    split = mod.usgra_split(names)
+    x, y, tag = next(mod.usgra_samples(folder, split["train"][:1]))
+    assert x.dtype == np.float32 and x.shape == y.shape and 0 <= y.min() and y.max() <= 1
+    px, py, ptag = mod.phantom_sample(8200)
+    assert py.max() > 0.9 and ptag == "phantom:8200"  # a filled truth lumen
+    negatives = list(mod.negative_samples(2, 0))
+    assert all(n[1].max() == 0 for n in negatives)
+    data = {"train": [(x, y, tag), (px, py, ptag)], "val": negatives}
+    mod.save_data(data, tmp_path / "d.npz")
+    back = mod.load_data(tmp_path / "d.npz")
+    assert [t for _, _, t in back["train"]] == [tag, ptag]
+    assert np.allclose(back["train"][0][1], y, atol=1 / 255)
+    cx, cy = mod.random_crop(px, py, np.random.default_rng(0), 64, augment=True)
+    assert cx.shape == cy.shape == (64, 64)
+    assert "torch" not in sys.modules
