@@ -221,6 +221,9 @@ class Tracker:
             self._fov, self._fov_age = prep.valid, 0
         self._fov_age += 1
         vessels = detect_vessels_prepared(prep, settings=s)
+        if s.learned_vessels:  # lumens the learned model finds and the classical detector did not
+            from iousguide.analysis.learned import merge_learned_vessels
+            vessels = merge_learned_vessels(gray, prep, vessels, settings=s, spacing_mm=frame.spacing_mm)
         vessel_w = np.zeros(prep.work_shape, dtype=bool)
         vessel_frame = np.zeros(frame.shape, dtype=np.uint8)
         for v in vessels:
