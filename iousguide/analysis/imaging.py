@@ -128,6 +128,16 @@ def row_median(values: np.ndarray, mask: np.ndarray, *, q: float = 0.5) -> np.nd
     return med
 
 
+def _sorted_quantile(sorted_rows: np.ndarray, start: np.ndarray, counts: np.ndarray, *, q: float) -> np.ndarray:
+    """:func:`row_median` from rows already sorted: quantile ``q`` of the ``counts[r]`` values
+    from column ``start[r]`` of each sorted row (float64, NaN where fewer than 3)."""
+    idx = np.clip((counts * q).astype(np.int64), 0, sorted_rows.shape[1] - 1)
+    pos = np.clip(start + idx, 0, sorted_rows.shape[1] - 1)
+    med = sorted_rows[np.arange(sorted_rows.shape[0]), pos].astype(np.float64)
+    med[counts < 3] = np.nan
+    return med
+
+
 def smooth_profile(profile: np.ndarray, *, sigma_px: float) -> np.ndarray:
     """Fill NaN by interpolation and smooth a 1-D profile with a Gaussian (new array)."""
     prof = np.asarray(profile, dtype=np.float64).copy()
@@ -261,10 +271,18 @@ def prepare(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, setting
         valid = _field_of_view(signal, radius_px=2.0 / work_mm, erode_px=0.6 / work_mm)
     # first guess from the brighter tissue (the 90th percentile, ~3 dB above the median of
     # speckle), so a lumen filling most of a row (a vessel in long axis) cannot pull it down
-    upper = smooth_profile(row_median(smooth, valid, q=0.9), sigma_px=3.0 / work_mm)
+    # (one sort of each row's field of view serves both: the tissue of a row is its valid
+    # values at or above the row's dark level, i.e. the top of that sorted row)
+    sorted_valid = np.where(valid, smooth, np.inf)
+    sorted_valid.sort(axis=1)
+    n_valid = np.count_nonzero(valid, axis=1)
+    upper = smooth_profile(_sorted_quantile(sorted_valid, np.zeros_like(n_valid), n_valid, q=0.9),
+                           sigma_px=3.0 / work_mm)
     dark = smooth < (upper[:, None] - 3.0 - settings.lumen_contrast_db).astype(np.float32)
     tissue = valid & ~dark
-    tissue_row = smooth_profile(row_median(smooth, tissue), sigma_px=3.0 / work_mm)
+    n_tissue = np.count_nonzero(tissue, axis=1)
+    tissue_row = smooth_profile(_sorted_quantile(sorted_valid, n_valid - n_tissue, n_tissue, q=0.5),
+                                sigma_px=3.0 / work_mm)
     tissue_power_row = smooth_profile(row_median(power, tissue), sigma_px=3.0 / work_mm)
     tissue_power_row = np.maximum(tissue_power_row, float(lut[settings.black_level]) ** 2)
     bottom = np.where(valid.any(axis=0), h - 1 - np.argmax(valid[::-1], axis=0), -1)
