@@ -31,9 +31,9 @@ NEAR_RANGE_MM = (0.4, 1.8)
 PLATEAU_MM = (-2.0, -0.5)
 #: bright lesion: the edge is the outermost crossing between these offsets, mm (the first outline
 #: is the convex hull of the region cut, which lies on or outside the edge)
-BRIGHT_CROSSING_MM = (-0.5, 1.0)
+BRIGHT_CROSSING_MM = (-0.5, 2.0)
 #: bright lesion: no point moves further outwards than this, mm
-BRIGHT_MAX_OUT_MM = 1.0
+BRIGHT_MAX_OUT_MM = 2.0
 
 
 def _resample_closed(points_mm: np.ndarray, step_mm: float) -> np.ndarray:
