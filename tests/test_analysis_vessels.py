@@ -125,3 +125,28 @@ def test_sheath_window_equals_whole_grid():
     window = vessels_mod._sheath_contrast_db(prep, comp, s, bbox)
     assert window == whole
     assert whole >= s.sheath_contrast_db_portal  # and it is a bright sheath
+
+
+# --- diameters ----------------------------------------------------------------------------------
+def test_long_axis_width_is_the_widest_width():
+    """A vessel cut along its length is a band that narrows towards its ends (here an ellipse
+    24 x 5 mm): its diameter is the widest width (5 mm), not an average along the band."""
+    errors = []
+    for seed in (41, 42, 43):
+        img = render(Scene(shape_px=(500, 700), spacing_mm=SPACING,
+                           discs=[Disc((35.0, 25.0), 12.0, echo=0.0, radius_y_mm=2.5)]), seed=seed)
+        det = _near(detect_vessels(img, spacing_mm=(SPACING, SPACING)), 35.0, 25.0)
+        assert det is not None and det.long_axis
+        errors.append(det.diameter_mm - 5.0)
+    assert abs(float(np.median(errors))) <= TOL_MM, errors
+
+
+def test_smoothing_gain_of_a_circle():
+    """The contour smoothing shrinks a circle of radius R by exp(-sigma^2 / (2 R^2))."""
+    theta = np.linspace(0, 2 * np.pi, 400, endpoint=False)
+    circle = np.stack([2.0 * np.cos(theta), 2.0 * np.sin(theta)], axis=1)
+    gain = vessels_mod._smoothing_gain(circle, sigma_mm=0.4)
+    assert gain == pytest.approx(np.exp(-0.4 ** 2 / (2 * 2.0 ** 2)), rel=1e-3)
+    from iousguide.analysis.refine import smooth_contour
+    smoothed = smooth_contour(circle, sigma_mm=0.4, unit_mm=(1.0, 1.0))
+    assert np.mean(np.hypot(smoothed[:, 0], smoothed[:, 1])) == pytest.approx(2.0 * gain, rel=2e-3)

@@ -6,13 +6,14 @@ are rejected: the dark area outside a convex fan (not in the field of view),
 acoustic shadows (dark regions that run down to the bottom of the image and are
 taller than wide), regions smaller or larger than a lumen. Colour-Doppler pixels
 count as lumen. The diameter is the minor axis of the fitted ellipse for a cross
-section, and the median width across the axis (twice the distance-transform ridge)
-for a vessel seen in long axis.
+section (corrected for the shrinkage of the contour smoothing), and the widest width
+across the axis (the largest inscribed circle) for a vessel seen in long axis. A lumen
+abutting a lesion halo is cut out of the dark ring it forms with the halo.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -42,6 +43,10 @@ class VesselDetection:
     edge_sigma_mm : float
     mask_w : ndarray (h, w) bool
         The lumen on the working grid.
+    limit_diameter_mm : float or None
+        The diameter the size limits apply to (None: ``diameter_mm``): for a cross section the
+        smoothed outline's own size (before the smoothing correction), for a band the median
+        width along it (a lumen is that wide along its length, a speckle streak only somewhere).
     """
 
     contour_px: np.ndarray
@@ -54,6 +59,7 @@ class VesselDetection:
     mask_w: np.ndarray
     sheath_ratio: float
     refined: Refined
+    limit_diameter_mm: float | None = None
 
 
 def detect_vessels(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None,
@@ -82,13 +88,22 @@ def detect_vessels(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None,
     return detect_vessels_prepared(prep, settings=settings)
 
 
-def lumen_candidates(prep: Prepared, *, settings: TrackingSettings) -> tuple[np.ndarray, list[tuple]]:
+def lumen_candidates(prep: Prepared, *, settings: TrackingSettings,
+                     ring_labels: set | None = None) -> tuple[np.ndarray, list[tuple]]:
     """Anechoic cores of the working grid that may be lumens.
 
     A core lies in the lowest ``lumen_core_fraction`` of the display range between black and
     the tissue level at its depth (and ``lumen_contrast_db`` below tissue): a dark halo or a
     hypoechoic lesion next to a lumen is not merged into it (the full-resolution refinement
     then finds the lumen edge).
+
+    Parameters
+    ----------
+    prep : Prepared
+    settings : TrackingSettings
+    ring_labels : set, optional
+        Filled with the labels of lumens cut out of a dark ring (a lumen abutting a lesion
+        halo): their refined boundary must not leak into the halo.
 
     Returns
     -------
@@ -100,7 +115,7 @@ def lumen_candidates(prep: Prepared, *, settings: TrackingSettings) -> tuple[np.
     # at least lumen_contrast_db below tissue
     core_level = np.minimum(settings.lumen_core_fraction * tissue, tissue - settings.lumen_contrast_db)
     dark = (prep.smooth < core_level) & prep.valid
-    return _dark_components(prep, dark.astype(np.uint8), settings=settings)
+    return _dark_components(prep, dark.astype(np.uint8), settings=settings, ring_labels=ring_labels)
 
 
 #: A "grey" lumen (flow noise, reverberation or a low dynamic range fill it with grey) lies
@@ -153,7 +168,8 @@ def _grey_dark(prep: Prepared) -> np.ndarray:
     return ((prep.smooth < level) & prep.valid).astype(np.uint8)
 
 
-def _dark_components(prep: Prepared, dark: np.ndarray, *, settings: TrackingSettings) -> tuple[np.ndarray, list[tuple]]:
+def _dark_components(prep: Prepared, dark: np.ndarray, *, settings: TrackingSettings,
+                     ring_labels: set | None = None) -> tuple[np.ndarray, list[tuple]]:
     """Lumen-like components of a uint8 dark mask on the working grid (see lumen_candidates)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     # the core of the smallest lumen (blurred by the detection smoothing) is smaller than it
@@ -167,7 +183,14 @@ def _dark_components(prep: Prepared, dark: np.ndarray, *, settings: TrackingSett
         pad = int(np.ceil(1.0 / prep.work_px_mm))
         closed = cv2.morphologyEx(np.pad(comp.astype(np.uint8), pad), cv2.MORPH_CLOSE, disc(pad))
         if np.count_nonzero(fill_holes(closed)) > 1.5 * np.count_nonzero(closed):
-            continue  # a dark ring around echoic tissue: a lesion halo, not a lumen
+            # a dark ring around echoic tissue: a lesion halo, not a lumen - unless a lumen much
+            # thicker than the ring touches it (a vein abutting a halo lesion): keep that disc
+            comp = _lumen_on_ring(comp, prep.smooth[y:y + bh, x:x + bw],
+                                  min_radius_px=0.5 * settings.vessel_min_diameter_mm / prep.work_px_mm)
+            if comp is None:
+                continue
+            if ring_labels is not None:
+                ring_labels.add(label)
         comp = _solid_part(comp)
         if comp is None:
             continue  # a thin curved arc (part of a halo), not a lumen
@@ -210,6 +233,54 @@ def _solid_part(comp: np.ndarray) -> np.ndarray | None:
     # give back the rim the opening shaved off, but not the arcs
     part = cv2.dilate(part.astype(np.uint8), disc(max(r_open * 0.5, 1))).astype(bool) & comp
     return part
+
+
+def _lumen_on_ring(comp: np.ndarray, levels_db: np.ndarray, *, min_radius_px: float) -> np.ndarray | None:
+    """The round lumen touching a dark ring (bool mask of the same shape), or None.
+
+    A lesion halo is a ring of roughly constant thickness; a lumen abutting it is a disc whose
+    inscribed radius is several times the ring's half-thickness. An opening with 60 % of the
+    largest inscribed radius removes the ring and keeps the disc. The kept part must be compact
+    (solidity >= 0.85), enclose nothing, be a small part of the ring component, and be anechoic
+    next to the hypoechoic halo (median level below half the rest's, dB display scale);
+    otherwise (a uniformly thick ring, a thick stretch of a halo) there is no lumen.
+
+    Parameters
+    ----------
+    comp : ndarray (h, w) bool
+        One dark component inside its bounding box (not modified).
+    levels_db : ndarray (h, w) float
+        Speckle-averaged level (dB display scale) over the same box (not modified).
+    min_radius_px : float
+        Smallest lumen radius, in the component's pixels.
+    """
+    comp8 = comp.astype(np.uint8)
+    dist = cv2.distanceTransform(np.pad(comp8, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    r_in = float(dist.max())
+    r_open = 0.6 * r_in
+    if r_in < max(min_radius_px, 2.5):
+        return None
+    opened = cv2.morphologyEx(comp8, cv2.MORPH_OPEN, disc(r_open))
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    if n <= 1:
+        return None
+    keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    part = cv2.dilate((lab == keep).astype(np.uint8), disc(max(r_open * 0.5, 1))) & comp8
+    area = float(np.count_nonzero(part))
+    if area > 0.6 * float(np.count_nonzero(comp8)):
+        return None
+    if np.count_nonzero(fill_holes(part)) > 1.05 * area:
+        return None
+    contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.contourArea(cv2.convexHull(np.vstack(contours))) if contours else 0.0
+    if hull <= 0 or area / hull < 0.85:
+        return None
+    # an anechoic lumen abutting a hypoechoic halo is much darker than the ring; a thick stretch
+    # of the ring itself is as dark as the rest of it
+    rest = comp8.astype(bool) & ~part.astype(bool)
+    if not rest.any() or np.median(levels_db[part.astype(bool)]) > 0.5 * np.median(levels_db[rest]):
+        return None
+    return part.astype(bool)
 
 
 def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int], *,
@@ -259,9 +330,13 @@ def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, in
 
 def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> list[VesselDetection]:
     """:func:`detect_vessels` on an already prepared frame."""
-    labels, candidates = lumen_candidates(prep, settings=settings)
-    found = [det for det in (_lumen_from_core(prep, labels == label, bbox, settings)
-                             for label, bbox, _area in candidates) if det is not None]
+    on_ring: set = set()
+    labels, candidates = lumen_candidates(prep, settings=settings, ring_labels=on_ring)
+    found: list[VesselDetection] = []
+    for label, bbox, _area in candidates:
+        det = _lumen_from_core(prep, labels == label, bbox, settings, on_ring=label in on_ring)
+        if det is not None and not any(_same_lumen(det, other) for other in found):
+            found.append(det)
     if GREY_LUMENS:
         grey_labels, grey = grey_lumen_candidates(prep, settings=settings, anechoic_labels=labels,
                                                       anechoic=candidates)
@@ -275,7 +350,7 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
             if refined is not None:
                 # (the solidity of the measured contour: smoothed along its length like every lumen's)
                 det = _measure_lumen(refined, prep, core, settings, bbox)
-                if det is not None and (not settings.vessel_min_diameter_mm <= det.diameter_mm <=
+                if det is not None and (not settings.vessel_min_diameter_mm <= det.limit_diameter_mm <=
                                         settings.vessel_max_diameter_mm
                                         or _solidity(det.contour_px, prep.unit_mm) < GREY_LUMEN_MIN_SOLIDITY):
                     det = None
@@ -287,6 +362,15 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
             if det is not None:
                 found.append(det)
     return found
+
+
+def _same_lumen(a: VesselDetection, b: VesselDetection) -> bool:
+    """Whether two detections are one lumen (two cores refined to the same region): each
+    centroid lies inside the other's outline."""
+    def inside(point, contour):
+        return cv2.pointPolygonTest(contour.astype(np.float32).reshape(-1, 1, 2),
+                                    (float(point[0]), float(point[1])), False) >= 0
+    return inside(a.centroid_px, b.contour_px) and inside(b.centroid_px, a.contour_px)
 
 
 def _near_image_edge(prep: Prepared, bbox: tuple[int, int, int, int]) -> bool:
@@ -314,8 +398,12 @@ def _solidity(contour_px: np.ndarray, unit_mm: tuple[float, float]) -> float:
 
 
 def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int],
-                     settings: TrackingSettings) -> VesselDetection | None:
-    """Refine one lumen core at full resolution and measure it (None when it is no lumen)."""
+                     settings: TrackingSettings, *, on_ring: bool = False) -> VesselDetection | None:
+    """Refine one lumen core at full resolution and measure it (None when it is no lumen).
+
+    ``on_ring``: the core was cut out of a dark ring (a lumen abutting a lesion halo); the
+    refined region is opened back to the round lumen (the halo arcs it leaked into are thinner).
+    """
     refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
                             upsample=settings.upsample_for(min(prep.unit_mm)), level_fraction=settings.edge_level_fraction,
                             margin_mm=2.5,
@@ -330,12 +418,48 @@ def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int
                                 band_limit_mm=1.5)
     if refined is None or refined.hole_fraction > 0.25:
         return None
+    if on_ring:
+        refined = _opened_to_disc(refined)
+        if refined is None:
+            return None
     det = _measure_lumen(refined, prep, comp, settings, bbox)
     if det is None:
         return None
-    if not settings.vessel_min_diameter_mm <= det.diameter_mm <= settings.vessel_max_diameter_mm:
+    if not settings.vessel_min_diameter_mm <= det.limit_diameter_mm <= settings.vessel_max_diameter_mm:
         return None
     return det
+
+
+def _opened_to_disc(refined: Refined) -> Refined | None:
+    """The refined lumen without the thin dark arcs it leaked into (a new Refined, or None).
+
+    An opening with 85 % of the largest inscribed radius keeps a round lumen whole and removes
+    attached structures thinner than that (a halo arc); the largest remaining part is kept.
+    """
+    mask = refined.mask.astype(np.uint8)
+    r_in = float(cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3).max())
+    if r_in < 3:
+        return refined
+    opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, disc(0.85 * r_in))
+    contours, _ = cv2.findContours(opened, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    best = max(contours, key=cv2.contourArea)
+    part = np.zeros_like(mask)
+    cv2.drawContours(part, [best], -1, 1, thickness=-1)
+    contour = best.reshape(-1, 2).astype(np.float64)
+    if len(contour) < 5:
+        return None
+    # pixel-centre boundary -> pixel border (half a refinement pixel outward), then frame pixels
+    centre = contour.mean(axis=0)
+    away = contour - centre
+    norm = np.hypot(away[:, 0], away[:, 1])
+    norm[norm == 0] = 1.0
+    contour = contour + 0.5 * away / norm[:, None]
+    sx, sy = refined.scale_xy
+    x0, y0 = refined.origin_px
+    frame_pts = np.stack([x0 + (contour[:, 0] + 0.5) / sx - 0.5, y0 + (contour[:, 1] + 0.5) / sy - 0.5], axis=1)
+    return replace(refined, contour_px=frame_pts, mask=part)
 
 
 def _first_harmonic_ratio(pts: np.ndarray) -> float:
@@ -408,14 +532,19 @@ def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
     ratio = ellipse_axis_ratio(pts_mm)
     long_axis = ratio < 1.0 / LONG_AXIS_ASPECT
     if long_axis:
+        # a vessel cut along its length is widest where the plane passes through its axis (the
+        # band narrows towards its ends): the lumen diameter is that widest width, the largest
+        # inscribed circle (which, unlike the outline's extent, ignores outward speckle bumps)
         dist = cv2.distanceTransform(refined.mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         peak = float(dist.max())
+        diameter_mm = max(2.0 * peak - 1.0, 0.0) * refined.px_mm
         ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist > 0.6 * peak)
-        width_px = 2.0 * float(np.median(dist[ridge])) - 1.0 if ridge.any() else 2.0 * peak - 1.0
-        diameter_mm = max(width_px, 0.0) * refined.px_mm
+        limit_mm = max(2.0 * float(np.median(dist[ridge])) - 1.0, 0.0) * refined.px_mm if ridge.any() else diameter_mm
     else:
-        # minor axis of the ellipse with the contour's area and the moments' axis ratio
-        diameter_mm = 2.0 * np.sqrt(area_mm2 * ratio / np.pi)
+        # minor axis of the ellipse with the contour's area and the moments' axis ratio; the
+        # smoothing along the contour shrank its size (its first harmonic) by a known gain
+        limit_mm = 2.0 * np.sqrt(area_mm2 * ratio / np.pi)
+        diameter_mm = limit_mm / _smoothing_gain(pts_mm, sigma_mm=settings.vessel_contour_smoothing_mm)
     ratio_sheath = _sheath_contrast_db(prep, comp, settings, bbox)
     if ratio_sheath >= settings.sheath_contrast_db_portal:
         kind = "portal_pedicle"
@@ -427,7 +556,20 @@ def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
                            diameter_px=float(diameter_mm / ux), kind=kind, long_axis=bool(long_axis),
                            edge_sigma_mm=refined.edge_sigma_mm, mask_w=_lumen_on_work_grid(prep, pts, comp),
                            sheath_ratio=ratio_sheath,
-                           refined=refined)
+                           refined=refined, limit_diameter_mm=float(limit_mm))
+
+
+def _smoothing_gain(points_mm: np.ndarray, *, sigma_mm: float) -> float:
+    """Gain of :func:`smooth_contour` on a closed contour's first harmonic (its size).
+
+    A Gaussian of ``sigma_mm`` along a closed curve of perimeter P scales the first harmonic by
+    exp(-2 (pi sigma / P)^2): a circle of radius R shrinks by exp(-sigma^2 / (2 R^2)).
+    """
+    pts = np.asarray(points_mm, dtype=np.float64)
+    perimeter = float(np.sum(np.hypot(*(np.roll(pts, -1, axis=0) - pts).T)))
+    if perimeter <= 0 or sigma_mm <= 0:
+        return 1.0
+    return float(np.exp(-2.0 * (np.pi * sigma_mm / perimeter) ** 2))
 
 
 def _lumen_on_work_grid(prep: Prepared, contour_px: np.ndarray, core: np.ndarray) -> np.ndarray:
