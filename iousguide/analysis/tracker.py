@@ -43,6 +43,8 @@ from iousguide.frames import Frame
 LUMEN_LIKE_DROP_FRAMES = 2
 #: the field of view (fan or linear image) is found again every this many frames
 FOV_REFRESH_FRAMES = 15
+#: extra matching cost of a vessel track seen once (divided by its age in frames), mm
+YOUNG_TRACK_COST_MM = 2.0
 
 
 @dataclass
@@ -545,7 +547,9 @@ class Tracker:
                     d = np.hypot((v.centroid_px[0] - px_) * ux, (v.centroid_px[1] - py_) * uy)
                     gate = max(s.track_gate_mm, 0.75 * max(v.diameter_mm, t.diameter_mm))
                     if d <= gate:
-                        cost[i, j] = d + 0.5 * abs(v.diameter_mm - t.diameter_mm)
+                        # a young track (a fragment seen once beside an established one) pays
+                        # for its youth, so two tracks do not take turns on one lumen
+                        cost[i, j] = d + 0.5 * abs(v.diameter_mm - t.diameter_mm) + YOUNG_TRACK_COST_MM / max(t.age, 1)
             rows_, cols_ = linear_sum_assignment(cost)
             for i, j in zip(rows_, cols_):
                 if cost[i, j] < 1e6:
@@ -554,6 +558,16 @@ class Tracker:
         for t in tracks:
             if id(t) not in used:
                 t.missed += 1
+                # its place (within half a diameter of the centre of a lumen of similar size that
+                # an older track follows) is taken: it was a duplicate (a fragment of that lumen)
+                for j, v in enumerate(vessels):
+                    owner = assigned[j]
+                    if owner is not None and owner.age > t.age \
+                            and 0.5 * v.diameter_mm <= t.diameter_mm <= 2.0 * v.diameter_mm \
+                            and np.hypot((t.centroid_px[0] - v.centroid_px[0]) * ux,
+                                         (t.centroid_px[1] - v.centroid_px[1]) * uy) <= 0.5 * v.diameter_mm:
+                        t.missed = s.track_max_missed_frames + 1
+                        break
         for j, v in enumerate(vessels):
             t = assigned[j]
             if t is None:

@@ -1,0 +1,130 @@
+"""Vessel tracks and lumens on the bundled phantom recordings: a vein abutting a halo lesion is
+found, a vein clipped by the fan edge keeps one id, and the id assignment itself (detections
+given directly) lets an established track keep its lumen when a fragment of it appears.
+
+Recording checks use the official matching rule (iousguide.evaluation.match_vessels) against the
+recording's exact truth; thresholds are the issue-5 targets, not fitted to these clips.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import CALIBRATION, RECORDINGS
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.tracker import Tracker
+from iousguide.analysis.vessels import VesselDetection
+from iousguide.evaluation import match_vessels
+
+
+def _run(name: str, suffix: str, n_frames: int):
+    from iousguide.acquisition import open_source
+    from iousguide.calibration import load_preset
+    from iousguide.phantom import read_truth
+
+    path = RECORDINGS / f"{name}{suffix}"
+    if not path.exists():
+        pytest.skip(f"bundled recording not available: {path}")
+    truth = read_truth(RECORDINGS / f"{name}.truth.jsonl.gz")
+    results = []
+    with open_source(str(path), calibration=load_preset(CALIBRATION / f"{name}.toml")) as source:
+        tracker = Tracker(TrackingSettings())
+        for i, frame in enumerate(source):
+            if i >= n_frames:
+                break
+            results.append(json.loads(json.dumps(tracker.process(frame).to_json())))
+    return results, truth.frames[:n_frames]
+
+
+def _matches(results, truth_frames, vessel_id):
+    """Per frame: (result vessel or None, truth vessel) for the truth vessel ``vessel_id``."""
+    out = []
+    for rf, tf in zip(results, truth_frames):
+        tvs = tf.get("vessels") or []
+        j = next((k for k, tv in enumerate(tvs) if tv["id"] == vessel_id), None)
+        if j is None:
+            continue
+        pairs = dict((jj, ii) for ii, jj in match_vessels(rf["vessels"], tvs))
+        out.append((rf["vessels"][pairs[j]] if j in pairs else None, tvs[j]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def abutting_vein():
+    results, truth = _run("hepatic_vein_abutting", ".mp4", 20)
+    pairs = _matches(results, truth, vessel_id=1)
+    assert len(pairs) == 20 and all(tv["diameter_mm"] >= 3.0 for _, tv in pairs)
+    return pairs
+
+
+def test_vein_abutting_a_halo_lesion_is_found_and_measured(abutting_vein):
+    """hepatic_vein_abutting: the 8-9 mm vein touches the lesion's dark halo; lumen and halo form
+    one dark ring-shaped region, which used to be rejected whole as a halo (the vein was found in
+    8 of the first 20 frames). Now it is found in most frames, and its diameter is within the
+    speckle tolerance of two edges (0.4 mm, as in test_analysis_tracker) in the median: the
+    outline does not take in the halo. (The mean error there, ~0.4 mm, is above the 0.3 mm
+    target: frames where the outline still reaches into the halo or is trimmed by the opening.)"""
+    found = [(rv, tv) for rv, tv in abutting_vein if rv is not None]
+    assert len(found) > 0.5 * len(abutting_vein)
+    errors = [rv["diameter_mm"] - tv["diameter_mm"] for rv, tv in found]
+    assert float(np.median(np.abs(errors))) <= 0.4
+
+
+@pytest.mark.xfail(strict=True, reason="the vein is still missed where the halo ring and lumen do not separate "
+                                       "by the opening (16 of 20 frames found)")
+def test_vein_abutting_a_halo_lesion_meets_the_recall_target(abutting_vein):
+    found = [rv for rv, _ in abutting_vein if rv is not None]
+    assert len(found) >= 0.95 * len(abutting_vein)
+
+
+def test_vein_clipped_by_the_fan_keeps_one_id():
+    """small_vessels: the only >= 3 mm vein is cut by the convex fan edge and found in pieces in
+    some frames; a piece seen once must not start a track that then takes turns with the
+    established one (formerly 3 id switches in the first 50 frames)."""
+    results, truth = _run("small_vessels", ".mp4", 50)
+    pairs = [(rv, tv) for rv, tv in _matches(results, truth, vessel_id=4) if rv is not None]
+    assert len(pairs) >= 25
+    ids = [rv["id"] for rv, _ in pairs]
+    switches = sum(a != b for a, b in zip(ids, ids[1:]))
+    assert switches == 0  # the target, <= 1 per 100 frames, allows none in 50
+
+
+def _det(x, y, diameter_px):
+    theta = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    contour = np.stack([x + 0.5 * diameter_px * np.cos(theta), y + 0.5 * diameter_px * np.sin(theta)], axis=1)
+    return VesselDetection(contour_px=contour, centroid_px=(float(x), float(y)), diameter_mm=0.1 * diameter_px,
+                           diameter_px=float(diameter_px), kind="unknown", long_axis=False, edge_sigma_mm=0.1,
+                           mask_w=None, sheath_ratio=0.0, refined=None)
+
+
+def test_fragment_does_not_take_over_an_established_track():
+    """Detections given directly (0.1 mm pixels): a 5 mm lumen tracked for 6 frames; then a 3 mm
+    fragment appears beside it once (a new track); then one detection between the two, nearer
+    the fragment: the established track keeps it, and the fragment's track is dropped."""
+    tracker = Tracker(TrackingSettings())
+    prep = SimpleNamespace(unit_mm=(0.1, 0.1))
+    for _ in range(6):
+        (first,) = tracker._assign_ids([_det(100, 100, 50)], prep)
+    main, fragment = tracker._assign_ids([_det(100, 100, 50), _det(112, 100, 30)], prep)
+    assert main.id == first.id and fragment.id != first.id
+    (later,) = tracker._assign_ids([_det(108, 100, 45)], prep)
+    assert later.id == first.id
+    assert [t.id for t in tracker._tracks] == [first.id]
+
+
+def test_two_vessels_side_by_side_keep_their_ids():
+    """Two lumens of similar size 6 mm apart, one of them missed for two frames: neither track is
+    dropped as a duplicate, and the missed one gets its id back."""
+    tracker = Tracker(TrackingSettings())
+    prep = SimpleNamespace(unit_mm=(0.1, 0.1))
+    for _ in range(4):
+        a, b = tracker._assign_ids([_det(100, 100, 40), _det(160, 100, 40)], prep)
+    for _ in range(2):
+        (a2,) = tracker._assign_ids([_det(100, 100, 40)], prep)
+        assert a2.id == a.id
+    a3, b3 = tracker._assign_ids([_det(100, 100, 40), _det(160, 100, 40)], prep)
+    assert (a3.id, b3.id) == (a.id, b.id)
