@@ -387,7 +387,8 @@ LUMEN_LIKE_CORE_DB = -4.0
 LUMEN_LIKE_ENHANCEMENT_DB = 1.0
 
 
-def looks_like_lumen(prep: Prepared, candidate: TumorCandidate) -> bool:
+def looks_like_lumen(prep: Prepared, candidate: TumorCandidate, *,
+                     enhancement_db: float = LUMEN_LIKE_ENHANCEMENT_DB, either: bool = False) -> bool:
     """Whether a dark candidate looks like a vessel lumen the vessel detector missed (a grey
     lumen deep in the image, where noise lifts it off black): its core is clearly darker than
     tissue (at least ``-LUMEN_LIKE_CORE_DB`` dB under it) *and* it shows posterior acoustic
@@ -400,6 +401,11 @@ def looks_like_lumen(prep: Prepared, candidate: TumorCandidate) -> bool:
     ----------
     prep : Prepared
     candidate : TumorCandidate
+    enhancement_db : float
+        Posterior enhancement (dB) that counts.
+    either : bool
+        Enough that one of the two comparisons shows it (a stricter test, for proposals
+        reported on their first frame).
 
     Returns
     -------
@@ -430,19 +436,24 @@ def looks_like_lumen(prep: Prepared, candidate: TumorCandidate) -> bool:
     # brighter below than beside (same depth) and than above (same columns: a convex fan's
     # off-axis columns are deeper along their beams, so beside alone is biased there)
     below_db = float(np.median(below[vb]))
-    return (below_db - float(np.median(side[vs])) >= LUMEN_LIKE_ENHANCEMENT_DB
-            and below_db - float(np.median(above[va])) >= LUMEN_LIKE_ENHANCEMENT_DB)
+    vs_side = below_db - float(np.median(side[vs])) >= enhancement_db
+    vs_above = below_db - float(np.median(above[va])) >= enhancement_db
+    return (vs_side or vs_above) if either else (vs_side and vs_above)
+
+
+STRONG_CONTRAST = 1.5
+STRONG_RIVAL = 2.0
 
 
 def strong_auto(candidate: TumorCandidate, plausible: list[TumorCandidate], *, settings: TrackingSettings) -> bool:
     """Whether an automatic proposal is clear enough to report on its first frame: twice the
     contrast required, solid, and at least twice the score of every other plausible candidate
     (no competing lesion to choose from)."""
-    if candidate.contrast_db < 2.0 * min(settings.tumor_contrast_db, candidate.threshold_db):
+    if candidate.contrast_db < STRONG_CONTRAST * min(settings.tumor_contrast_db, candidate.threshold_db):
         return False
     if candidate.solidity < 0.9:
         return False
-    return all(c is candidate or candidate.score() >= 2.0 * c.score() for c in plausible)
+    return all(c is candidate or candidate.score() >= STRONG_RIVAL * c.score() for c in plausible)
 
 
 def lumen_in_place(previous_w: np.ndarray, lumens_w: list[np.ndarray], *, px_mm: float,
