@@ -14,6 +14,7 @@ from conftest import PROJECT_ROOT, shared_file
 from iousguide.analysis.learned import (MODEL_PATH, learned_lumens, lumen_probability, model_input, model_meta)
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.tracker import Tracker
+from iousguide.errors import SettingsError
 from iousguide.frames import Frame
 
 USGRA = "vessels_usgra"
@@ -123,3 +124,15 @@ def test_training_data_preparation_runs_without_torch(tmp_path):
     cx, cy = mod.random_crop(px, py, np.random.default_rng(0), 64, augment=True)
     assert cx.shape == cy.shape == (64, 64)
     assert "torch" not in sys.modules
+
+
+def test_veto_drops_classical_lumens_the_model_rejects_but_keeps_the_real_vessel():
+    gray, vessel = _usgra_training_image_with_vessel()
+    frame = Frame(pixels=gray, index=0, t_mono_ns=0, spacing_mm=None)
+    plain = Tracker(TrackingSettings(auto_tumor=False, learned_vessels=True)).process(frame).vessels
+    vetoed = Tracker(TrackingSettings(auto_tumor=False, learned_vessels=True,
+                                      learned_veto_probability=0.3)).process(frame).vessels
+    assert len(vetoed) <= len(plain)
+    assert any(vessel[int(round(v.centroid_px[1])), int(round(v.centroid_px[0]))] for v in vetoed)
+    with pytest.raises(SettingsError):
+        TrackingSettings(learned_veto_probability=1.0)

@@ -319,9 +319,28 @@ def learned_lumens(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, 
 
 
 
+def _peak_inside(prob: np.ndarray, contour_px: np.ndarray, frame_shape: tuple[int, int]) -> float:
+    """Highest model probability inside a frame-pixel contour (at its centroid if it is tiny)."""
+    h, w = prob.shape
+    fx, fy = w / frame_shape[1], h / frame_shape[0]
+    pts = np.stack([(contour_px[:, 0] + 0.5) * fx - 0.5, (contour_px[:, 1] + 0.5) * fy - 0.5], axis=1)
+    x0, y0 = np.floor(pts.min(axis=0)).astype(int) - 1
+    x1, y1 = np.ceil(pts.max(axis=0)).astype(int) + 2
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(mask, [np.round((pts - [x0, y0]) * 16).astype(np.int32)], 1, shift=4)
+    if not mask.any():
+        c = np.clip(np.round(pts.mean(axis=0)).astype(int), 0, [w - 1, h - 1])
+        return float(prob[c[1], c[0]])
+    return float(prob[y0:y1, x0:x1][mask.astype(bool)].max())
+
+
 def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
                           spacing_mm: tuple[float, float] | None, max_overlap: float = 0.2,
-                          fragment_fraction: float = 0.5, model_path: str | Path = MODEL_PATH) -> list:
+                          fragment_fraction: float = 0.5, veto_probability: float = 0.0,
+                          model_path: str | Path = MODEL_PATH) -> list:
     """The classical detector's lumens completed by the learned model's.
 
     A learned lumen that overlaps no classical lumen (by more than ``max_overlap`` of the smaller
@@ -342,6 +361,9 @@ def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
         Size limits (``vessel_min_diameter_mm``, ``vessel_max_diameter_mm``) and the nominal depth.
     spacing_mm : (float, float) or None
         Frame pixel size; None = uncalibrated.
+    veto_probability : float
+        A classical lumen inside which the model's probability nowhere reaches this is dropped
+        (0: none is).
 
     Returns
     -------
@@ -353,13 +375,19 @@ def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
     """
     from iousguide.analysis.vessels import VesselDetection
 
-    lumens = learned_lumens(gray, spacing_mm=spacing_mm, min_diameter_mm=settings.vessel_min_diameter_mm,
-                            max_diameter_mm=settings.vessel_max_diameter_mm,
-                            uncalibrated_depth_mm=settings.uncalibrated_depth_mm, model_path=model_path)
-    if not lumens:
-        return list(existing)
-    h, w = prep.work_shape
+    _, meta = _load(str(model_path))
+    prob = lumen_probability(gray, spacing_mm=spacing_mm, uncalibrated_depth_mm=settings.uncalibrated_depth_mm,
+                             model_path=model_path)
+    lumens = lumens_from_probability(
+        prob, gray.shape, spacing_mm=spacing_mm, threshold=float(meta["threshold"]),
+        peak_threshold=float(meta["peak_threshold"]), min_diameter_mm=settings.vessel_min_diameter_mm,
+        max_diameter_mm=settings.vessel_max_diameter_mm, uncalibrated_depth_mm=settings.uncalibrated_depth_mm)
     kept = list(existing)
+    if veto_probability > 0:
+        kept = [v for v in kept if _peak_inside(prob, v.contour_px, gray.shape) >= veto_probability]
+    if not lumens:
+        return kept
+    h, w = prep.work_shape
     areas = [np.count_nonzero(v.mask_w) for v in kept]
     added = []
     edge_sigma_mm = float(_load(str(model_path))[1]["input_px_mm"])

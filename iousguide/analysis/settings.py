@@ -109,6 +109,9 @@ class TrackingSettings:
     learned_vessels : bool
         Also run the learned lumen model (``iousguide/analysis/learned.py``, OpenCV DNN) and add
         the lumens it finds that the classical detector did not, as vessels of kind ``unknown``.
+    learned_veto_probability : float
+        With ``learned_vessels``: a classical lumen inside which the model's lumen probability
+        nowhere reaches this is dropped (0 = never).
     """
 
     tumor_seed_px: tuple[float, float] | None = None
@@ -155,6 +158,7 @@ class TrackingSettings:
     doppler_chroma_level: int = 40
     size_change_confirm_frames: int = 3
     learned_vessels: bool = False
+    learned_veto_probability: float = 0.0
 
     def __post_init__(self) -> None:
         positive = (
@@ -175,6 +179,8 @@ class TrackingSettings:
             value = getattr(self, name)
             if not 0 < value <= 1:
                 raise SettingsError(f"tracking setting {name} must be in (0, 1], got {value!r}")
+        if not 0 <= self.learned_veto_probability < 1:
+            raise SettingsError(f"learned_veto_probability must be in [0, 1), got {self.learned_veto_probability!r}")
         if not 0 <= self.smoothing_beta <= 1:
             raise SettingsError(f"tracking setting smoothing_beta must be in [0, 1], got {self.smoothing_beta!r}")
         if self.vessel_min_diameter_mm >= self.vessel_max_diameter_mm:
