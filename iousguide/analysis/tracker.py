@@ -225,7 +225,8 @@ class Tracker:
         vessels = detect_vessels_prepared(prep, settings=s)
         if s.learned_vessels:  # lumens the learned model finds and the classical detector did not
             from iousguide.analysis.learned import merge_learned_vessels
-            vessels = merge_learned_vessels(gray, prep, vessels, settings=s, spacing_mm=frame.spacing_mm)
+            vessels = merge_learned_vessels(gray, prep, vessels, settings=s, spacing_mm=frame.spacing_mm,
+                                            veto_probability=s.learned_veto_probability)
         vessel_w = np.zeros(prep.work_shape, dtype=bool)
         vessel_frame = np.zeros(frame.shape, dtype=np.uint8)
         for v in vessels:
