@@ -173,7 +173,6 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
             return None
     inside = float(_median(up[rim]))
     outside_vals = up[ring]
-    coarse_b = coarse_up.view(bool)
     seed_idx = np.flatnonzero(coarse_up)  # the coarse region on the refinement grid (flat indices)
     if sectors:
         # the darkest neighbour sets the first level (no leak into an adjacent hypoechoic lesion)
