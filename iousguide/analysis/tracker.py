@@ -41,6 +41,9 @@ from iousguide.frames import Frame
 #: an automatic tumour follow that looks like a lumen (looks_like_lumen) this many frames in a
 #: row is given up
 LUMEN_LIKE_DROP_FRAMES = 2
+#: a proposal reported on its first frame shows less posterior enhancement than this (dB), below
+#: against beside and against above (no hint of a grey lumen)
+STRONG_MAX_ENHANCEMENT_DB = 0.5
 #: the field of view (fan or linear image) is found again every this many frames
 FOV_REFRESH_FRAMES = 15
 #: extra matching cost of a vessel track seen once (divided by its age in frames), mm
@@ -455,7 +458,9 @@ class Tracker:
         else:
             st.pending_count = 1
         st.pending = best
-        if st.pending_count >= s.tumor_confirm_frames or strong_auto(best, plausible, settings=s):
+        if st.pending_count >= s.tumor_confirm_frames or (
+                strong_auto(best, plausible, settings=s)
+                and not looks_like_lumen(prep, best, enhancement_db=STRONG_MAX_ENHANCEMENT_DB, either=True)):
             self._accept(best, auto=True)
             return best, "auto"
         return None, ""
