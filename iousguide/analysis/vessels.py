@@ -241,7 +241,7 @@ def _lumen_on_ring(comp: np.ndarray, levels_db: np.ndarray, *, min_radius_px: fl
     A lesion halo is a ring of roughly constant thickness; a lumen abutting it is a disc whose
     inscribed radius is several times the ring's half-thickness. An opening with 60 % of the
     largest inscribed radius removes the ring and keeps the disc. The kept part must be compact
-    (solidity >= 0.85), enclose nothing, be a small part of the ring component, and be anechoic
+    (solidity >= 0.85), enclose nothing, leave some of the ring component out, and be anechoic
     next to the hypoechoic halo (median level below half the rest's, dB display scale);
     otherwise (a uniformly thick ring, a thick stretch of a halo) there is no lumen.
 
@@ -267,8 +267,8 @@ def _lumen_on_ring(comp: np.ndarray, levels_db: np.ndarray, *, min_radius_px: fl
     keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     part = cv2.dilate((lab == keep).astype(np.uint8), disc(max(r_open * 0.5, 1))) & comp8
     area = float(np.count_nonzero(part))
-    if area > 0.6 * float(np.count_nonzero(comp8)):
-        return None
+    if area > 0.9 * float(np.count_nonzero(comp8)):
+        return None  # the opening removed next to nothing: no ring beside a disc
     if np.count_nonzero(fill_holes(part)) > 1.05 * area:
         return None
     contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
