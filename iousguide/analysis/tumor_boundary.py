@@ -178,12 +178,24 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
                                np.arange(len(tissue_power)), tissue_power), 1e-12, None)
         lev0 = lo + level_fraction * (sign * ty - lo)
         ab0 = (q >= lev0[:, None]) & (np.arange(n_t)[None, :] >= j[:, None])
-        c0 = np.where(ab0.any(axis=1), t[np.argmax(ab0, axis=1)], np.nan)
-        near_sel = (t[None, :] >= c0[:, None] + NEAR_RANGE_MM[0]) & (t[None, :] <= c0[:, None] + NEAR_RANGE_MM[1])
-        use = near_sel.sum(axis=1) >= 5
+        found = ab0.any(axis=1)
+        c0 = t[np.argmax(ab0, axis=1)]
+        # the window's samples: first index with t >= c0 + NEAR_RANGE_MM[0], up to c0 + NEAR_RANGE_MM[1]
+        start = np.searchsorted(t, c0 + NEAR_RANGE_MM[0], side="left")
+        stop = np.searchsorted(t, c0 + NEAR_RANGE_MM[1], side="right")
+        count = stop - start
+        use = found & (count >= 5)
         if use.any():
-            hi_near = np.nanmedian(np.where(near_sel[use], q[use], np.nan), axis=1)
-            hi[use] = np.minimum(hi[use], hi_near) if dark else np.maximum(hi[use], hi_near)
+            width = int(count[use].max())
+            cols_k = np.minimum(start[:, None] + np.arange(width)[None, :], n_t - 1)
+            win = q[rows_k[:, None], cols_k]
+            full = use & (count == width)
+            hi_near = np.empty(n)
+            if full.any():
+                hi_near[full] = np.median(win[full], axis=1)
+            for k in np.nonzero(use & ~full)[0]:  # windows cut short by the profile's end
+                hi_near[k] = np.median(q[k, start[k]:stop[k]])
+            hi[use] = np.minimum(hi[use], hi_near[use]) if dark else np.maximum(hi[use], hi_near[use])
     p_lo, p_hi = sign * lo, sign * hi  # powers
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(dark, p_hi / p_lo, p_lo / p_hi)
