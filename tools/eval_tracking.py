@@ -339,12 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.spacing_mm:
             kw["spacing_mm"] = args.spacing_mm
         frames, truth = generate_case(seed, difficulty=args.difficulty, n_frames=args.frames, **kw)
-        settings = TrackingSettings()
+        overrides = parse_set(args.set)
+        settings = TrackingSettings(**overrides)
         if args.seed_tumor:
             tt = next((primary_tumor(tf) for tf in truth.frames if primary_tumor(tf)), None)
             if tt is not None:
                 first = next(i for i, tf in enumerate(truth.frames) if primary_tumor(tf))
-                settings = TrackingSettings(tumor_seed_px=tuple(tt["centroid_px"]), tumor_seed_frame=first)
+                settings = TrackingSettings(**{**overrides, "tumor_seed_px": tuple(tt["centroid_px"]),
+                                               "tumor_seed_frame": first})
         tracker = Tracker(settings)
         t0 = time.perf_counter()
         results = [tracker.process(f) for f in frames]
