@@ -9,7 +9,7 @@ import sys
 import time
 from contextlib import nullcontext
 
-from iousguide.commands.common import add_calibration_options, open_source_from_args
+from iousguide.commands.common import add_calibration_options, add_tracking_options, open_source_from_args, tracking_changes
 from iousguide.errors import EndOfSource, IousguideError, SettingsError, SourceTimeout
 
 LIVE_READ_TIMEOUT_S = 1.0
@@ -26,6 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     parser.add_argument("--progress", dest="progress", action="store_true", default=None, help="progress bar on stderr (default: when stderr is a terminal)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    add_tracking_options(parser)
     guidance = parser.add_argument_group("guidance")
     guidance.add_argument("--margin-mm", type=float, default=None, help="target margin in free parenchyma (default 5 mm)")
     guidance.add_argument("--floor-mm", type=float, default=None, help="hard margin floor (default 1 mm)")
@@ -73,6 +74,9 @@ def build_settings(args: argparse.Namespace):
     if getattr(args, "tumor_seed", None):
         x, y, frame = parse_seed(args.tumor_seed)
         settings.tracking = dataclasses.replace(settings.tracking, tumor_seed_px=(x, y), tumor_seed_frame=frame)
+    tracking = tracking_changes(args)
+    if tracking:
+        settings.tracking = dataclasses.replace(settings.tracking, **tracking)
     changes = {}
     for flag, key in (
         ("margin_mm", "margin_target_mm"),

@@ -20,3 +20,35 @@ def open_source_from_args(args: argparse.Namespace, spec: str):
     preset = load_preset(args.calibration) if getattr(args, "calibration", None) else None
     spacing = parse_spacing_arg(args.spacing_mm) if getattr(args, "spacing_mm", None) else None
     return open_source(spec, calibration=preset, spacing_mm=spacing, fps=getattr(args, "fps", None))
+
+
+def add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    """Tracking switches shared by ``analyze``, ``replay`` and ``live``."""
+    group = parser.add_argument_group("tracking")
+    group.add_argument(
+        "--learned-vessels", action="store_true",
+        help="also run the learned vessel-lumen model (finds the grey lumens of real scanners; "
+             "off by default, see iousguide/models/README.md)",
+    )
+    group.add_argument(
+        "--learned-veto", type=float, default=None, metavar="P",
+        help="with --learned-vessels: drop classical lumens where the model's probability stays below P "
+             "(e.g. 0.03; default off)",
+    )
+
+
+def tracking_changes(args: argparse.Namespace) -> dict:
+    """``TrackingSettings`` fields set by :func:`add_tracking_options` (empty when none given)."""
+    from iousguide.errors import SettingsError
+
+    changes: dict = {}
+    veto = getattr(args, "learned_veto", None)
+    if getattr(args, "learned_vessels", False):
+        changes["learned_vessels"] = True
+    if veto is not None:
+        if not changes:
+            raise SettingsError("--learned-veto needs --learned-vessels")
+        if not 0 <= veto < 1:
+            raise SettingsError(f"--learned-veto must be in [0, 1), got {veto}")
+        changes["learned_veto_probability"] = float(veto)
+    return changes

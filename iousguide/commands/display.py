@@ -7,13 +7,14 @@ import json
 import os
 
 from iousguide.acquisition.player import check_speed
-from iousguide.commands.common import add_calibration_options, open_source_from_args
+from iousguide.commands.common import add_calibration_options, add_tracking_options, open_source_from_args, tracking_changes
 from iousguide.errors import SettingsError
 
 
 def _window_options(parser: argparse.ArgumentParser, *, live: bool) -> None:
     add_calibration_options(parser)
     parser.add_argument("--tumor-seed", metavar="X,Y", help="tumour seed point in source pixels")
+    add_tracking_options(parser)
     parser.add_argument("--margin-mm", type=float, default=None, help="resection margin target in free parenchyma (default 5)")
     parser.add_argument("--floor-mm", type=float, default=None, help="minimum margin everywhere except detachment (default 1)")
     parser.add_argument("--ablation-margin-mm", type=float, default=None, help="ablative margin (default 5, 10 preferred)")
@@ -65,9 +66,10 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 
 def build_pipeline(args: argparse.Namespace, *, t0_s: float | None = None):
     """The headless pipeline with the guidance settings from the command line."""
+    from iousguide.analysis.settings import TrackingSettings
     from iousguide.pipeline import Pipeline, PipelineSettings
 
-    pipeline = Pipeline(PipelineSettings(), t0_s=t0_s)
+    pipeline = Pipeline(PipelineSettings(tracking=TrackingSettings(**tracking_changes(args))), t0_s=t0_s)
     changes = {
         key: value
         for key, value in (
