@@ -24,7 +24,7 @@ import numpy as np
 from iousguide.analysis.imaging import Prepared, disc, fill_holes
 from iousguide.analysis.refine import Refined, refine_region
 from iousguide.analysis.settings import TrackingSettings
-from iousguide.analysis.tumor_boundary import place_edge
+from iousguide.analysis.tumor_boundary import lowpass_contour, place_edge
 from iousguide.analysis.vessels import looks_like_shadow
 
 
@@ -563,11 +563,18 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
     if refined is None:
         return refined
     contour = _hull_if_bay(refined.contour_px, vessel_mask_frame, solidity=BAY_SOLIDITY if candidate.dark else None)
+    # the edge is placed along the normals of a first outline without its speckle-scale bumps:
+    # the offsets are averaged along the outline, so a bump of the first outline would survive
+    # them, and the distance to a vessel (a minimum over the outline) would pick it
+    contour = lowpass_contour(contour, unit_mm=prep.unit_mm, cutoff_mm=EDGE_START_CUTOFF_MM)
     contour = place_edge(prep, contour, dark=candidate.dark, level_fraction=settings.edge_level_fraction,
                          min_contrast_db=settings.tumor_contrast_db, exclude_frame=vessel_mask_frame, exclude_power=tissue_power)
     return replace(refined, contour_px=contour)
 
 
+#: detail of the first outline shorter than this (wavelength along the outline, mm) is removed
+#: before the edge placement (lowpass_contour; a 2-3 mm bump is speckle, not lesion shape)
+EDGE_START_CUTOFF_MM = 6.0
 #: a dark outline less solid than this starts the edge placement from its convex hull
 BAY_SOLIDITY = 0.9
 
