@@ -232,3 +232,31 @@ def test_distance_to_a_vessel_is_not_biased_by_the_outline():
         distances.append(near[0].distance_mm)
     assert abs(np.mean(distances) - 2.0) <= 0.4, distances
     assert abs(np.mean(areas) / (np.pi * 36.0) - 1.0) <= 0.10, areas
+
+
+def test_the_enhancement_below_a_grey_lumen_is_not_a_bright_lesion():
+    """A grey lumen the vessel detector misses (echo 0.3, lifted off black) casts posterior
+    enhancement: a bright band right below it. behind_lumen tells that band from a hyperechoic
+    lesion of the same brightness placed beside the lumen instead of below it."""
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.tumor import behind_lumen, lesion_candidates, looks_like_lumen
+
+    settings = TrackingSettings()
+    body = Disc((35.0, 22.0), 4.0, echo=0.3)
+    band = Disc((35.0, 30.0), 4.0, echo=1.8, radius_y_mm=3.0)
+    lesion = Disc((55.0, 22.0), 4.0, echo=1.8, radius_y_mm=3.0)
+    scene = Scene(shape_px=(500, 750), spacing_mm=SPACING_MM, discs=[band, body, lesion])
+    frame = frames_of(scene, 1, 440)[0]
+    prep = prepare(np.ascontiguousarray(frame.gray), spacing_mm=frame.spacing_mm, settings=settings)
+    cands = lesion_candidates(prep, settings=settings)
+    px = prep.work_px_mm
+
+    def nearest(dark, centre_mm):
+        pool = [c for c in cands if c.dark == dark]
+        return min(pool, key=lambda c: np.hypot(c.centroid_w[0] * px - centre_mm[0], c.centroid_w[1] * px - centre_mm[1]))
+
+    lumen = nearest(True, body.center_mm)
+    assert looks_like_lumen(prep, lumen)
+    assert behind_lumen(prep, nearest(False, band.center_mm), [lumen])
+    assert not behind_lumen(prep, nearest(False, lesion.center_mm), [lumen])
+    assert not behind_lumen(prep, nearest(False, band.center_mm), [])

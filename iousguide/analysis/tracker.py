@@ -30,7 +30,8 @@ from iousguide.analysis.measure import TumorGeometry, distance_uncertainty_mm
 from iousguide.analysis.refine import smooth_contour
 from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
 from iousguide.analysis.settings import TrackingSettings
-from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, anechoic_mask, follow_template, iou,
+from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, anechoic_mask, behind_lumen,
+                                      follow_template, iou,
                                       lesion_candidates, looks_like_lumen, lumen_in_place, plausible_auto, refine_tumor,
                                       strong_auto)
 from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared
@@ -406,7 +407,10 @@ class Tracker:
             if best is not None and st.auto:
                 # an automatic follow that keeps looking like a grey lumen (it was proposed on a
                 # frame where it did not) is given up: search again, report no tumour
-                st.lumen_like = st.lumen_like + 1 if looks_like_lumen(prep, best) else 0
+                # (a bright follow: the posterior enhancement below such a lumen)
+                lumen_like = looks_like_lumen(prep, best) if best.dark else behind_lumen(
+                    prep, best, [c for c in candidates if c.dark and looks_like_lumen(prep, c)])
+                st.lumen_like = st.lumen_like + 1 if lumen_like else 0
                 if st.lumen_like >= LUMEN_LIKE_DROP_FRAMES:
                     self._tumor = TumorState()
                     return None, ""
@@ -447,8 +451,19 @@ class Tracker:
         plausible = [c for c in candidates if plausible_auto(c, settings=s) or (
             st.pending is not None and st.pending.dark == c.dark and iou(st.pending.mask_w, c.mask_w) >= 0.3
             and plausible_auto(c, settings=s, contrast_scale=0.5))]
-        # a grey lumen the vessel detector missed is not proposed as the tumour
-        plausible = [c for c in plausible if not looks_like_lumen(prep, c)]
+        # a grey lumen the vessel detector missed is not proposed as the tumour, nor the posterior
+        # enhancement below it
+        lumen_cache: dict[int, bool] = {}
+
+        def lumen(c: TumorCandidate) -> bool:
+            if id(c) not in lumen_cache:
+                lumen_cache[id(c)] = looks_like_lumen(prep, c)
+            return lumen_cache[id(c)]
+
+        plausible = [c for c in plausible if not (c.dark and lumen(c))]
+        if any(not c.dark for c in plausible):
+            lumen_like = [c for c in candidates if c.dark and lumen(c)]
+            plausible = [c for c in plausible if not behind_lumen(prep, c, lumen_like)]
         if not plausible:
             st.pending, st.pending_count = None, 0
             return None, ""
