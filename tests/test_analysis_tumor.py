@@ -260,3 +260,25 @@ def test_the_enhancement_below_a_grey_lumen_is_not_a_bright_lesion():
     assert behind_lumen(prep, nearest(False, band.center_mm), [lumen])
     assert not behind_lumen(prep, nearest(False, lesion.center_mm), [lumen])
     assert not behind_lumen(prep, nearest(False, band.center_mm), [])
+
+
+def test_a_place_that_looked_like_a_lumen_is_not_proposed_when_its_enhancement_flickers():
+    """Posterior enhancement flickers with speckle from frame to frame; a lumen stays a lumen. A
+    dark disc seen with the bright band below it is not proposed on the following frames where
+    the band is missing; the same frames without that history propose it (the control)."""
+    settings = TrackingSettings()
+    body = Disc((35.0, 22.0), 4.0, echo=0.3)
+    band = Disc((35.0, 30.0), 4.0, echo=1.6, radius_y_mm=3.0)
+    with_band = frames_of(Scene(shape_px=(500, 700), spacing_mm=SPACING_MM, discs=[band, body]), 2, 450)
+    plain_scene = Scene(shape_px=(500, 700), spacing_mm=SPACING_MM, discs=[body])
+    plain = [Frame(pixels=f.pixels, index=i + 2, t_mono_ns=i + 2, t_source_s=(i + 2) / 15, spacing_mm=f.spacing_mm)
+             for i, f in enumerate(frames_of(plain_scene, 4, 460))]
+
+    def on_body(results):
+        return [r.tumor is not None and disc_dice(r.tumor.contour_px, body, plain_scene.shape_px, SPACING_MM) > 0.5
+                for r in results]
+
+    tracker = Tracker(settings)
+    assert not any(on_body([tracker.process(f) for f in with_band + plain]))
+    control = Tracker(settings)
+    assert any(on_body([control.process(f) for f in plain]))

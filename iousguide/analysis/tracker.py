@@ -42,6 +42,9 @@ from iousguide.frames import Frame
 #: an automatic tumour follow that looks like a lumen (looks_like_lumen) this many frames in a
 #: row is given up
 LUMEN_LIKE_DROP_FRAMES = 2
+#: a place that looked like a grey lumen is not proposed as the tumour for this many frames
+#: after it last did (the posterior enhancement flickers with speckle; a lumen stays a lumen)
+LUMEN_MEMORY_FRAMES = 10
 #: a proposal reported on its first frame shows less posterior enhancement than this (dB), below
 #: against beside and against above (no hint of a grey lumen)
 STRONG_MAX_ENHANCEMENT_DB = 0.5
@@ -147,6 +150,7 @@ class Tracker:
         self._frames_seen = 0
         self._fov: np.ndarray | None = None
         self._fov_age = 0
+        self._lumen_memory: list[list] = []  # [mask_w, frames since it last looked like a lumen]
 
     def seed_tumor(self, x_src: float, y_src: float) -> None:
         """Seed (or re-seed) the tumour at a point in source pixels; used on the next frame.
@@ -413,6 +417,8 @@ class Tracker:
                 st.lumen_like = st.lumen_like + 1 if lumen_like else 0
                 if st.lumen_like >= LUMEN_LIKE_DROP_FRAMES:
                     self._tumor = TumorState()
+                    if best.dark:
+                        self._lumen_memory.append([best.mask_w, 0])
                     return None, ""
             if best is not None:
                 if st.auto:
@@ -460,7 +466,23 @@ class Tracker:
                 lumen_cache[id(c)] = looks_like_lumen(prep, c)
             return lumen_cache[id(c)]
 
-        plausible = [c for c in plausible if not (c.dark and lumen(c))]
+        memory = [m for m in self._lumen_memory if m[1] < LUMEN_MEMORY_FRAMES]
+        for m in memory:
+            m[1] += 1
+        for c in plausible:
+            if c.dark and lumen(c):
+                memory.append([c.mask_w, 0])
+        keep = []
+        for c in plausible:
+            if c.dark and lumen(c):
+                continue
+            seen = [m for m in memory if c.dark and iou(c.mask_w, m[0]) >= 0.3]
+            for m in seen:
+                m[0] = c.mask_w  # the remembered lumen moves with the sweep
+            if not seen:
+                keep.append(c)
+        self._lumen_memory = memory
+        plausible = keep
         if any(not c.dark for c in plausible):
             lumen_like = [c for c in candidates if c.dark and lumen(c)]
             plausible = [c for c in plausible if not behind_lumen(prep, c, lumen_like)]
