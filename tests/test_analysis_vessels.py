@@ -47,6 +47,9 @@ def test_grey_lumens_found_with_their_diameter(monkeypatch):
     """Over six speckle realisations: most grey lumens found, diameters within the physics
     tolerance in the median (single realisations miss one or err by up to ~0.5 mm)."""
     monkeypatch.setattr(vessels_mod, "GREY_LUMENS", True)  # the tier is off by default
+    # (the display-floor estimate would take these grey lumens for the floor and find them
+    # in the anechoic tier: off here, so that this test exercises the grey tier)
+    monkeypatch.setattr(vessels_mod, "DISPLAY_FLOOR", False)
     found, errors = 0, []
     for seed in range(5, 11):
         dets = detect_vessels(_grey_image(seed), spacing_mm=(SPACING, SPACING), settings=TrackingSettings())
@@ -60,8 +63,10 @@ def test_grey_lumens_found_with_their_diameter(monkeypatch):
 
 
 def test_grey_lumens_are_not_anechoic_cores(monkeypatch):
-    """Without the grey tier (the default) these lumens are missed: the test above exercises it."""
+    """Without the grey tier (the default) and the display-floor estimate these lumens are
+    missed: the test above exercises the grey tier."""
     monkeypatch.setattr(vessels_mod, "GREY_LUMENS", False)
+    monkeypatch.setattr(vessels_mod, "DISPLAY_FLOOR", False)
     dets = detect_vessels(_grey_image(5), spacing_mm=(SPACING, SPACING), settings=TrackingSettings())
     assert all(_near(dets, *d.center_mm) is None for d in GREY_DISCS)
 
@@ -150,3 +155,92 @@ def test_smoothing_gain_of_a_circle():
     from iousguide.analysis.refine import smooth_contour
     smoothed = smooth_contour(circle, sigma_mm=0.4, unit_mm=(1.0, 1.0))
     assert np.mean(np.hypot(smoothed[:, 0], smoothed[:, 1])) == pytest.approx(2.0 * gain, rel=2e-3)
+
+
+def _ellipse(a_mm, b_mm, n=600):
+    theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([a_mm * np.cos(theta), b_mm * np.sin(theta)], axis=1)
+
+
+def test_reported_outline_keeps_an_ellipse_and_drops_raggedness(monkeypatch):
+    """The reported outline is smoothed more than the measured one, with the smoothing's
+    first-order shrink undone: an exact 3 x 2 mm ellipse stays within 0.05 mm of itself (area
+    within 2 %), and speckle-scale raggedness (0.15 mm, ~0.8 mm period) is removed, so its
+    minimum distance to a point outside is no longer pulled in by the spikes."""
+    monkeypatch.setattr(vessels_mod, "VESSEL_OUTLINE_SMOOTHING_MM", 1.0)
+    settings = TrackingSettings()
+    ellipse = _ellipse(3.0, 2.0)
+    out = vessels_mod._outline(ellipse, (0.0, 0.0), (1.0, 1.0), settings)
+    on = np.hypot(out[:, 0] / 3.0, out[:, 1] / 2.0)
+    assert np.max(np.abs(on - 1.0)) * 2.0 < 0.05
+    assert abs(cv2.contourArea(out.astype(np.float32)) / (np.pi * 3.0 * 2.0) - 1.0) < 0.02
+    theta = np.arctan2(ellipse[:, 1] / 2.0, ellipse[:, 0] / 3.0)
+    normal = np.stack([np.cos(theta) / 3.0, np.sin(theta) / 2.0], axis=1)
+    normal /= np.hypot(normal[:, 0], normal[:, 1])[:, None]
+    ragged = ellipse + 0.15 * np.sin(np.cumsum(np.hypot(*np.diff(ellipse, axis=0, append=ellipse[:1]).T))
+                                     * 2 * np.pi / 0.8)[:, None] * normal
+    smoothed = vessels_mod._outline(ragged, (0.0, 0.0), (1.0, 1.0), settings)
+    point = np.array([0.0, -4.0])  # 2 mm above the ellipse's top
+    d_ragged = np.min(np.hypot(*(ragged - point).T))
+    d_out = np.min(np.hypot(*(smoothed - point).T))
+    assert d_ragged < 1.9  # the spikes pull the minimum in
+    assert abs(d_out - 2.0) < 0.03
+
+
+def _noisy_depth_image(seed, *, discs, shape_px=(500, 400), spacing_mm=0.15, floor_start_mm=30.0,
+                       floor_gap_db=(18.0, 4.0)):
+    """Speckle with receiver noise lifted by a depth gain: the noise is black down to
+    ``floor_start_mm`` and then rises to ``floor_gap_db[1]`` dB under tissue at the bottom."""
+    rng = np.random.default_rng(seed)
+    rows, cols = shape_px
+    scene = Scene(shape_px=shape_px, spacing_mm=spacing_mm, discs=list(discs))
+    from iousguide.analysis.synthetic import echo_map
+    echo = echo_map(scene)
+    scat = (rng.standard_normal(shape_px) + 1j * rng.standard_normal(shape_px)).astype(np.complex64)
+    sx, sy = 0.6 / 2.355 / spacing_mm, 0.25 / 2.355 / spacing_mm
+    re = cv2.GaussianBlur(np.ascontiguousarray((echo * scat).real), (0, 0), sigmaX=sx, sigmaY=sy)
+    im = cv2.GaussianBlur(np.ascontiguousarray((echo * scat).imag), (0, 0), sigmaX=sx, sigmaY=sy)
+    power = re ** 2 + im ** 2
+    power /= np.mean(power[echo == 1])
+    depth = np.arange(rows) * spacing_mm
+    gap = np.interp(depth, [0.0, floor_start_mm, depth[-1]], [60.0, floor_gap_db[0], floor_gap_db[1]])
+    noise = (rng.standard_normal(shape_px) ** 2 + rng.standard_normal(shape_px) ** 2) / 2
+    power = power + noise * (10 ** (-gap / 10))[:, None]
+    db = 10 * np.log10(power + 1e-12) - 12.0
+    return np.clip((db / 60.0 + 1.0) * 255.0, 0, 255).astype(np.uint8)
+
+
+def test_deep_lumen_at_the_noise_floor_is_found():
+    """A deep lumen filled by the depth-gained noise floor (no black core) is found with its
+    diameter, by the level relative to the floor estimated from the frame; a shallow lumen too."""
+    deep, shallow = Disc((30.0, 64.0), 3.0, echo=0.0), Disc((30.0, 20.0), 2.5, echo=0.0)
+    found, errors = 0, []
+    for seed in (1, 2, 3):
+        img = _noisy_depth_image(seed, discs=[deep, shallow])
+        dets = detect_vessels(img, spacing_mm=(0.15, 0.15), settings=TrackingSettings())
+        near = [d for d in dets if np.hypot(d.centroid_px[0] * 0.15 - 30.0, d.centroid_px[1] * 0.15 - 64.0) < 1.5]
+        assert any(np.hypot(d.centroid_px[0] * 0.15 - 30.0, d.centroid_px[1] * 0.15 - 20.0) < 1.0 for d in dets)
+        if near:
+            found += 1
+            errors.append(abs(near[0].diameter_mm - 6.0))
+    assert found >= 2, "the deep lumen at the noise floor was missed"
+    assert float(np.median(errors)) <= 0.6
+
+
+def test_deep_lumen_needs_the_floor_estimate(monkeypatch):
+    """With the floor held at black (the former rule) the same deep lumen has no core: the test
+    above exercises the floor estimate."""
+    monkeypatch.setattr(vessels_mod, "DISPLAY_FLOOR", False)
+    img = _noisy_depth_image(1, discs=[Disc((30.0, 64.0), 3.0, echo=0.0), Disc((30.0, 20.0), 2.5, echo=0.0)])
+    dets = detect_vessels(img, spacing_mm=(0.15, 0.15), settings=TrackingSettings())
+    assert not any(np.hypot(d.centroid_px[0] * 0.15 - 30.0, d.centroid_px[1] * 0.15 - 64.0) < 1.5 for d in dets)
+
+
+def test_lesion_above_a_lifted_floor_is_no_lumen():
+    """A -6 dB speckled lesion at mid depth, in a frame whose floor is lifted deeper down by a
+    lumen at the noise floor, yields no lumen inside it."""
+    lesion, deep = Disc((30.0, 40.0), 5.0, echo=10 ** (-6 / 20)), Disc((15.0, 66.0), 3.0, echo=0.0)
+    for seed in (4, 5):
+        img = _noisy_depth_image(seed, discs=[lesion, deep])
+        dets = detect_vessels(img, spacing_mm=(0.15, 0.15), settings=TrackingSettings())
+        assert not [d for d in dets if np.hypot(d.centroid_px[0] * 0.15 - 30.0, d.centroid_px[1] * 0.15 - 40.0) < 5.0]

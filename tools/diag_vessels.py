@@ -37,10 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _core_reasons(prep, settings):
-    """Replays lumen_candidates/_dark_components keeping the rejection reason per label."""
-    tissue = prep.tissue_row[:, None].astype(np.float32)
-    core_level = np.minimum(settings.lumen_core_fraction * tissue, tissue - settings.lumen_contrast_db)
-    dark = ((prep.smooth < core_level) & prep.valid).astype(np.uint8)
+    """Replays _dark_components keeping the rejection reason per label, on the cores under the
+    level over the display floor (vessels.lumen_dark_mask: the black-floor cores and, where the
+    floor is lifted, the second-pass cores; the detector tries the black-floor cores first)."""
+    core_level = V.lumen_core_level(prep, settings=settings)[1][:, None]
+    dark = V.lumen_dark_mask(prep, settings=settings).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
     min_area = max(np.pi * (0.5 * settings.vessel_min_diameter_mm / prep.work_px_mm) ** 2 * 0.3, 3)
     reasons = {}
