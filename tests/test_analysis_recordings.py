@@ -53,7 +53,7 @@ def test_vessels_meet_the_targets_on_a_bundled_recording(two_lesions_report):
     assert two_lesions_report["no_signal"]["false_no_signal_frames"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="tumour Dice and distance MAE are below the issue-5 targets (see report)")
+@pytest.mark.xfail(strict=True, reason="distance error above the issue-5 target on these 50 frames (measured 2026-11-27: MAE 0.34 / p95 0.83 mm vs 0.3 / 0.8; tumour Dice 0.93 meets it)")
 def test_tumour_and_distances_meet_the_targets_on_a_bundled_recording(two_lesions_report):
     assert two_lesions_report["tumor"]["dice_mean"] >= 0.9
     d = two_lesions_report["distance_error_mm"]
