@@ -160,6 +160,26 @@ def test_bad_frames_give_status_and_message(tumour_scene):
     assert all(np.isfinite(v.diameter_mm) for v in last.vessels)
 
 
+def test_spacing_change_mid_stream_restarts_tracking(tumour_scene):
+    """The scanner's depth changes (an OpenIGTLink stream's spacing, a new preset): same pixel size,
+    new mm per pixel. Every frame is analysed on its own spacing, never with masks of the old grid
+    (that was an 'error' status on every frame after the change); calibrated -> uncalibrated too."""
+    scene, _, _ = tumour_scene
+    img = render(scene, seed=9)
+    tracker = Tracker()
+    spacings = [0.1] * 4 + [0.15] * 4 + [None] * 2 + [0.1] * 3
+    results = [tracker.process(make_frame(img, index=i, spacing=sp)) for i, sp in enumerate(spacings)]
+    assert [r.status for r in results if r.status == "error"] == []
+    for r, sp in zip(results, spacings):
+        assert r.vessels
+        if sp is None:
+            assert r.status == "uncalibrated" and all(v.diameter_mm is None for v in r.vessels)
+    # diameters follow the spacing they were measured with (same pixels, 1.5x the mm per pixel)
+    d_01 = max(v.diameter_mm for v in results[3].vessels)
+    d_015 = max(v.diameter_mm for v in results[7].vessels)
+    assert d_015 == pytest.approx(1.5 * d_01, rel=0.1)
+
+
 def test_seeds_outside_or_on_a_vessel(tumour_scene):
     scene, tumour, vessels = tumour_scene
     img = render(scene, seed=9)

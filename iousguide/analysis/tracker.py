@@ -151,6 +151,7 @@ class Tracker:
         self._fov: np.ndarray | None = None
         self._fov_age = 0
         self._lumen_memory: list[list] = []  # [mask_w, frames since it last looked like a lumen]
+        self._spacing_mm: tuple[float, ...] | None | bool = False  # False: no frame seen yet
 
     def seed_tumor(self, x_src: float, y_src: float) -> None:
         """Seed (or re-seed) the tumour at a point in source pixels; used on the next frame.
@@ -214,6 +215,14 @@ class Tracker:
         size_problem = self._check_shape(frame)
         if size_problem:
             return self._empty(frame, "error", size_problem)
+        spacing = None if frame.spacing_mm is None else tuple(float(v) for v in frame.spacing_mm)
+        if self._spacing_mm is not False and spacing != self._spacing_mm:
+            # a new pixel spacing (depth changed on the scanner, another calibration) means a new
+            # working grid: every kept mask and position is on the old one, so tracking restarts
+            click, shape = self._click, self._shape
+            self.reset()
+            self._click, self._settings_seed_used, self._shape = click, True, shape
+        self._spacing_mm = spacing
         rows, cols = frame.shape
         corners = np.array([frame.to_source_px(0, 0), frame.to_source_px(cols - 1, rows - 1)])
         self._source_extent = (float(corners[:, 0].min()), float(corners[:, 1].min()),

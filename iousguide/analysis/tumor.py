@@ -583,7 +583,10 @@ def follow_template(mask_w: np.ndarray, previous_w: np.ndarray, *, px_mm: float,
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks of the same shape."""
+    """Intersection over union of two boolean masks (0 when their shapes differ: a mask kept from
+    before a change of the working grid, e.g. a new calibration, overlaps nothing)."""
+    if a.shape != b.shape:
+        return 0.0
     inter = np.count_nonzero(a & b)
     union = np.count_nonzero(a | b)
     return inter / union if union else 0.0
