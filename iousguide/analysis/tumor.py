@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from iousguide.analysis.imaging import Prepared, disc, fill_holes
+from iousguide.analysis.imaging import Prepared, components_with_stats, disc, fill_holes
 from iousguide.analysis.refine import Refined, refine_region
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.tumor_boundary import lowpass_contour, place_edge
@@ -137,7 +137,7 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(r_open))
         else:
             m = fill_holes(m)
-        n, labels, stats, cents = cv2.connectedComponentsWithStats(m, connectivity=8)
+        n, labels, stats, cents = components_with_stats(m)
         for label in range(1, n):
             area = int(stats[label, cv2.CC_STAT_AREA])
             if area < min_area or area > max_area:
