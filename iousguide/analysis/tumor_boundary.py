@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from iousguide.analysis.imaging import Prepared, disc
+from iousguide.analysis.refine import _dist_to
 
 #: profile sampling along the normal, mm (negative = inwards)
 PROFILE_STEP_MM = 0.1
@@ -46,6 +47,21 @@ def _resample_closed(points_mm: np.ndarray, step_mm: float) -> np.ndarray:
     n = max(int(round(total / step_mm)), 8)
     t = np.linspace(0.0, total, n, endpoint=False)
     return np.stack([np.interp(t, s, closed[:, 0]), np.interp(t, s, closed[:, 1])], axis=1)
+
+
+def _row_median(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=1)`` of a 2-D float array, the same values and dtype with less
+    work: the middle order statistic(s) of each sorted row (the two middle ones added and
+    halved, as np.median's mean of them does; sorting a short row is faster than partitioning
+    it); an array holding NaN goes to np.median itself."""
+    n = values.shape[1]
+    if n == 0 or np.isnan(values).any():
+        return np.median(values, axis=1)
+    k = n // 2
+    part = np.sort(values, axis=1)
+    if n % 2:
+        return part[:, k]
+    return (part[:, k - 1] + part[:, k]) / 2
 
 
 def _circular_mean(values: np.ndarray, half: int, axis: int = 0) -> np.ndarray:
@@ -131,10 +147,12 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
             # points of the first outline that reach an abutting lumen (within its 0.5 mm skirt)
             # stay there: the lesion touches the lumen, and a gap below the image resolution
             # is not measured as one (as in the first outline)
-            d_ex = cv2.distanceTransform(1 - ex, cv2.DIST_L2, 3)
+            # (distances only up to the one compared: over the lumens' bounding box grown by it)
+            touch_mm = 0.5 + 2.0 * max(ux, uy)
+            d_ex = _dist_to(ex, touch_mm / min(ux, uy) + 1.0)
             px_i = np.clip(np.round(p_mm[:, 0] / ux - x0).astype(int), 0, x1 - x0 - 1)
             py_i = np.clip(np.round(p_mm[:, 1] / uy - y0).astype(int), 0, y1 - y0 - 1)
-            touching = d_ex[py_i, px_i] * min(ux, uy) <= 0.5 + 2.0 * max(ux, uy)
+            touching = d_ex[py_i, px_i] * min(ux, uy) <= touch_mm
             ex = cv2.dilate(ex, disc(0.5 / min(ux, uy))).astype(bool)
             power[ex] = exclude_power
     power = cv2.GaussianBlur(power, (0, 0), sigmaX=max(radial_sigma_mm / ux, 0.3),
@@ -166,7 +184,7 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
         pl = (t >= PLATEAU_MM[0]) & (t <= PLATEAU_MM[1])
         lo = np.mean(q[:, pl], axis=1)
         j = np.full(n, int(np.argmax(t >= BRIGHT_CROSSING_MM[0])))
-    hi = np.median(q[:, out_sel], axis=1)
+    hi = _row_median(q[:, out_sel])
     if tissue_power is not None:
         # the tissue level right outside the edge, not 2-3.5 mm beyond a first outline that may
         # already lie outside the lesion, where a bright sheath or another structure begins:
@@ -192,7 +210,7 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
             full = use & (count == width)
             hi_near = np.empty(n)
             if full.any():
-                hi_near[full] = np.median(win[full], axis=1)
+                hi_near[full] = _row_median(win[full])
             for k in np.nonzero(use & ~full)[0]:  # windows cut short by the profile's end
                 hi_near[k] = np.median(q[k, start[k]:stop[k]])
             hi[use] = np.minimum(hi[use], hi_near[use]) if dark else np.maximum(hi[use], hi_near[use])
