@@ -177,3 +177,55 @@ def test_median_equals_numpy():
             v = (rng.random(n) * 1e-3).astype(dtype)
             got, ref = refine_mod._median(v), np.median(v)
             assert got == ref and np.asarray(got).dtype == np.asarray(ref).dtype
+
+
+def test_row_median_equals_numpy():
+    """place_edge's per-row tissue median: np.median(axis=1)'s values and dtype (odd and even
+    widths, ties, NaN rows)."""
+    from iousguide.analysis.tumor_boundary import _row_median
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        r, c = (int(v) for v in rng.integers(1, 40, 2))
+        a = rng.normal(size=(r, c)) * 10.0 ** rng.uniform(-6, 6)
+        if rng.random() < 0.3:
+            a = np.round(a, 1)
+        if rng.random() < 0.2:
+            a[rng.integers(r), rng.integers(c)] = np.nan
+        got, ref = _row_median(a), np.median(a, axis=1)
+        assert got.dtype == ref.dtype
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_place_edge_lumen_contact_equals_whole_roi_distance(monkeypatch):
+    """place_edge decides which outline points touch an abutting lumen from distances computed
+    only up to the compared one; the outline must equal the one from the ROI's whole distance
+    transform, on a hypoechoic lesion abutting a lumen (a distance half a pixel short changes
+    the outline here)."""
+    from iousguide.analysis import tumor_boundary as tb
+
+    s = TrackingSettings()
+    spacing = 0.12
+    lesion_c, lesion_r, lumen_r = (30.0, 25.0), 6.0, 3.0
+    lumen_c = (lesion_c[0] + lesion_r + lumen_r + 0.2, lesion_c[1])
+    scene = Scene(shape_px=(420, 560), spacing_mm=spacing,
+                  discs=[Disc(lesion_c, lesion_r, echo=0.35), Disc(lumen_c, lumen_r, echo=0.0)])
+    rows, cols = scene.shape_px
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    lumen = np.hypot(xx * spacing - lumen_c[0], yy * spacing - lumen_c[1]) <= lumen_r
+    ang = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    first_r = lesion_r + 0.3  # a first outline a little outside the lesion, near the lumen
+    contour = np.stack([(lesion_c[0] + first_r * np.cos(ang)) / spacing,
+                        (lesion_c[1] + first_r * np.sin(ang)) / spacing], axis=1)
+    whole = lambda mask, limit_px: cv2.distanceTransform(1 - mask, cv2.DIST_L2, 3)  # noqa: E731
+    for seed in range(3):
+        prep = prepare(render(scene, seed=seed), spacing_mm=(spacing, spacing), settings=s)
+        kw = dict(dark=True, exclude_frame=lumen, exclude_power=float(np.median(prep.tissue_power_row)))
+        got = tb.place_edge(prep, contour, **kw)
+        with monkeypatch.context() as m:
+            m.setattr(tb, "_dist_to", whole)
+            ref = tb.place_edge(prep, contour, **kw)
+            m.setattr(tb, "_dist_to", lambda mask, limit_px: np.full(mask.shape, np.inf, np.float32))
+            no_contact = tb.place_edge(prep, contour, **kw)
+        np.testing.assert_array_equal(got, ref)
+        assert not np.array_equal(got, no_contact)  # the contact rule is exercised here
