@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from iousguide.analysis.imaging import Prepared, disc, fill_holes, prepare
+from iousguide.analysis.imaging import Prepared, components_with_stats, disc, fill_holes, prepare
 from iousguide.analysis.refine import Refined, refine_region, smooth_contour
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.vessel_radial import radial_lumen_boundary
@@ -291,7 +291,7 @@ def _grey_dark(prep: Prepared) -> np.ndarray:
 def _dark_components(prep: Prepared, dark: np.ndarray, *, settings: TrackingSettings,
                      ring_labels: set | None = None) -> tuple[np.ndarray, list[tuple]]:
     """Lumen-like components of a uint8 dark mask on the working grid (see lumen_candidates)."""
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    n, labels, stats, _ = components_with_stats(dark)
     # the core of the smallest lumen (blurred by the detection smoothing) is smaller than it
     min_area = max(np.pi * (0.5 * settings.vessel_min_diameter_mm / prep.work_px_mm) ** 2 * 0.3, 3)
     out = []
@@ -345,7 +345,7 @@ def _solid_part(comp: np.ndarray) -> np.ndarray | None:
     if r_open < 1.5:
         return None
     opened = cv2.morphologyEx(comp8, cv2.MORPH_OPEN, disc(r_open))
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    n, lab, stats, _ = components_with_stats(opened)
     if n <= 1:
         return None
     keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
@@ -381,7 +381,7 @@ def _lumen_on_ring(comp: np.ndarray, levels_db: np.ndarray, *, min_radius_px: fl
     if r_in < max(min_radius_px, 2.5):
         return None
     opened = cv2.morphologyEx(comp8, cv2.MORPH_OPEN, disc(r_open))
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    n, lab, stats, _ = components_with_stats(opened)
     if n <= 1:
         return None
     keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
