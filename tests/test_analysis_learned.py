@@ -14,6 +14,7 @@ from conftest import PROJECT_ROOT, shared_file
 from iousguide.analysis.learned import (MODEL_PATH, learned_lumens, lumen_probability, model_input, model_meta)
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.tracker import Tracker
+from iousguide.evaluation import usgra_vessel_mask
 from iousguide.errors import SettingsError
 from iousguide.frames import Frame
 
@@ -36,7 +37,7 @@ def _usgra_training_image_with_vessel(min_area_px: int = 1500):
     assert split["holdout"] and not set(split["holdout"]) & set(split["train"])
     for name in split["train"]:
         mask = cv2.imread(str(folder / "masks" / name), cv2.IMREAD_COLOR)
-        vessel = ((mask[:, :, 1] > 100) & (mask[:, :, 2] < 60) & (mask[:, :, 0] < 60)).astype(np.uint8)
+        vessel = usgra_vessel_mask(mask).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(vessel)
         if n > 1 and stats[1:, cv2.CC_STAT_AREA].max() >= min_area_px:
             k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))

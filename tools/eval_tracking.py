@@ -176,66 +176,37 @@ def eval_usgra(folder: str, *, part: str, overlay: str | None = None, overrides:
     """
     from pathlib import Path
 
+    from iousguide.evaluation import score_vessel_images, usgra_vessel_mask
     from iousguide.frames import Frame
 
     root = Path(folder)
     names = sorted(p.name for p in (root / "images").glob("*.png"))
     chosen = [n for i, n in enumerate(names) if (i % 4 == 3) == (part == "holdout")]
-    found = total = tp = dets = 0
-    inter = union_sum = 0
-    dices = []
-    sheet = []
-    for name in chosen:
-        img = cv2.imread(str(root / "images" / name), cv2.IMREAD_GRAYSCALE)
-        m = cv2.imread(str(root / "masks" / name), cv2.IMREAD_COLOR)  # BGR
-        truth = (m[:, :, 1] > 100) & (m[:, :, 2] < 60) & (m[:, :, 0] < 60)
+    seen = []  # (image, vessels) of the first 12 images, for the overlay
+
+    def detect(img):
         res = Tracker(TrackingSettings(auto_tumor=False, **(overrides or {}))).process(
             Frame(pixels=img, index=0, t_mono_ns=0, spacing_mm=None))
-        det = np.zeros(img.shape, np.uint8)
-        det_masks = []
-        for v in res.vessels:
-            dm = np.zeros(img.shape, np.uint8)
-            cv2.fillPoly(dm, [np.round(np.asarray(v.contour_px) * 8).astype(np.int32)], 1, shift=3)
-            det_masks.append((dm.astype(bool), v.centroid_px))
-            det |= dm
-        n, lab = cv2.connectedComponents(truth.astype(np.uint8))
-        truth_regions = [lab == k for k in range(1, n) if np.count_nonzero(lab == k) >= 30]
+        if overlay and len(seen) < 12:
+            seen.append((img, res.vessels))
+        return [(v.contour_px, v.centroid_px) for v in res.vessels]
 
-        def hit(region, dmask, cen):
-            cx, cy = int(round(cen[0])), int(round(cen[1]))
-            inside = 0 <= cy < region.shape[0] and 0 <= cx < region.shape[1] and region[cy, cx]
-            i = np.count_nonzero(region & dmask)
-            u = np.count_nonzero(region | dmask)
-            return inside or (u and i / u >= 0.3)
-
-        for region in truth_regions:
-            total += 1
-            found += any(hit(region, dm, c) for dm, c in det_masks)
-        for dm, c in det_masks:
-            dets += 1
-            tp += any(hit(region, dm, c) for region in truth_regions)
-        d = det.astype(bool)
-        inter += np.count_nonzero(d & truth)
-        union_sum += np.count_nonzero(d) + np.count_nonzero(truth)
-        s = np.count_nonzero(d) + np.count_nonzero(truth)
-        if np.count_nonzero(truth):
-            dices.append(2 * np.count_nonzero(d & truth) / s)
-        if overlay and len(sheet) < 12:
+    report = score_vessel_images(root, chosen, detect)
+    if overlay and seen:
+        sheet = []
+        for name, (img, vessels) in zip(chosen, seen):
+            truth = usgra_vessel_mask(cv2.imread(str(root / "masks" / name), cv2.IMREAD_COLOR))
             vis = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
             cs, _ = cv2.findContours(truth.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             cv2.drawContours(vis, cs, -1, (0, 255, 0), 1)
-            for v in res.vessels:
+            for v in vessels:
                 cv2.polylines(vis, [np.round(np.asarray(v.contour_px)).astype(np.int32)], True, (0, 128, 255), 1)
             sheet.append(cv2.resize(vis, (256, 256)))
-    if overlay and sheet:
         while len(sheet) % 4:
             sheet.append(np.zeros_like(sheet[0]))
         rows = [np.hstack(sheet[i:i + 4]) for i in range(0, len(sheet), 4)]
         cv2.imwrite(overlay, np.vstack(rows))
-    return {"part": part, "images": len(chosen), "truth_vessels": total, "recall": found / total if total else None,
-            "precision": tp / dets if dets else None, "detections": dets,
-            "dice_pooled": 2 * inter / union_sum if union_sum else None,
-            "dice_mean_per_image": float(np.mean(dices)) if dices else None}
+    return {"part": part, **report}
 
 
 def run_sweep(path: str, *, spacing_mm: float, overlay: str | None) -> dict:

@@ -81,12 +81,14 @@ def to_grid(gray: np.ndarray, mask: np.ndarray, *, spacing_mm) -> tuple[np.ndarr
 
 
 def usgra_samples(folder: Path, names: list[str]):
+    from iousguide.evaluation import usgra_vessel_mask  # project venv (prepare), not the torch one
+
     for name in names:
         gray = cv2.imread(str(folder / "images" / name), cv2.IMREAD_GRAYSCALE)
         m = cv2.imread(str(folder / "masks" / name), cv2.IMREAD_COLOR)  # BGR
         if gray is None or m is None:
             raise SystemExit(f"cannot read usgra image or mask {name}")
-        vessel = (m[:, :, 1] > 100) & (m[:, :, 2] < 60) & (m[:, :, 0] < 60)
+        vessel = usgra_vessel_mask(m)
         yield (*to_grid(gray, vessel, spacing_mm=None), f"usgra:{name}")
 
 
@@ -383,49 +385,10 @@ def export(model, out: Path) -> None:
 # ----------------------------------------------------------------------------- evaluation (project venv)
 
 def score_usgra(folder: Path, names: list[str], detect) -> dict:
-    """Vessel recall / precision / Dice on usgra images, with the rule of ``tools/eval_tracking.py
-    --usgra``: a truth vessel (connected (0,128,0) region >= 30 px) is found when a detection
-    overlaps it with IoU >= 0.3 or has its centroid inside it; a detection is a true positive
-    when it hits any truth vessel that way. ``detect(gray) -> [(contour_px, centroid_px), ...]``."""
-    found = total = tp = dets = 0
-    inter = union_sum = 0
-    dices = []
-    for name in names:
-        img = cv2.imread(str(folder / "images" / name), cv2.IMREAD_GRAYSCALE)
-        m = cv2.imread(str(folder / "masks" / name), cv2.IMREAD_COLOR)
-        truth = (m[:, :, 1] > 100) & (m[:, :, 2] < 60) & (m[:, :, 0] < 60)
-        det = np.zeros(img.shape, np.uint8)
-        det_masks = []
-        for contour, cen in detect(img):
-            dm = np.zeros(img.shape, np.uint8)
-            cv2.fillPoly(dm, [np.round(np.asarray(contour) * 8).astype(np.int32)], 1, shift=3)
-            det_masks.append((dm.astype(bool), cen))
-            det |= dm
-        n, lab = cv2.connectedComponents(truth.astype(np.uint8))
-        regions = [lab == k for k in range(1, n) if np.count_nonzero(lab == k) >= 30]
+    """The rule of ``tools/eval_tracking.py --usgra`` (:func:`iousguide.evaluation.score_vessel_images`)."""
+    from iousguide.evaluation import score_vessel_images
 
-        def hit(region, dmask, cen):
-            cx, cy = int(round(cen[0])), int(round(cen[1]))
-            inside = 0 <= cy < region.shape[0] and 0 <= cx < region.shape[1] and region[cy, cx]
-            i = np.count_nonzero(region & dmask)
-            u = np.count_nonzero(region | dmask)
-            return bool(inside or (u and i / u >= 0.3))
-
-        for region in regions:
-            total += 1
-            found += any(hit(region, dm, c) for dm, c in det_masks)
-        for dm, c in det_masks:
-            dets += 1
-            tp += any(hit(region, dm, c) for region in regions)
-        d = det.astype(bool)
-        inter += np.count_nonzero(d & truth)
-        union_sum += np.count_nonzero(d) + np.count_nonzero(truth)
-        if np.count_nonzero(truth):
-            dices.append(2 * np.count_nonzero(d & truth) / (np.count_nonzero(d) + np.count_nonzero(truth)))
-    return {"images": len(names), "truth_vessels": total, "recall": found / total if total else None,
-            "precision": tp / dets if dets else None, "detections": dets,
-            "dice_pooled": 2 * inter / union_sum if union_sum else None,
-            "dice_mean_per_image": float(np.mean(dices)) if dices else None}
+    return score_vessel_images(folder, names, detect)
 
 
 def evaluate(usgra: Path, *, part: str, model: Path, tracker: bool, overrides: dict) -> dict:
