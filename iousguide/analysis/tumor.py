@@ -25,7 +25,7 @@ from iousguide.analysis.imaging import Prepared, components_with_stats, disc, fi
 from iousguide.analysis.refine import Refined, refine_region
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.tumor_boundary import lowpass_contour, place_edge
-from iousguide.analysis.vessels import looks_like_shadow
+from iousguide.analysis.vessels import black_core_level, looks_like_shadow
 
 
 @dataclass
@@ -209,9 +209,8 @@ def anechoic_mask(prep: Prepared, *, settings: TrackingSettings, min_solidity: f
     ndarray (h, w) bool
         New array.
     """
-    tissue = prep.tissue_row[:, None]
-    core_level = np.minimum(settings.lumen_core_fraction * tissue, tissue - settings.lumen_contrast_db)
-    m = ((prep.smooth < core_level.astype(np.float32)) & prep.valid).astype(np.uint8)
+    core_level = black_core_level(prep, settings=settings).astype(np.float32)[:, None]
+    m = ((prep.smooth < core_level) & prep.valid).astype(np.uint8)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(0.5 / prep.work_px_mm))
     if min_solidity > 0:
         # a lumen is solid (a disc, an oval, a band); a crescent or a ring is a halo seen dark.

@@ -115,7 +115,7 @@ def lumen_candidates(prep: Prepared, *, settings: TrackingSettings,
     labels : ndarray (h, w) int32
     candidates : list of (label, bbox (x, y, w, h), area_px)
     """
-    dark = (prep.smooth < _black_core_level(prep, settings)[:, None]) & prep.valid
+    dark = (prep.smooth < black_core_level(prep, settings=settings)[:, None]) & prep.valid
     return _dark_components(prep, dark.astype(np.uint8), settings=settings, ring_labels=ring_labels)
 
 
@@ -197,7 +197,7 @@ def lumen_core_level(prep: Prepared, *, settings: TrackingSettings) -> tuple[np.
         The level over the estimated floor (>= ``black``; equal to it with ``DISPLAY_FLOOR`` off).
     """
     tissue = prep.tissue_row.astype(np.float64)
-    black = _black_core_level(prep, settings)
+    black = black_core_level(prep, settings=settings)
     if not DISPLAY_FLOOR:
         return black.astype(np.float32), black.astype(np.float32)
     floor = np.minimum(display_floor_row(prep, margin_mm=settings.shadow_bottom_margin_mm), tissue)
@@ -207,8 +207,9 @@ def lumen_core_level(prep: Prepared, *, settings: TrackingSettings) -> tuple[np.
     return black.astype(np.float32), np.maximum(black, lifted).astype(np.float32)
 
 
-def _black_core_level(prep: Prepared, settings: TrackingSettings) -> np.ndarray:
-    """The core level over a black floor per working row, dB ((h,) float64, new array)."""
+def black_core_level(prep: Prepared, *, settings: TrackingSettings) -> np.ndarray:
+    """The lumen core level over a black floor per working row, dB ((h,) float64, new array):
+    the lowest ``lumen_core_fraction`` of black-to-tissue and ``lumen_contrast_db`` under tissue."""
     tissue = prep.tissue_row.astype(np.float64)
     return np.minimum(settings.lumen_core_fraction * tissue, tissue - settings.lumen_contrast_db)
 
@@ -344,15 +345,20 @@ def _solid_part(comp: np.ndarray) -> np.ndarray | None:
     r_open = 0.6 * r_in
     if r_open < 1.5:
         return None
+    part = _opened_core(comp8, r_open)
+    return None if part is None else part.astype(bool)
+
+
+def _opened_core(comp8: np.ndarray, r_open: float) -> np.ndarray | None:
+    """The largest part left by an opening of radius ``r_open`` px, given back the rim the opening
+    shaved off (dilated by half that radius, within the component) but not the thin arcs it
+    removed: uint8 {0, 1} mask of ``comp8``'s shape, or None when nothing is left."""
     opened = cv2.morphologyEx(comp8, cv2.MORPH_OPEN, disc(r_open))
     n, lab, stats, _ = components_with_stats(opened)
     if n <= 1:
         return None
     keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    part = lab == keep
-    # give back the rim the opening shaved off, but not the arcs
-    part = cv2.dilate(part.astype(np.uint8), disc(max(r_open * 0.5, 1))).astype(bool) & comp
-    return part
+    return cv2.dilate((lab == keep).astype(np.uint8), disc(max(r_open * 0.5, 1))) & comp8
 
 
 def _lumen_on_ring(comp: np.ndarray, levels_db: np.ndarray, *, min_radius_px: float) -> np.ndarray | None:
@@ -380,12 +386,9 @@ def _lumen_on_ring(comp: np.ndarray, levels_db: np.ndarray, *, min_radius_px: fl
     r_open = 0.6 * r_in
     if r_in < max(min_radius_px, 2.5):
         return None
-    opened = cv2.morphologyEx(comp8, cv2.MORPH_OPEN, disc(r_open))
-    n, lab, stats, _ = components_with_stats(opened)
-    if n <= 1:
+    part = _opened_core(comp8, r_open)
+    if part is None:
         return None
-    keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    part = cv2.dilate((lab == keep).astype(np.uint8), disc(max(r_open * 0.5, 1))) & comp8
     area = float(np.count_nonzero(part))
     if area > 0.9 * float(np.count_nonzero(comp8)):
         return None  # the opening removed next to nothing: no ring beside a disc
@@ -467,7 +470,7 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
             found.append(det)
             accepted |= core
     if DISPLAY_FLOOR:
-        black_mask = (prep.smooth < _black_core_level(prep, settings)[:, None]) & prep.valid
+        black_mask = (prep.smooth < black_core_level(prep, settings=settings)[:, None]) & prep.valid
         lifted_mask = lumen_dark_mask(prep, settings=settings)
         if np.count_nonzero(lifted_mask) > np.count_nonzero(black_mask):
             on_ring_l: set = set()
