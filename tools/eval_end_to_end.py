@@ -101,12 +101,10 @@ def scenario_checks(name: str, results: list[dict]) -> str:
     return ""
 
 
-def borderline_counts(results: list[dict], recording: Path, modality: str) -> tuple[int, int, int]:
+def borderline_counts(results: list[dict], truth, modality: str) -> tuple[int, int, int]:
     """(disagreements, of which flagged borderline, borderline among agreements) over matched vessels."""
-    from iousguide.evaluation import match_vessels, truth_path_for
-    from iousguide.phantom import read_truth
+    from iousguide.evaluation import match_vessels
 
-    truth = read_truth(truth_path_for(recording))
     by_frame = {int(r["frame"]): r for r in results}
     wrong = wrong_flagged = right_flagged = 0
     for tf in truth.frames:
@@ -127,7 +125,8 @@ def borderline_counts(results: list[dict], recording: Path, modality: str) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    from iousguide.evaluation import evaluate_files, format_table, load_results
+    from iousguide.evaluation import evaluate_results, format_table, load_results, truth_path_for
+    from iousguide.phantom import read_truth
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out-dir", default=str(ROOT / "out" / "e2e"))
@@ -146,15 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stderr(io.StringIO()):
             wall_s = run_analyze(recording, out, ["--modality", args.modality])
         results = load_results(out)
-        report = evaluate_files(out, recording, modality=args.modality.lower())
+        truth = read_truth(truth_path_for(recording))
+        report = evaluate_results(results, truth, modality=args.modality.lower())
         print(format_table(report))
-        hs = report["heat_sink"]
-        if hs["compared"]:
-            agree += round(hs["agreement"] * hs["compared"])
-            total += hs["compared"]
-        for key, n in hs["confusion"].items():
+        for key, n in report["heat_sink"]["confusion"].items():  # "truth->result": count
             confusion[key] = confusion.get(key, 0) + n
-        counts = borderline_counts(results, recording, args.modality.lower())
+            total += n
+            agree += n if key.split("->")[0] == key.split("->")[1] else 0
+        counts = borderline_counts(results, truth, args.modality.lower())
         wrong, wrong_flagged, right_flagged = (a + b for a, b in zip((wrong, wrong_flagged, right_flagged), counts))
         check = scenario_checks(stem(name), results)
         print(f"  [{stem(name)}] {len(results)} frames in {wall_s:.1f} s" + (f"; {check}" if check else ""))
