@@ -137,3 +137,35 @@ def test_veto_drops_classical_lumens_the_model_rejects_but_keeps_the_real_vessel
     assert any(vessel[int(round(v.centroid_px[1])), int(round(v.centroid_px[0]))] for v in vetoed)
     with pytest.raises(SettingsError):
         TrackingSettings(learned_veto_probability=1.0)
+
+
+def test_ring_contrast_of_a_dark_lumen_and_of_plain_tissue():
+    """ring_contrast_db: a disc at half the tissue's grey level reads as darker by the dB the
+    display maps that to; a same-size region of the tissue itself reads ~0 dB."""
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.learned import ring_contrast_db
+
+    rng = np.random.default_rng(5)
+    speckle = cv2.GaussianBlur(rng.rayleigh(1.0, (600, 800)).astype(np.float32), (0, 0), 1.0)
+    level = np.full((600, 800), 120.0, np.float32)
+    yy, xx = np.mgrid[:600, :800]
+    disc = (xx - 300) ** 2 + (yy - 300) ** 2 <= 40 ** 2  # 8 mm disc at 0.1 mm/px
+    level[disc] = 60.0
+    gray = np.clip(speckle / speckle.mean() * level, 0, 255).astype(np.uint8)
+    settings = TrackingSettings()
+    prep = prepare(gray, spacing_mm=(0.1, 0.1), settings=settings)
+    h, w = prep.work_shape
+
+    def on_work(cx, cy):
+        x, y = prep.to_work(np.array([cx]), np.array([cy]))
+        r = 40 * prep.scale_xy[0]
+        gy, gx = np.mgrid[:h, :w]
+        return (gx - x[0]) ** 2 + (gy - y[0]) ** 2 <= r ** 2
+
+    lumen, tissue = on_work(300, 300), on_work(600, 300)
+    before = lumen.copy()
+    expected_db = 60.0 * settings.display_dynamic_range_db / 255  # 60 grey levels darker
+    assert abs(ring_contrast_db(prep, lumen) - expected_db) < 3.0
+    assert np.array_equal(lumen, before)
+    assert abs(ring_contrast_db(prep, tissue)) < 1.0
+    assert np.isnan(ring_contrast_db(prep, np.zeros((h, w), bool)))

@@ -337,12 +337,55 @@ def _peak_inside(prob: np.ndarray, contour_px: np.ndarray, frame_shape: tuple[in
     return float(prob[y0:y1, x0:x1][mask.astype(bool)].max())
 
 
+def ring_contrast_db(prep, mask_w: np.ndarray, *, inner_mm: float = 1.0, outer_mm: float = 3.0) -> float:
+    """How much darker a region is than the tissue right around it, in dB.
+
+    Parameters
+    ----------
+    prep : iousguide.analysis.imaging.Prepared
+        The prepared frame (its speckle-averaged dB image ``smooth`` and field of view ``valid``).
+    mask_w : ndarray, shape (h, w) bool
+        The region on the working grid (not modified).
+    inner_mm, outer_mm : float
+        The ring compared with: from ``inner_mm`` to ``outer_mm`` (nominal mm) outside the region,
+        inside the field of view.
+
+    Returns
+    -------
+    float
+        Median level of the ring minus the median level of the region (dB; positive = darker
+        region); NaN when the region or its ring is empty.
+    """
+    ys, xs = np.nonzero(mask_w)
+    if len(ys) == 0:
+        return float("nan")
+    r_in = max(int(round(inner_mm / prep.work_px_mm)), 1)
+    r_out = max(int(round(outer_mm / prep.work_px_mm)), r_in + 1)
+    h, w = mask_w.shape
+    y0, y1 = max(ys.min() - r_out, 0), min(ys.max() + r_out + 1, h)
+    x0, x1 = max(xs.min() - r_out, 0), min(xs.max() + r_out + 1, w)
+    m8 = mask_w[y0:y1, x0:x1].astype(np.uint8)
+    inner = cv2.dilate(m8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_in + 1,) * 2))
+    outer = cv2.dilate(m8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_out + 1,) * 2))
+    ring = (outer > inner) & prep.valid[y0:y1, x0:x1]
+    if not ring.any():
+        return float("nan")
+    level = prep.smooth[y0:y1, x0:x1]
+    return float(np.median(level[ring]) - np.median(level[m8.astype(bool)]))
+
+
 def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
                           spacing_mm: tuple[float, float] | None, max_overlap: float = 0.2,
                           fragment_fraction: float = 0.5, veto_probability: float = 0.0,
+                          min_contrast_db: float = 1.5,
                           model_path: str | Path = MODEL_PATH) -> list:
     """The classical detector's lumens completed by the learned model's.
 
+    A learned lumen must be darker than the tissue 1-3 mm around it by ``min_contrast_db``
+    (:func:`ring_contrast_db`; blood is darker than liver): on a transabdominal liver sweep
+    most of what the model found without this rule was darker parenchyma or the fan edge (71 %
+    of its additions were below 1.5 dB), while 95 % of the lumens it added that matched an
+    expert's vessel on the usgra training and validation images were above it.
     A learned lumen that overlaps no classical lumen (by more than ``max_overlap`` of the smaller
     area) is added. One whose overlapping classical lumens all lie inside it (>= 60 % of each),
     cover less than ``fragment_fraction`` of it and are at most 2/3 of its width is the whole
@@ -364,6 +407,9 @@ def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
     veto_probability : float
         A classical lumen inside which the model's probability nowhere reaches this is dropped
         (0: none is).
+    min_contrast_db : float
+        A learned lumen less darker than its surroundings (dB, :func:`ring_contrast_db`) is
+        not taken.
 
     Returns
     -------
@@ -404,6 +450,8 @@ def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
         if not (0 <= iy < h and 0 <= ix < w) or not prep.valid[iy, ix]:
             continue
         if any(np.count_nonzero(a.mask_w & mask) > max_overlap * min(area, np.count_nonzero(a.mask_w)) for a in added):
+            continue
+        if not ring_contrast_db(prep, mask) >= min_contrast_db:  # NaN (no ring) is not taken either
             continue
         shared = [np.count_nonzero(v.mask_w & mask) for v in kept]
         overlapping = [i for i, (sh, a) in enumerate(zip(shared, areas)) if sh > max_overlap * min(area, a)]
