@@ -70,6 +70,22 @@ def grid_unit_mm(shape: tuple[int, int], spacing_mm: tuple[float, float] | None,
     return nominal, nominal
 
 
+def _reduce(gray: np.ndarray, w: int, h: int) -> np.ndarray:
+    """``gray`` resampled to (h, w): exact 2x2 averages (OpenCV's fast INTER_AREA path) while the
+    image is at least twice the target, then INTER_AREA (or INTER_LINEAR when enlarging) for the
+    rest. A direct fractional INTER_AREA costs ~0.6 ms on an 800x600 frame, this ~0.2 ms. An odd
+    row or column is dropped before a halving, which moves the grid by at most one frame pixel
+    at the bottom/right edge."""
+    small = gray
+    while small.shape[0] >= 2 * h and small.shape[1] >= 2 * w:
+        r, c = small.shape[0] // 2, small.shape[1] // 2
+        small = cv2.resize(small[: 2 * r, : 2 * c], (c, r), interpolation=cv2.INTER_AREA)
+    if small.shape != (h, w):
+        interp = cv2.INTER_AREA if h < small.shape[0] else cv2.INTER_LINEAR
+        small = cv2.resize(small, (w, h), interpolation=interp)
+    return small
+
+
 def model_input(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, input_px_mm: float = 0.3,
                 uncalibrated_depth_mm: float = 50.0, norm_percentile: float = 90.0, norm_floor: float = 32.0,
                 black_level: int = 8) -> np.ndarray:
@@ -99,8 +115,7 @@ def model_input(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, inp
     ux, uy = grid_unit_mm(gray.shape, spacing_mm, uncalibrated_depth_mm=uncalibrated_depth_mm)
     h = max(int(round(gray.shape[0] * uy / input_px_mm)), 1)
     w = max(int(round(gray.shape[1] * ux / input_px_mm)), 1)
-    interp = cv2.INTER_AREA if h < gray.shape[0] else cv2.INTER_LINEAR
-    small = cv2.resize(gray, (w, h), interpolation=interp)
+    small = _reduce(gray, w, h)
     hist = cv2.calcHist([small], [0], None, [256], [0, 256]).ravel()
     hist[: black_level + 1] = 0
     total = hist.sum()
@@ -233,8 +248,10 @@ def lumens_from_probability(prob: np.ndarray, frame_shape: tuple[int, int], *,
     ux, uy = grid_unit_mm((rows, cols), spacing_mm, uncalibrated_depth_mm=uncalibrated_depth_mm)
     fx, fy = cols / w, rows / h  # frame px per model px
     mx, my = ux * fx, uy * fy  # mm per model px
+    from iousguide.analysis.imaging import components_with_stats
+
     binary = (prob >= threshold).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    n, labels, stats, _ = components_with_stats(binary)
     min_area_model = 0.5 * np.pi / 4 * min_diameter_mm ** 2 / (mx * my)
     out: list[LearnedLumen] = []
     for k in range(1, n):
@@ -356,14 +373,14 @@ def ring_contrast_db(prep, mask_w: np.ndarray, *, inner_mm: float = 1.0, outer_m
         Median level of the ring minus the median level of the region (dB; positive = darker
         region); NaN when the region or its ring is empty.
     """
-    ys, xs = np.nonzero(mask_w)
-    if len(ys) == 0:
+    bx, by, bw, bh = cv2.boundingRect(np.ascontiguousarray(mask_w, dtype=bool).view(np.uint8))
+    if bw == 0 or bh == 0:
         return float("nan")
     r_in = max(int(round(inner_mm / prep.work_px_mm)), 1)
     r_out = max(int(round(outer_mm / prep.work_px_mm)), r_in + 1)
     h, w = mask_w.shape
-    y0, y1 = max(ys.min() - r_out, 0), min(ys.max() + r_out + 1, h)
-    x0, x1 = max(xs.min() - r_out, 0), min(xs.max() + r_out + 1, w)
+    y0, y1 = max(by - r_out, 0), min(by + bh + r_out, h)
+    x0, x1 = max(bx - r_out, 0), min(bx + bw + r_out, w)
     m8 = mask_w[y0:y1, x0:x1].astype(np.uint8)
     inner = cv2.dilate(m8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_in + 1,) * 2))
     outer = cv2.dilate(m8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_out + 1,) * 2))
