@@ -431,7 +431,7 @@ class Tracker:
                     return None, ""
             if best is not None:
                 if st.auto:
-                    rival = self._rival(best, candidates)
+                    rival = self._rival(best, candidates, prep)
                     if rival is not None:
                         self._accept(rival, auto=True)
                         return rival, "auto"
@@ -550,11 +550,15 @@ class Tracker:
                               contrast_db=max(c.contrast_db for c in parts),
                               solidity=min(c.solidity for c in parts), touches_border=any(c.touches_border for c in parts))
 
-    def _rival(self, current: TumorCandidate, candidates: list[TumorCandidate]) -> TumorCandidate | None:
-        """A clearly better automatic proposal elsewhere, persisting over the confirm frames."""
+    def _rival(self, current: TumorCandidate, candidates: list[TumorCandidate],
+               prep: Prepared) -> TumorCandidate | None:
+        """A clearly better automatic proposal elsewhere, persisting over the confirm frames; never
+        a place that looks (or lately looked) like a grey lumen, which is not proposed either."""
         s, st = self.settings, self._tumor
         plausible = [c for c in candidates if c is not current and plausible_auto(c, settings=s)
                      and iou(c.mask_w, current.mask_w) < 0.1]
+        plausible = [c for c in plausible if not c.dark or not (
+            looks_like_lumen(prep, c) or any(iou(c.mask_w, m[0]) >= 0.3 for m in self._lumen_memory))]
         if not plausible:
             st.rival, st.rival_count = None, 0
             return None

@@ -6,7 +6,8 @@ hypoechoic halo of target and isoechoic-with-halo lesions) or brighter
 from the tissue level of their row by more than ``tumor_contrast_db`` (in either
 direction) form the lesion map; lumens are removed (solid anechoic blobs from the
 dark map, detected vessels from the bright map), thin rims are opened away, holes are
-filled and broken halo rings closed, so a halo ring becomes the whole lesion. The
+filled and broken halo rings closed, so a halo ring becomes the whole lesion; a faint
+hyperechoic lesion is cut whole from a coarser bright map (:func:`coarse_bright_candidates`). The
 tracker follows the lesion by overlap with the previous outline (see
 :func:`follow_template`, :func:`lumen_in_place`). The chosen component is refined at full resolution at the half-power level
 between its rim and the surrounding tissue; a dark lesion's edge is then placed along its
@@ -84,9 +85,10 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     for a lumen stays lesion. Cut out of the bright map: detected lumens, and bright bands along
     the beam or right below a lumen (posterior enhancement). A dark component that is an open
     ring (a halo broken by speckle) is closed to its convex hull when it surrounds most
-    directions of its centre and its inside is tissue-like (:func:`close_ring`). (A coarser,
-    noise-adaptive bright map was tried on the development seeds: it found no further
-    hyperechoic lesion and proposed a portal sheath in portal_pedicle, so it was dropped.)
+    directions of its centre and its inside is tissue-like (:func:`close_ring`). Faint
+    hyperechoic lesions come from a coarser, lower-contrast bright map, kept only where a blob
+    is lesion-shaped and brighter than the tissue all around it
+    (:func:`coarse_bright_candidates`); such a blob replaces the fine map's pieces of it.
 
     Parameters
     ----------
@@ -180,7 +182,148 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                                       centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=dark,
                                       contrast_db=contrast_db, solidity=float(solidity), touches_border=touches,
                                       threshold_db=c, ring=ring))
+    coarse = coarse_bright_candidates(prep, settings=settings, lumen_w=lumen_b | lumen_d, border_w=border)
+    for cb in coarse:
+        # a faint hyperechoic lesion is found whole on the coarse map and in pieces on the fine one:
+        # the coarse blob replaces its pieces unless they already cover most of it (the fine map
+        # outlines a clear lesion more closely)
+        pieces = [cand for cand in out if not cand.dark and np.count_nonzero(cand.mask_w & cb.mask_w)]
+        covered = np.zeros_like(valid)
+        for cand in pieces:
+            covered |= cand.mask_w
+        if np.count_nonzero(covered & cb.mask_w) >= BRIGHT_FINE_COVERAGE * np.count_nonzero(cb.mask_w):
+            continue
+        out = [cand for cand in out if not any(cand is p for p in pieces)] + [cb]
     return out
+
+
+#: fine-map pieces covering this fraction of a coarse bright blob are kept instead of it
+BRIGHT_FINE_COVERAGE = 0.7
+
+
+#: the coarse bright map: speckle averaged over this scale (sigma, mm) ...
+BRIGHT_COARSE_SMOOTHING_MM = 1.5
+#: ... and cut at this fraction of ``tumor_contrast_db`` above the tissue of the row
+BRIGHT_COARSE_FRACTION = 0.5
+#: a coarse bright component's mean is ``BRIGHT_RING_MIN_DB`` above the tissue 1-4 mm around it
+#: in at least this many of 8 directions (a lesion is a blob; posterior enhancement continues
+#: below a lumen, a band at the fan bottom has no tissue below it)
+BRIGHT_ALL_AROUND = 7
+BRIGHT_RING_MIN_DB = 1.0
+#: ... is solid and not elongated (axis ratio)
+BRIGHT_MIN_SOLIDITY = 0.85
+BRIGHT_MAX_ELONGATION = 2.5
+
+
+def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lumen_w: np.ndarray,
+                             border_w: np.ndarray) -> list[TumorCandidate]:
+    """Faint hyperechoic lesions: bright blobs of a coarser, lower-contrast map.
+
+    A hyperechoic metastasis may be only 2-4 dB brighter than the liver; in speckle averaged
+    over ``tumor_smoothing_mm`` much of it stays under ``tumor_contrast_db`` and it breaks into
+    pieces that flicker from frame to frame. Averaged over ``BRIGHT_COARSE_SMOOTHING_MM`` it is
+    cut whole at ``BRIGHT_COARSE_FRACTION`` x the contrast. Such a low cut also passes slow
+    texture, posterior enhancement and the noisy fan bottom, so a component is kept only when
+    it is lesion-shaped (solid, compact, away from the field-of-view border and its bottom,
+    not below or around a lumen) and brighter than the tissue around it in (almost) every
+    direction.
+
+    Parameters
+    ----------
+    prep : Prepared
+    settings : TrackingSettings
+    lumen_w : ndarray (h, w) bool
+        Lumens (detected vessels, anechoic blobs) on the working grid.
+    border_w : ndarray (h, w) bool
+        The field of view's border band on the working grid.
+
+    Returns
+    -------
+    list of TumorCandidate
+        Bright candidates (``threshold_db`` = the coarse cut level), new masks.
+    """
+    px = prep.work_px_mm
+    sigma_mm = max(BRIGHT_COARSE_SMOOTHING_MM, settings.tumor_smoothing_mm)
+    sigma = sigma_mm / px
+    smooth = cv2.GaussianBlur(prep.smooth, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    rel = smooth - prep.tissue_row[:, None].astype(np.float32)
+    cut = BRIGHT_COARSE_FRACTION * settings.tumor_contrast_db
+    valid = prep.valid
+    skirt = cv2.dilate(lumen_w.astype(np.uint8), disc(sigma)).astype(bool) if lumen_w.any() else np.zeros_like(valid)
+    m = ((rel > cut) & valid & ~skirt).astype(np.uint8)
+    m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(1.0 / px))
+    m = fill_holes(m)
+    min_area = np.pi * (0.5 * settings.tumor_min_diameter_mm / px) ** 2
+    max_area = np.pi * (0.5 * settings.tumor_max_diameter_mm / px) ** 2
+    margin = settings.shadow_bottom_margin_mm / px
+    n, labels, stats, cents = components_with_stats(m)
+    out: list[TumorCandidate] = []
+    for label in range(1, n):
+        area = int(stats[label, cv2.CC_STAT_AREA])
+        if area < min_area or area > max_area:
+            continue
+        x, y, w, h = (int(v) for v in stats[label, :4])
+        comp = labels == label
+        if (border_w & comp).any() or np.count_nonzero(comp & lumen_w) > 0:
+            continue
+        sub = comp[y:y + h, x:x + w]
+        contours, _ = cv2.findContours(sub.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        hull_area = cv2.contourArea(cv2.convexHull(np.vstack(contours))) if contours else area
+        solidity = min(area / hull_area, 1.0) if hull_area > 0 else 0.0
+        if solidity < BRIGHT_MIN_SOLIDITY:
+            continue
+        mom = cv2.moments(sub.astype(np.uint8), binaryImage=True)
+        mu20, mu02, mu11 = mom["mu20"] / mom["m00"], mom["mu02"] / mom["m00"], mom["mu11"] / mom["m00"]
+        lam = np.linalg.eigvalsh(np.array([[mu20, mu11], [mu11, mu02]]))
+        if lam[0] <= 0 or lam[1] / lam[0] > BRIGHT_MAX_ELONGATION ** 2:
+            continue
+        # not reaching down to the fan bottom (noise floor, TGC at the last rows)
+        bottom = prep.valid_bottom_row[x:x + w]
+        lowest = y + (h - 1 - np.argmax(sub[::-1, :], axis=0))
+        if np.any((bottom >= 0) & (lowest >= bottom - margin)):
+            continue
+        if lumen_w.any() and _below_vessel(skirt, (x, y, w, h), px=px):
+            continue  # posterior enhancement behind a lumen
+        if _all_around(rel, comp, (x, y, w, h), valid=valid & ~skirt, px=px) < BRIGHT_ALL_AROUND:
+            continue
+        lab = np.where(comp, 1, 0).astype(np.int32)
+        contrast_db = _edge_contrast_db(rel, lab, 1, (x, y, w, h), px=px, exclude=skirt)
+        out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
+                                  centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=False,
+                                  contrast_db=contrast_db, solidity=float(solidity), touches_border=False,
+                                  threshold_db=cut))
+    return out
+
+
+def _all_around(rel: np.ndarray, comp: np.ndarray, bbox: tuple[int, int, int, int], *, valid: np.ndarray,
+                px: float, sectors: int = 8) -> int:
+    """How many of ``sectors`` directions around a bright component (working grid) have tissue
+    1-4 mm outside it at least ``BRIGHT_RING_MIN_DB`` dB darker than the component's mean
+    (``rel``: level minus the row's tissue, dB; a direction with fewer than 5 valid tissue
+    pixels does not count)."""
+    x, y, w, h = bbox
+    pad = int(np.ceil(4.0 / px)) + 1
+    y0, y1 = max(y - pad, 0), min(y + h + pad, rel.shape[0])
+    x0, x1 = max(x - pad, 0), min(x + w + pad, rel.shape[1])
+    c = comp[y0:y1, x0:x1].astype(np.uint8)
+    d_out = cv2.distanceTransform(1 - c, cv2.DIST_L2, 3)
+    sub = rel[y0:y1, x0:x1]
+    ring = (d_out > 1.0 / px) & (d_out <= 4.0 / px) & valid[y0:y1, x0:x1]
+    inside = float(np.mean(sub[c.astype(bool)]))
+    ys, xs = np.nonzero(ring)
+    if not len(xs):
+        return 0
+    m = cv2.moments(c, binaryImage=True)
+    cx, cy = m["m10"] / m["m00"], m["m01"] / m["m00"]
+    k = np.clip(((np.arctan2(ys - cy, xs - cx) + np.pi) / (2 * np.pi) * sectors).astype(int), 0, sectors - 1)
+    vals = sub[ys, xs]
+    count = 0
+    for i in range(sectors):
+        sel = k == i
+        if np.count_nonzero(sel) >= 5 and inside - float(np.mean(vals[sel])) >= BRIGHT_RING_MIN_DB:
+            count += 1
+    return count
+
 
 
 #: anechoic blobs less solid than this (crescents, rings: a halo seen black) stay lesion
