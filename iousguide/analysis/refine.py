@@ -153,12 +153,15 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         return None
     band_px = max(1.0 / px_mm, 2.0)  # 1 mm
     d_in = _dist_inside(coarse_up)
-    d_out = _dist_to(coarse_up, max(2.0 * band_px, band_limit_mm / px_mm if band_limit_mm is not None else 0.0))
     rim = (d_in > 0.5 * band_px) & (d_in <= 1.5 * band_px)
     if not rim.any():
         rim = (d_in > 0) & (d_in <= band_px)
     if not rim.any():
         rim = coarse_up.astype(bool)
+    inside = float(_median(up[rim]))
+    if dark and outside_cap is not None and not float(outside_cap) > inside:
+        return None  # the outside level is capped at or below the inside: no dark region (as below)
+    d_out = _dist_to(coarse_up, max(2.0 * band_px, band_limit_mm / px_mm if band_limit_mm is not None else 0.0))
     ring = (d_out > 1.0 * band_px) & (d_out <= 2.0 * band_px)
     excl_up = None
     if exclude_frame is not None:
@@ -171,7 +174,6 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         ring = ~coarse_up.astype(bool)
         if not ring.any():
             return None
-    inside = float(_median(up[rim]))
     outside_vals = up[ring]
     seed_idx = np.flatnonzero(coarse_up)  # the coarse region on the refinement grid (flat indices)
     if sectors:
@@ -345,14 +347,20 @@ def _sobel_at(img: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarr
 
 
 def _centre(mask: np.ndarray) -> tuple[float, float]:
-    """Centroid (x, y) of a uint8 {0, 1} mask (the mean of its pixel coordinates)."""
-    m = cv2.moments(mask, binaryImage=True)
-    return m["m10"] / m["m00"], m["m01"] / m["m00"]
+    """Centroid (x, y) of a uint8 {0, 1} mask (the mean of its pixel coordinates).
+
+    The moments of the mask's bounding box, shifted back: the sums are whole numbers, exact in
+    float64, so the quotient is the whole image's ``cv2.moments(mask, binaryImage=True)``
+    m10 / m00 to the last bit (~4x faster)."""
+    x, y, w, h = cv2.boundingRect(mask)
+    m = cv2.moments(mask[y:y + h, x:x + w])
+    m00 = m["m00"]
+    return (m["m10"] + x * m00) / m00, (m["m01"] + y * m00) / m00
 
 
 def _sector_of(xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, sectors: int) -> np.ndarray:
-    ang = np.arctan2(ys - cy, xs - cx)
-    return np.clip(((ang + np.pi) / (2 * np.pi) * sectors).astype(np.int32), 0, sectors - 1)
+    ang = np.arctan2(ys - cy, xs - cx)  # >= -pi: the index below is >= 0
+    return np.minimum(((ang + np.pi) / (2 * np.pi) * sectors).astype(np.int32), sectors - 1)
 
 
 def _sector_means(values: np.ndarray, where: np.ndarray, cx: float, cy: float, sectors: int) -> np.ndarray:
