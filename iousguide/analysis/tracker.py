@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from iousguide.analysis.imaging import Prepared, check_signal, doppler_mask, prepare
 from iousguide.analysis.measure import TumorGeometry, distance_uncertainty_mm
-from iousguide.analysis.refine import smooth_contour
+from iousguide.analysis.refine import _dist_to, smooth_contour
 from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, anechoic_mask, behind_lumen,
@@ -519,7 +519,9 @@ class Tracker:
         s, st = self.settings, self._tumor
         px = prep.work_px_mm
         prev = st.mask_w.astype(np.uint8)
-        near = cv2.distanceTransform(1 - prev, cv2.DIST_L2, 3) <= 2.0 / px
+        # within 2 mm of the previous outline: distances computed only up to there (the same
+        # values as the whole grid's distance transform, a fraction of the work)
+        near = _dist_to(prev, 2.0 / px) <= 2.0 / px
         parts = []
         for c in candidates:
             if c.dark != st.dark:
