@@ -229,3 +229,118 @@ def test_place_edge_lumen_contact_equals_whole_roi_distance(monkeypatch):
             no_contact = tb.place_edge(prep, contour, **kw)
         np.testing.assert_array_equal(got, ref)
         assert not np.array_equal(got, no_contact)  # the contact rule is exercised here
+
+
+def test_centre_equals_whole_grid_moments():
+    """refine._centre takes the moments of the mask's bounding box and shifts them back: the
+    same centroid as the whole grid's binary-image moments, to the last bit."""
+    for mask in _masks(150, seed=8):
+        if not mask.any():
+            continue
+        m = cv2.moments(mask, binaryImage=True)
+        assert refine_mod._centre(mask) == (m["m10"] / m["m00"], m["m01"] / m["m00"])
+
+
+def test_percentile_linear_equals_numpy():
+    from iousguide.analysis.vessels import percentile_linear
+
+    rng = np.random.default_rng(9)
+    for i in range(3000):
+        v = rng.normal(size=int(rng.integers(1, 300))) * 10.0 ** rng.uniform(-3, 3)
+        if i % 3 == 0:
+            v = np.round(v, 1)  # ties
+        for q in (75.0, 50.0, 90.0, 10.0, 0.0, 100.0):
+            got, ref = percentile_linear(v, q), np.percentile(v, q)
+            assert got == ref and type(got) is type(ref)
+
+
+def test_lumen_on_work_grid_equals_whole_grid_fill():
+    """The lumen outline is filled in its bounding box only; the same mask as filling the whole
+    working grid, also for outlines leaving the image."""
+    from types import SimpleNamespace
+
+    from iousguide.analysis.vessels import _lumen_on_work_grid
+
+    rng = np.random.default_rng(10)
+    scale = 0.4
+    prep = SimpleNamespace(work_shape=(120, 160),
+                           to_work=lambda x, y: ((np.asarray(x) + 0.5) * scale - 0.5, (np.asarray(y) + 0.5) * scale - 0.5))
+    for i in range(600):
+        n = int(rng.integers(5, 400))
+        centre = rng.uniform(-30, 430), rng.uniform(-30, 330)
+        theta = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radius = rng.uniform(1, 80) * (rng.uniform(0.5, 1.5, n) if i % 2 else 1.0)
+        contour = np.stack([centre[0] + radius * np.cos(theta), centre[1] + radius * np.sin(theta)], axis=1)
+        core = rng.random(prep.work_shape) > 0.995
+        xw, yw = prep.to_work(contour[:, 0], contour[:, 1])
+        whole = np.zeros(prep.work_shape, np.uint8)
+        cv2.fillPoly(whole, [np.round(np.stack([xw, yw], axis=1) * 16).astype(np.int32)], 1, shift=4)
+        np.testing.assert_array_equal(_lumen_on_work_grid(prep, contour, core), whole.astype(bool) | core)
+
+
+def _plain_detect(prep, s):
+    """detect_vessels_prepared as it was written before the reuse of verdicts and refinements:
+    every component of both levels judged, every lifted core refined."""
+    from iousguide.analysis import vessels as v
+
+    on_ring: set = set()
+    labels, candidates = v.lumen_candidates(prep, settings=s, ring_labels=on_ring)
+    found, accepted = [], np.zeros(prep.work_shape, bool)
+    for label, bbox, _ in candidates:
+        core = labels == label
+        det = v._lumen_from_core(prep, core, bbox, s, on_ring=label in on_ring)
+        if det is not None and not any(v._same_lumen(det, o) for o in found):
+            found.append(det)
+            accepted |= core
+    black = (prep.smooth < v.black_core_level(prep, settings=s)[:, None]) & prep.valid
+    lifted = v.lumen_dark_mask(prep, settings=s)
+    if np.count_nonzero(lifted) > np.count_nonzero(black):
+        ring_l: set = set()
+        labels_l, cands_l = v._dark_components(prep, lifted.astype(np.uint8), settings=s, ring_labels=ring_l)
+        taken = np.zeros(prep.work_shape, bool)
+        for det in found:
+            taken |= det.mask_w
+        for label, (x, y, bw, bh), _ in cands_l:
+            core = labels_l == label
+            sub = core[y:y + bh, x:x + bw]
+            if np.any(sub & (taken[y:y + bh, x:x + bw] | accepted[y:y + bh, x:x + bw])):
+                continue
+            det = v._lumen_from_core(prep, core, (x, y, bw, bh), s, on_ring=label in ring_l)
+            if det is None or np.any(det.mask_w & taken):
+                continue
+            if det.limit_diameter_mm < v.LIFTED_MIN_DIAMETER_FACTOR * s.vessel_min_diameter_mm \
+                    and not np.any(black[y:y + bh, x:x + bw] & sub):
+                continue
+            found.append(det)
+            taken |= det.mask_w
+    return found
+
+
+def test_detect_vessels_reuse_equals_plain(monkeypatch):
+    """The lifted level's mask holds the black level's components again: their verdicts and,
+    for the very same cores, their refinements are reused. The lumens must be those of the
+    plain formulation (every field), with fewer refinements (the reuse is exercised)."""
+    from iousguide.analysis import vessels as v
+    from iousguide.phantom import generate_case
+
+    s = TrackingSettings()
+    assert v.DISPLAY_FLOOR and not v.GREY_LUMENS
+    frames, _ = generate_case(4242, difficulty="medium", n_frames=1, probe="convex", width_px=1000,
+                              height_px=800, spacing_mm=0.12)
+    prep = prepare(np.ascontiguousarray(frames[0].gray), spacing_mm=frames[0].spacing_mm, settings=s)
+    calls = []
+    refine_core = v._lumen_from_core
+    monkeypatch.setattr(v, "_lumen_from_core", lambda *a, **k: calls.append(1) or refine_core(*a, **k))
+    got = v.detect_vessels_prepared(prep, settings=s)
+    n_fast = len(calls)
+    ref = _plain_detect(prep, s)
+    assert n_fast < len(calls) - n_fast  # cores refined once, not twice
+    assert len(got) == len(ref) >= 2
+
+    def fields(d):
+        r = d.refined
+        return (d.contour_px.tobytes(), d.centroid_px, d.diameter_mm, d.kind, d.long_axis, d.edge_sigma_mm,
+                d.mask_w.tobytes(), d.sheath_ratio, d.limit_diameter_mm, r.mask.tobytes(), r.inside_level,
+                r.outside_level, r.hole_fraction)
+
+    assert [fields(d) for d in got] == [fields(d) for d in ref]

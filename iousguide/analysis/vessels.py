@@ -154,15 +154,16 @@ def display_floor_row(prep: Prepared, *, margin_mm: float = 3.0, pin_db: float =
     # pins the floor only where it lies under the line from there to the deeper pins
     darkest[0] = min(darkest[0], 0.0) if np.isfinite(darkest[0]) else 0.0
     rows = np.concatenate([[0], rows[rows > 0]])
+    level = darkest.tolist()  # Python floats: the same float64 arithmetic, without numpy scalars' overhead
     hull: list[int] = []
-    for r in rows:  # monotone chain, lower hull
+    for r in rows.tolist():  # monotone chain, lower hull
         while len(hull) >= 2:
             r0, r1 = hull[-2], hull[-1]
-            if (r1 - r0) * (darkest[r] - darkest[r0]) - (darkest[r1] - darkest[r0]) * (r - r0) <= 0:
+            if (r1 - r0) * (level[r] - level[r0]) - (level[r1] - level[r0]) * (r - r0) <= 0:
                 hull.pop()
             else:
                 break
-        hull.append(int(r))
+        hull.append(r)
     floor = np.interp(np.arange(h), hull, darkest[hull])  # held level beyond the end pins
     floor = np.minimum.accumulate(floor[::-1])[::-1]
     return np.maximum(floor, 0.0)
@@ -290,8 +291,14 @@ def _grey_dark(prep: Prepared) -> np.ndarray:
 
 
 def _dark_components(prep: Prepared, dark: np.ndarray, *, settings: TrackingSettings,
-                     ring_labels: set | None = None) -> tuple[np.ndarray, list[tuple]]:
-    """Lumen-like components of a uint8 dark mask on the working grid (see lumen_candidates)."""
+                     ring_labels: set | None = None, memo: dict | None = None) -> tuple[np.ndarray, list[tuple]]:
+    """Lumen-like components of a uint8 dark mask on the working grid (see lumen_candidates).
+
+    ``memo`` (a dict, filled here): the verdict on each component by its bounding box and
+    pixels. A second mask holding the same component (the lifted level's mask holds the black
+    level's) reuses it: the verdict depends on nothing else (the component in its box, the
+    prepared frame, the settings).
+    """
     n, labels, stats, _ = components_with_stats(dark)
     # the core of the smallest lumen (blurred by the detection smoothing) is smaller than it
     min_area = max(np.pi * (0.5 * settings.vessel_min_diameter_mm / prep.work_px_mm) ** 2 * 0.3, 3)
@@ -301,29 +308,53 @@ def _dark_components(prep: Prepared, dark: np.ndarray, *, settings: TrackingSett
         if area < min_area:
             continue
         comp = labels[y:y + bh, x:x + bw] == label
-        pad = int(np.ceil(1.0 / prep.work_px_mm))
-        closed = cv2.morphologyEx(np.pad(comp.astype(np.uint8), pad), cv2.MORPH_CLOSE, disc(pad))
-        if np.count_nonzero(fill_holes(closed)) > 1.5 * np.count_nonzero(closed):
-            # a dark ring around echoic tissue: a lesion halo, not a lumen - unless a lumen much
-            # thicker than the ring touches it (a vein abutting a halo lesion): keep that disc
-            comp = _lumen_on_ring(comp, prep.smooth[y:y + bh, x:x + bw],
-                                  min_radius_px=0.5 * settings.vessel_min_diameter_mm / prep.work_px_mm)
-            if comp is None:
-                continue
-            if ring_labels is not None:
-                ring_labels.add(label)
-        comp = _solid_part(comp)
-        if comp is None:
-            continue  # a thin curved arc (part of a halo), not a lumen
-        if not comp.all() or comp.shape != (bh, bw):
-            labels[y:y + bh, x:x + bw][(labels[y:y + bh, x:x + bw] == label) & ~comp] = 0
-            area = int(np.count_nonzero(comp))
+        verdict = None
+        key = (x, y, bw, bh)
+        if memo is not None:
+            verdict = next((v for c, v in memo.get(key, ()) if np.array_equal(c, comp)), None)
+        if verdict is None:
+            verdict = _component_verdict(prep, comp, (x, y, bw, bh), settings=settings, min_area=min_area)
+            if memo is not None:
+                memo.setdefault(key, []).append((comp, verdict))
+        part, on_ring, shadow = verdict
+        if on_ring and ring_labels is not None:
+            ring_labels.add(label)
+        if part is None:
+            continue
+        if not part.all() or part.shape != (bh, bw):
+            labels[y:y + bh, x:x + bw][(labels[y:y + bh, x:x + bw] == label) & ~part] = 0
+            area = int(np.count_nonzero(part))
             if area < min_area:
                 continue
-        if looks_like_shadow(prep, comp, (x, y, bw, bh), margin_mm=settings.shadow_bottom_margin_mm):
+        if shadow:
             continue
         out.append((label, (x, y, bw, bh), area))
     return labels, out
+
+
+def _component_verdict(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int], *,
+                       settings: TrackingSettings, min_area: float) -> tuple[np.ndarray | None, bool, bool]:
+    """The look-alike tests of :func:`_dark_components` on one component (bool (bh, bw) in its
+    bounding box ``bbox``, not modified): (the lumen-like part of it, or None when there is none;
+    whether it was cut out of a dark ring; whether that part is an acoustic shadow)."""
+    x, y, bw, bh = bbox
+    pad = int(np.ceil(1.0 / prep.work_px_mm))
+    closed = cv2.morphologyEx(np.pad(comp.astype(np.uint8), pad), cv2.MORPH_CLOSE, disc(pad))
+    on_ring = False
+    if np.count_nonzero(fill_holes(closed)) > 1.5 * np.count_nonzero(closed):
+        # a dark ring around echoic tissue: a lesion halo, not a lumen - unless a lumen much
+        # thicker than the ring touches it (a vein abutting a halo lesion): keep that disc
+        comp = _lumen_on_ring(comp, prep.smooth[y:y + bh, x:x + bw],
+                              min_radius_px=0.5 * settings.vessel_min_diameter_mm / prep.work_px_mm)
+        if comp is None:
+            return None, False, False
+        on_ring = True
+    part = _solid_part(comp)
+    if part is None:
+        return None, on_ring, False  # a thin curved arc (part of a halo), not a lumen
+    if (not part.all() or part.shape != (bh, bw)) and np.count_nonzero(part) < min_area:
+        return part, on_ring, False  # too small once cut (the caller drops it)
+    return part, on_ring, looks_like_shadow(prep, part, bbox, margin_mm=settings.shadow_bottom_margin_mm)
 
 
 def _solid_part(comp: np.ndarray) -> np.ndarray | None:
@@ -460,22 +491,32 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
     never reaches the black-floor level, or one whose black-level core was too small).
     """
     on_ring: set = set()
-    labels, candidates = lumen_candidates(prep, settings=settings, ring_labels=on_ring)
+    # (lumen_candidates, with the black-level mask kept for the lifted pass and the verdict on
+    # each component kept for the lifted level's mask, which holds most of them again)
+    black_mask = (prep.smooth < black_core_level(prep, settings=settings)[:, None]) & prep.valid
+    verdicts: dict = {}
+    labels, candidates = _dark_components(prep, black_mask.astype(np.uint8), settings=settings, ring_labels=on_ring,
+                                          memo=verdicts)
     found: list[VesselDetection] = []
     accepted = np.zeros(prep.work_shape, bool)
+    # the cores refined on the black-floor level, by bounding box: (core in its box, on a ring,
+    # result). The lifted level's components hold them; one that is the very same core (same
+    # pixels, same ring flag) gives the same result and is not refined a second time
+    tried: dict[tuple, list] = {}
     for label, bbox, _area in candidates:
         core = labels == label
         det = _lumen_from_core(prep, core, bbox, settings, on_ring=label in on_ring)
+        x, y, bw, bh = bbox
+        tried.setdefault(bbox, []).append((core[y:y + bh, x:x + bw], label in on_ring, det))
         if det is not None and not any(_same_lumen(det, other) for other in found):
             found.append(det)
             accepted |= core
     if DISPLAY_FLOOR:
-        black_mask = (prep.smooth < black_core_level(prep, settings=settings)[:, None]) & prep.valid
         lifted_mask = lumen_dark_mask(prep, settings=settings)
         if np.count_nonzero(lifted_mask) > np.count_nonzero(black_mask):
             on_ring_l: set = set()
             labels_l, candidates_l = _dark_components(prep, lifted_mask.astype(np.uint8), settings=settings,
-                                                      ring_labels=on_ring_l)
+                                                      ring_labels=on_ring_l, memo=verdicts)
             taken = np.zeros(prep.work_shape, bool)
             for det in found:
                 taken |= det.mask_w
@@ -485,7 +526,8 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
                 sub = core[y:y + bh, x:x + bw]
                 if np.any(sub & (taken[y:y + bh, x:x + bw] | accepted[y:y + bh, x:x + bw])):
                     continue  # holds a lumen found on the black-floor level
-                det = _lumen_from_core(prep, core, bbox, settings, on_ring=label in on_ring_l)
+                same = [d for c, r, d in tried.get(bbox, ()) if r == (label in on_ring_l) and np.array_equal(c, sub)]
+                det = same[0] if same else _lumen_from_core(prep, core, bbox, settings, on_ring=label in on_ring_l)
                 if det is None or np.any(det.mask_w & taken):
                     continue
                 if det.limit_diameter_mm < LIFTED_MIN_DIAMETER_FACTOR * settings.vessel_min_diameter_mm \
@@ -619,7 +661,7 @@ def _opened_to_disc(refined: Refined) -> Refined | None:
 
 
 def _first_harmonic_ratio(pts: np.ndarray) -> float:
-    seg = np.hypot(*(np.roll(pts, -1, axis=0) - pts).T)
+    seg = np.hypot(*(np.concatenate([pts[1:], pts[:1]]) - pts).T)  # (np.roll's values, less overhead)
     total = seg.sum()
     if total <= 0 or len(pts) < 5:
         return 0.0
@@ -749,7 +791,7 @@ def _outline(pts: np.ndarray, centroid_px: tuple[float, float], unit_mm: tuple[f
     base = settings.vessel_contour_smoothing_mm
     unit = np.asarray(unit_mm, dtype=np.float64)
     mm = np.asarray(pts, dtype=np.float64).reshape(-1, 2) * unit
-    seg = np.hypot(*(np.roll(mm, -1, axis=0) - mm).T)
+    seg = np.hypot(*(np.concatenate([mm[1:], mm[:1]]) - mm).T)
     perimeter_mm = float(seg.sum())
     total = min(VESSEL_OUTLINE_SMOOTHING_MM, 0.1 * perimeter_mm)
     if total <= base or len(mm) < 8:
@@ -773,7 +815,7 @@ def _smoothing_gain(points_mm: np.ndarray, *, sigma_mm: float) -> float:
     exp(-2 (pi sigma / P)^2): a circle of radius R shrinks by exp(-sigma^2 / (2 R^2)).
     """
     pts = np.asarray(points_mm, dtype=np.float64)
-    perimeter = float(np.sum(np.hypot(*(np.roll(pts, -1, axis=0) - pts).T)))
+    perimeter = float(np.sum(np.hypot(*(np.concatenate([pts[1:], pts[:1]]) - pts).T)))
     if perimeter <= 0 or sigma_mm <= 0:
         return 1.0
     return float(np.exp(-2.0 * (np.pi * sigma_mm / perimeter) ** 2))
@@ -782,9 +824,41 @@ def _smoothing_gain(points_mm: np.ndarray, *, sigma_mm: float) -> float:
 def _lumen_on_work_grid(prep: Prepared, contour_px: np.ndarray, core: np.ndarray) -> np.ndarray:
     """The refined lumen (frame-pixel contour) drawn on the working grid, with its core."""
     xw, yw = prep.to_work(contour_px[:, 0], contour_px[:, 1])
-    out = np.zeros(prep.work_shape, np.uint8)
-    cv2.fillPoly(out, [np.round(np.stack([xw, yw], axis=1) * 16).astype(np.int32)], 1, shift=4)
-    return out.astype(bool) | core
+    poly = np.round(np.stack([xw, yw], axis=1) * 16).astype(np.int32)
+    out = core.copy()
+    # drawn in the polygon's bounding box (+ 1 pixel) only: filling is the same when shifted by
+    # whole pixels, and the box is clipped where the image clips the polygon
+    h, w = prep.work_shape
+    x0, y0 = max(int(poly[:, 0].min()) // 16 - 1, 0), max(int(poly[:, 1].min()) // 16 - 1, 0)
+    x1, y1 = min(int(poly[:, 0].max()) // 16 + 2, w), min(int(poly[:, 1].max()) // 16 + 2, h)
+    if x1 > x0 and y1 > y0:
+        sub = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(sub, [poly - np.array([16 * x0, 16 * y0], np.int32)], 1, shift=4)
+        out[y0:y1, x0:x1] |= sub.view(bool)
+    return out
+
+
+def percentile_linear(values: np.ndarray, q: float):
+    """``np.percentile(values, q)`` (the default linear method) of a 1-D float array without NaN:
+    the same value in the same dtype, from one partition, without np.percentile's overhead
+    (which dominates for the few hundred values of a sheath ring).
+
+    Parameters
+    ----------
+    values : ndarray (n,) float64, n >= 1 (not modified)
+    q : float
+        Percentile in [0, 100].
+    """
+    n = len(values)
+    virtual = (n - 1) * np.float64(q / 100.0)
+    lo = int(np.floor(virtual))
+    hi = min(lo + 1, n - 1)
+    part = np.partition(values, [lo, hi] if hi > lo else lo)
+    a, b = part[lo], part[hi]
+    t = virtual - lo
+    diff = b - a
+    # numpy's _lerp: from the nearer end, so that t = 1 gives b exactly
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
 def _sheath_contrast_db(prep: Prepared, comp: np.ndarray, settings: TrackingSettings,
@@ -816,4 +890,4 @@ def _sheath_contrast_db(prep: Prepared, comp: np.ndarray, settings: TrackingSett
     if len(rr) < 4:
         return 0.0
     rel = prep.smooth[rr, cc] - prep.tissue_row[rr]
-    return float(np.percentile(rel, 75))
+    return float(percentile_linear(rel, 75.0))
