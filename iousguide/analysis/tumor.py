@@ -763,7 +763,87 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
     contour = lowpass_contour(contour, unit_mm=prep.unit_mm, cutoff_mm=EDGE_START_CUTOFF_MM)
     contour = place_edge(prep, contour, dark=candidate.dark, level_fraction=settings.edge_level_fraction,
                          min_contrast_db=settings.tumor_contrast_db, exclude_frame=vessel_mask_frame, exclude_power=tissue_power)
+    if not candidate.dark:
+        hidden = shadowed_extent(prep, candidate, shadow_db=settings.tumor_contrast_db)
+        if hidden is not None:
+            contour = _hull_with(contour, hidden)
     return replace(refined, contour_px=contour)
+
+
+#: a bright lesion is shadowed when this fraction of its columns has a posterior acoustic shadow
+SHADOW_MIN_FRACTION = 0.4
+#: the shadow is looked for this far (mm) below the lesion's lowest bright pixel of each column
+SHADOW_BAND_MM = (1.0, 6.0)
+
+
+def shadowed_extent(prep: Prepared, candidate: TumorCandidate, *, shadow_db: float) -> np.ndarray | None:
+    """The part of a calcified lesion hidden in its own posterior acoustic shadow, or None.
+
+    Calcium reflects and absorbs nearly all the sound: a calcified metastasis shows bright
+    echogenic foci, and below them an acoustic shadow in which the rest of the lesion (and its
+    deep edge) cannot be seen. The bright candidate is then only the lesion's top. When at least
+    ``SHADOW_MIN_FRACTION`` of its columns have a shadow below (speckle-averaged level at least
+    ``shadow_db`` under the row's tissue over ``SHADOW_BAND_MM`` below the candidate), the lesion
+    is taken as round: a circle as wide as the candidate and the shadow (plus the 1 mm the
+    calcium stays inside the lesion's edge, each side), its top at the candidate's top. This is
+    the lesion's extent the image allows, not a measured edge.
+
+    Parameters
+    ----------
+    prep : Prepared
+    candidate : TumorCandidate
+        A bright candidate.
+    shadow_db : float
+        dB under the tissue that counts as shadow.
+
+    Returns
+    -------
+    ndarray (N, 2) float64 or None
+        Outline of the assumed round lesion in frame pixels (x, y).
+    """
+    px = prep.work_px_mm
+    x, y, w, h = candidate.bbox_w
+    sub = candidate.mask_w[y:y + h, x:x + w]
+    has = sub.any(axis=0)
+    if not has.any():
+        return None
+    lowest = y + (h - 1 - np.argmax(sub[::-1, :], axis=0))
+    rows = prep.smooth.shape[0]
+    d0, d1 = (int(round(v / px)) for v in SHADOW_BAND_MM)
+    # the band below each column's lowest lesion pixel: (columns, band rows), NaN where invalid
+    cols = np.nonzero(has)[0]
+    rr = lowest[cols][:, None] + np.arange(d0, d1)[None, :]
+    inside = rr < rows
+    rr = np.minimum(rr, rows - 1)
+    cc = np.broadcast_to((x + cols)[:, None], rr.shape)
+    ok = inside & prep.valid[rr, cc]
+    band = np.where(ok, prep.smooth[rr, cc] - prep.tissue_row[rr].astype(np.float32), np.nan)
+    enough = np.count_nonzero(ok, axis=1) >= 0.8 * (d1 - d0)
+    shadowed = np.zeros(w, dtype=bool)
+    if enough.any():
+        level = np.nanmedian(band[enough], axis=1)
+        shadowed[cols[enough]] = level <= -shadow_db
+    if np.count_nonzero(shadowed) < SHADOW_MIN_FRACTION * np.count_nonzero(has):
+        return None
+    dark_cols = np.nonzero(shadowed)[0]
+    left = min(float(cols[0]), dark_cols[0] - 1.0 / px)
+    right = max(float(cols[-1]), dark_cols[-1] + 1.0 / px)
+    radius = 0.5 * (right - left + 1)
+    cx, cy = x + 0.5 * (left + right), y + radius - 0.5
+    t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    xs, ys = cx + radius * np.cos(t), cy + radius * np.sin(t)
+    fx, fy = prep.to_frame(xs, ys)
+    return np.stack([np.asarray(fx, dtype=np.float64), np.asarray(fy, dtype=np.float64)], axis=1)
+
+
+def _hull_with(contour_px: np.ndarray, extra_px: np.ndarray) -> np.ndarray:
+    """The convex hull of an outline and further points, densified to ~1 px steps (frame px)."""
+    pts = np.vstack([np.asarray(contour_px, dtype=np.float32), np.asarray(extra_px, dtype=np.float32)])
+    hull = cv2.convexHull(pts)[:, 0, :].astype(np.float64)
+    seg = np.roll(hull, -1, axis=0) - hull
+    n = np.maximum(np.ceil(np.hypot(seg[:, 0], seg[:, 1])).astype(int), 1)
+    out = [hull[i] + seg[i] * (np.arange(n[i])[:, None] / n[i]) for i in range(len(hull))]
+    return np.vstack(out)
 
 
 #: detail of the first outline shorter than this (wavelength along the outline, mm) is removed
