@@ -282,3 +282,91 @@ def test_a_place_that_looked_like_a_lumen_is_not_proposed_when_its_enhancement_f
     assert not any(on_body([tracker.process(f) for f in with_band + plain]))
     control = Tracker(settings)
     assert any(on_body([control.process(f) for f in plain]))
+
+
+# --- bright lesions on generated phantom cases -------------------------------------------------
+# Development seeds (8200-8899); the first six cases of each appearance at or above 8400, not chosen
+# by result. At medium difficulty a hyperechoic lesion is only ~2.5-4 dB brighter than the liver and
+# a calcified one hides its deep part in its own shadow, and some sections sit in a vessel's
+# enhancement band or near the noise floor, so the tests ask it of half the cases, not of each.
+
+HYPERECHOIC_SEEDS = (8407, 8410, 8414, 8415, 8416, 8429)
+CALCIFIED_SEEDS = (8401, 8402, 8403, 8405, 8406, 8413)
+
+
+def _truth_mask(contour_px, shape) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    cv2.fillPoly(m, [np.round(np.asarray(contour_px) * 8).astype(np.int32)], 1, shift=3)
+    return m.astype(bool)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+
+
+def _primary(tf: dict):
+    return tf.get("tumor") or next((t for t in tf.get("tumors") or [] if t.get("primary")), None)
+
+
+def test_faint_hyperechoic_lesions_are_found_whole_and_nothing_else_is_followed():
+    """A hyperechoic metastasis 2.5-4 dB brighter than the liver is proposed without a click and
+    outlined whole (median Dice >= 0.7 once confirmed: a boundary within ~1 mm on a 6-12 mm
+    lesion) in at least half of the cases, and no frame of any case reports an outline that lies
+    mostly off the lesion (a wrong tumour is worse than none). Before the coarse bright map none
+    of these cases reached it."""
+    from iousguide.phantom import generate_case
+
+    good = 0
+    for seed in HYPERECHOIC_SEEDS:
+        frames, truth = generate_case(seed, difficulty="medium", n_frames=5)
+        tracker = Tracker(TrackingSettings())
+        dices = []
+        for f, tf in zip(frames, truth.frames):
+            r = tracker.process(f)
+            tt = _primary(tf)
+            if r.tumor is None:
+                dices.append(0.0)
+                continue
+            shown = _truth_mask(r.tumor.contour_px, f.shape)
+            lesion = _truth_mask(tt["contour_px"], f.shape) if tt else np.zeros_like(shown)
+            assert np.count_nonzero(shown & lesion) >= 0.2 * np.count_nonzero(shown), (seed, f.index)
+            dices.append(_dice(shown, lesion))
+        good += float(np.median(dices[1:])) >= 0.7  # frame 0: a proposal waits for confirmation
+    assert good >= len(HYPERECHOIC_SEEDS) // 2, good
+
+
+def test_a_calcified_lesion_is_completed_into_its_shadow_and_a_hyperechoic_one_is_not():
+    """Calcium shadows what lies below it: where the bright top of a calcified lesion has a
+    posterior shadow, the outline is completed into it and then covers the lesion better than the
+    bright top alone; a hyperechoic lesion (no calcium) casts no shadow and is never completed."""
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.tumor import lesion_candidates, refine_tumor, shadowed_extent
+    from iousguide.phantom import generate_case
+
+    s = TrackingSettings()
+
+    def bright_on_lesion(seed):
+        frames, truth = generate_case(seed, difficulty="medium", n_frames=1)
+        f, tt = frames[0], _primary(truth.frames[0])
+        prep = prepare(np.ascontiguousarray(f.gray), spacing_mm=f.spacing_mm, settings=s)
+        lesion = _truth_mask(tt["contour_px"], f.shape)
+        lesion_w = cv2.resize(lesion.astype(np.uint8), prep.work_shape[::-1], interpolation=cv2.INTER_NEAREST)
+        cands = [c for c in lesion_candidates(prep, settings=s) if not c.dark
+                 and np.count_nonzero(c.mask_w & lesion_w.astype(bool)) > 0.5 * np.count_nonzero(c.mask_w)]
+        return prep, f, lesion, cands
+
+    completed = set()
+    for seed in CALCIFIED_SEEDS:
+        prep, f, lesion, cands = bright_on_lesion(seed)
+        for c in cands:
+            if shadowed_extent(prep, c, shadow_db=s.tumor_contrast_db) is None:
+                continue
+            completed.add(seed)
+            top = cv2.resize(c.mask_w.astype(np.uint8), f.shape[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+            outline = _truth_mask(refine_tumor(prep, c, settings=s).contour_px, f.shape)
+            assert _dice(outline, lesion) > _dice(top, lesion) + 0.1, seed
+    # which slices show a shadow depends on where the calcium foci are: a third of the cases
+    assert len(completed) >= len(CALCIFIED_SEEDS) // 3, completed
+    for seed in HYPERECHOIC_SEEDS[:3]:
+        prep, _, _, cands = bright_on_lesion(seed)
+        assert all(shadowed_extent(prep, c, shadow_db=s.tumor_contrast_db) is None for c in cands), seed
