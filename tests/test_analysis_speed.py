@@ -344,3 +344,15 @@ def test_detect_vessels_reuse_equals_plain(monkeypatch):
                 r.outside_level, r.hole_fraction)
 
     assert [fields(d) for d in got] == [fields(d) for d in ref]
+
+
+def test_pad0_equals_numpy_pad():
+    from iousguide.analysis.vessels import _pad0
+
+    for i, mask in enumerate(_masks(60, seed=13)):
+        for pad in (0, 1, 4):
+            for m in (mask, mask[:, ::2]):  # also a strided view
+                got = _pad0(m, pad)
+                ref = np.pad(m, pad)
+                assert got.dtype == ref.dtype
+                np.testing.assert_array_equal(got, ref)

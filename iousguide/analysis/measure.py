@@ -95,9 +95,9 @@ class TumorGeometry:
         if d_mm == 0.0:
             t_pt = v_pt
         # contact arc: arc length of the vessel boundary within the contact distance
-        seg = np.hypot(*(np.roll(v_mm, -1, axis=0) - v_mm).T)
+        seg = np.hypot(*(np.concatenate([v_mm[1:], v_mm[:1]]) - v_mm).T)  # (np.roll's values)
         within = dist <= contact_distance_mm
-        w_seg = 0.5 * (within.astype(float) + np.roll(within, -1).astype(float))
+        w_seg = 0.5 * (within.astype(float) + np.concatenate([within[1:], within[:1]]).astype(float))
         total = float(seg.sum())
         arc = 360.0 * float((seg * w_seg).sum()) / total if total > 0 else 0.0
         return PairMeasure(distance_mm=d_mm, closest_px=((float(t_pt[0]), float(t_pt[1])),

@@ -332,6 +332,12 @@ def _dark_components(prep: Prepared, dark: np.ndarray, *, settings: TrackingSett
     return labels, out
 
 
+def _pad0(mask: np.ndarray, pad: int) -> np.ndarray:
+    """``np.pad(mask, pad)`` (zeros around) of a 2-D uint8 mask, by OpenCV (new array; np.pad's
+    overhead is ~10x the work for the small masks here)."""
+    return cv2.copyMakeBorder(mask, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+
+
 def _component_verdict(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int], *,
                        settings: TrackingSettings, min_area: float) -> tuple[np.ndarray | None, bool, bool]:
     """The look-alike tests of :func:`_dark_components` on one component (bool (bh, bw) in its
@@ -339,7 +345,7 @@ def _component_verdict(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, i
     whether it was cut out of a dark ring; whether that part is an acoustic shadow)."""
     x, y, bw, bh = bbox
     pad = int(np.ceil(1.0 / prep.work_px_mm))
-    closed = cv2.morphologyEx(np.pad(comp.astype(np.uint8), pad), cv2.MORPH_CLOSE, disc(pad))
+    closed = cv2.morphologyEx(_pad0(comp.astype(np.uint8), pad), cv2.MORPH_CLOSE, disc(pad))
     on_ring = False
     if np.count_nonzero(fill_holes(closed)) > 1.5 * np.count_nonzero(closed):
         # a dark ring around echoic tissue: a lesion halo, not a lumen - unless a lumen much
@@ -372,7 +378,7 @@ def _solid_part(comp: np.ndarray) -> np.ndarray | None:
     hull = cv2.contourArea(cv2.convexHull(np.vstack(contours)))
     if hull <= 0 or area / hull >= 0.75:
         return comp
-    r_in = float(cv2.distanceTransform(np.pad(comp8, 1), cv2.DIST_L2, 3).max())
+    r_in = float(cv2.distanceTransform(_pad0(comp8, 1), cv2.DIST_L2, 3).max())
     r_open = 0.6 * r_in
     if r_open < 1.5:
         return None
@@ -412,7 +418,7 @@ def _lumen_on_ring(comp: np.ndarray, levels_db: np.ndarray, *, min_radius_px: fl
         Smallest lumen radius, in the component's pixels.
     """
     comp8 = comp.astype(np.uint8)
-    dist = cv2.distanceTransform(np.pad(comp8, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    dist = cv2.distanceTransform(_pad0(comp8, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
     r_in = float(dist.max())
     r_open = 0.6 * r_in
     if r_in < max(min_radius_px, 2.5):
@@ -635,7 +641,7 @@ def _opened_to_disc(refined: Refined) -> Refined | None:
     attached structures thinner than that (a halo arc); the largest remaining part is kept.
     """
     mask = refined.mask.astype(np.uint8)
-    r_in = float(cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3).max())
+    r_in = float(cv2.distanceTransform(_pad0(mask, 1), cv2.DIST_L2, 3).max())
     if r_in < 3:
         return refined
     opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, disc(0.85 * r_in))
@@ -789,6 +795,8 @@ def _outline(pts: np.ndarray, centroid_px: tuple[float, float], unit_mm: tuple[f
     the call signature).
     """
     base = settings.vessel_contour_smoothing_mm
+    if VESSEL_OUTLINE_SMOOTHING_MM <= base:
+        return pts  # (the extra sigma below, at most this, would not exceed the base one)
     unit = np.asarray(unit_mm, dtype=np.float64)
     mm = np.asarray(pts, dtype=np.float64).reshape(-1, 2) * unit
     seg = np.hypot(*(np.concatenate([mm[1:], mm[:1]]) - mm).T)
