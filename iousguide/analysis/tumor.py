@@ -171,6 +171,9 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             contrast_db = _edge_contrast_db(rel, labels if ring else lab, label, (x, y, w, h), px=px,
                                             exclude=skirt)
             touches = bool((border & comp).any())
+            if not dark and _near_bottom(prep, sub.astype(bool), (x, y, w, h),
+                                         margin_mm=settings.shadow_bottom_margin_mm):
+                touches = True  # the noisy fan bottom (noise floor, last TGC rows): not proposed
             if not dark and skirt.any() and _below_vessel(skirt, (x, y, w, h), px=px):
                 continue  # posterior enhancement behind a lumen, not a lesion
             if not dark and _beam_band(sub.astype(bool)):
@@ -195,6 +198,15 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             continue
         out = [cand for cand in out if not any(cand is p for p in pieces)] + [cb]
     return out
+
+
+def _near_bottom(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int], *, margin_mm: float) -> bool:
+    """Whether a component (inside its bounding box on the working grid) comes within
+    ``margin_mm`` of the bottom of the field of view in any of its columns."""
+    x, y, w, h = bbox
+    bottom = prep.valid_bottom_row[x:x + w]
+    lowest = y + (h - 1 - np.argmax(comp[::-1, :], axis=0))
+    return bool(np.any(comp.any(axis=0) & (bottom >= 0) & (lowest >= bottom - margin_mm / prep.work_px_mm)))
 
 
 #: fine-map pieces covering this fraction of a coarse bright blob are kept instead of it
@@ -255,7 +267,6 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
     m = fill_holes(m)
     min_area = np.pi * (0.5 * settings.tumor_min_diameter_mm / px) ** 2
     max_area = np.pi * (0.5 * settings.tumor_max_diameter_mm / px) ** 2
-    margin = settings.shadow_bottom_margin_mm / px
     n, labels, stats, cents = components_with_stats(m)
     out: list[TumorCandidate] = []
     for label in range(1, n):
@@ -277,11 +288,8 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
         lam = np.linalg.eigvalsh(np.array([[mu20, mu11], [mu11, mu02]]))
         if lam[0] <= 0 or lam[1] / lam[0] > BRIGHT_MAX_ELONGATION ** 2:
             continue
-        # not reaching down to the fan bottom (noise floor, TGC at the last rows)
-        bottom = prep.valid_bottom_row[x:x + w]
-        lowest = y + (h - 1 - np.argmax(sub[::-1, :], axis=0))
-        if np.any((bottom >= 0) & (lowest >= bottom - margin)):
-            continue
+        if _near_bottom(prep, sub, (x, y, w, h), margin_mm=settings.shadow_bottom_margin_mm):
+            continue  # the fan bottom (noise floor, the last TGC rows)
         if lumen_w.any() and _below_vessel(skirt, (x, y, w, h), px=px):
             continue  # posterior enhancement behind a lumen
         if _all_around(rel, comp, (x, y, w, h), valid=valid & ~skirt, px=px) < BRIGHT_ALL_AROUND:
