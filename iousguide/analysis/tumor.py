@@ -181,6 +181,8 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             if dark and not ring and looks_like_shadow(prep, sub.astype(bool), (x, y, w, h),
                                                        margin_mm=settings.shadow_bottom_margin_mm):
                 continue
+            if dark and not ring and calcium_shadow(prep, rel, sub.astype(bool), (x, y, w, h), contrast_db=c):
+                continue
             out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
                                       centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=dark,
                                       contrast_db=contrast_db, solidity=float(solidity), touches_border=touches,
@@ -198,6 +200,63 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             continue
         out = [cand for cand in out if not any(cand is p for p in pieces)] + [cb]
     return out
+
+
+#: a calcium shadow has an echo >= tumor_contrast_db above tissue within this distance (mm) above
+#: its top in at least ``CALCIUM_ABOVE_FRACTION`` of its columns ...
+CALCIUM_ABOVE_MM = 5.0
+CALCIUM_ABOVE_FRACTION = 0.3
+#: ... and stays >= half tumor_contrast_db darker than tissue from its bottom down to the bottom of
+#: the field of view in at least ``SHADOW_BELOW_FRACTION`` of the columns that have >= 3 mm below it
+SHADOW_BELOW_FRACTION = 0.6
+
+
+def calcium_shadow(prep: Prepared, rel: np.ndarray, comp: np.ndarray, bbox: tuple[int, int, int, int], *,
+                   contrast_db: float) -> bool:
+    """Whether a dark component is the acoustic shadow of a calcified region above it.
+
+    Calcium reflects and absorbs nearly all the sound: right above its shadow lies a bright
+    echo, and the shadow goes on down to the bottom of the image (a hypoechoic lesion has tissue
+    of normal brightness below it, a lumen brighter tissue).
+
+    Parameters
+    ----------
+    prep : Prepared
+    rel : ndarray (h, w) float32
+        Speckle-averaged level minus the row's tissue level, dB (working grid).
+    comp : ndarray (bh, bw) bool
+        The component inside its bounding box.
+    bbox : (x, y, bw, bh)
+    contrast_db : float
+        The lesion map's contrast (dB).
+
+    Returns
+    -------
+    bool
+    """
+    x, y, w, h = bbox
+    px = prep.work_px_mm
+    has = comp.any(axis=0)
+    cols = np.nonzero(has)[0]
+    if not len(cols):
+        return False
+    top = y + np.argmax(comp, axis=0)[cols]
+    reach = int(np.ceil(CALCIUM_ABOVE_MM / px))
+    rr = top[:, None] - np.arange(1, reach + 1)[None, :]
+    ok = rr >= 0
+    above = np.where(ok, rel[np.maximum(rr, 0), (x + cols)[:, None]], -np.inf)
+    if np.count_nonzero(above.max(axis=1) >= contrast_db) < CALCIUM_ABOVE_FRACTION * len(cols):
+        return False
+    lowest = y + (h - 1 - np.argmax(comp[::-1, :], axis=0))[cols]
+    bottom = prep.valid_bottom_row[x + cols]
+    need = int(np.ceil(3.0 / px))
+    dark = n = 0
+    for col, lo, bo in zip(x + cols, lowest, bottom):
+        if bo - lo < need:
+            continue
+        n += 1
+        dark += float(np.median(rel[lo + 1:bo + 1, col])) <= -0.5 * contrast_db
+    return bool(n and dark >= SHADOW_BELOW_FRACTION * n)
 
 
 def _near_bottom(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int], *, margin_mm: float) -> bool:
