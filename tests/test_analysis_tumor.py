@@ -370,3 +370,56 @@ def test_a_calcified_lesion_is_completed_into_its_shadow_and_a_hyperechoic_one_i
     for seed in HYPERECHOIC_SEEDS[:3]:
         prep, _, _, cands = bright_on_lesion(seed)
         assert all(shadowed_extent(prep, c, shadow_db=s.tumor_contrast_db) is None for c in cands), seed
+
+
+def test_calcium_shadow_needs_a_bright_echo_above_and_darkness_down_to_the_bottom():
+    """A dark piece of a band that runs from below a bright (calcium) echo down to the bottom of
+    the image is a shadow; the same band with no echo above it, or a hypoechoic lesion with a
+    bright echo above it and normal tissue below, is not."""
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.tumor import calcium_shadow
+
+    s = TrackingSettings()
+    calcium = Disc((40.0, 20.0), 3.0, echo=4.0, radius_y_mm=1.0)
+    band = Disc((40.0, 51.5), 2.5, echo=0.3, radius_y_mm=30.0)  # from 21.5 mm to past the bottom (60 mm)
+    lesion = Disc((40.0, 26.0), 4.0, echo=0.3)
+    cases = {"shadow": ([band, calcium], True), "band alone": ([band], False),
+             "lesion under an echo": ([lesion, calcium], False)}
+    for name, (discs, expected) in cases.items():
+        scene = Scene(shape_px=(600, 800), spacing_mm=SPACING_MM, discs=discs)
+        prep = prepare(render(scene, seed=7), spacing_mm=(SPACING_MM, SPACING_MM), settings=s)
+        sigma = s.tumor_smoothing_mm / prep.work_px_mm
+        smooth = cv2.GaussianBlur(prep.smooth, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+        rel = smooth - prep.tissue_row[:, None].astype(np.float32)
+        # the dark piece the lesion map would cut: the band's (or lesion's) part 21.5-30 mm deep
+        ys, xs = np.mgrid[0:prep.work_shape[0], 0:prep.work_shape[1]]
+        fx, fy = prep.to_frame(xs.astype(float), ys.astype(float))
+        dark = discs[0]
+        ry = dark.radius_y_mm or dark.radius_mm
+        inside = ((fx * SPACING_MM - dark.center_mm[0]) / dark.radius_mm) ** 2 + \
+                 ((fy * SPACING_MM - dark.center_mm[1]) / ry) ** 2 <= 1
+        piece = inside & (fy * SPACING_MM <= 30.0)
+        yy, xx = np.nonzero(piece)
+        bbox = (int(xx.min()), int(yy.min()), int(np.ptp(xx)) + 1, int(np.ptp(yy)) + 1)
+        sub = piece[bbox[1]:bbox[1] + bbox[3], bbox[0]:bbox[0] + bbox[2]]
+        assert calcium_shadow(prep, rel, sub, bbox, contrast_db=s.tumor_contrast_db) is expected, name
+
+
+def test_a_bright_patch_at_the_bottom_of_the_image_is_not_proposed_but_the_same_higher_up_is():
+    """At the bottom of the field of view the row's tissue level rests on few rows, the noise
+    floor and the last TGC rows: a bright lesion-sized patch reaching within
+    shadow_bottom_margin_mm (3 mm) of it is not proposed automatically; the same patch 10 mm
+    higher is."""
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.tumor import lesion_candidates, plausible_auto
+
+    s = TrackingSettings()
+    for centre_y_mm, proposed in ((54.5, False), (44.5, True)):  # bottom edge 2 mm / 12 mm above 60 mm
+        bright = Disc((40.0, centre_y_mm), 3.5, echo=2.0)
+        scene = Scene(shape_px=(600, 800), spacing_mm=SPACING_MM, discs=[bright])
+        prep = prepare(render(scene, seed=11), spacing_mm=(SPACING_MM, SPACING_MM), settings=s)
+        cands = [c for c in lesion_candidates(prep, settings=s) if not c.dark]
+        x, y = prep.to_work(40.0 / SPACING_MM, centre_y_mm / SPACING_MM)
+        on = [c for c in cands if c.mask_w[int(round(y)), int(round(x))]]
+        assert on, centre_y_mm  # found either way (a click still seeds it)
+        assert any(plausible_auto(c, settings=s) for c in on) is proposed, centre_y_mm
