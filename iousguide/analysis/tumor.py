@@ -209,6 +209,8 @@ CALCIUM_ABOVE_FRACTION = 0.3
 #: ... and stays >= half tumor_contrast_db darker than tissue from its bottom down to the bottom of
 #: the field of view in at least ``SHADOW_BELOW_FRACTION`` of the columns that have >= 3 mm below it
 SHADOW_BELOW_FRACTION = 0.6
+#: ... or reaches within this distance (mm) of the bottom in half its columns
+SHADOW_REACH_MM = 10.0
 
 
 def calcium_shadow(prep: Prepared, rel: np.ndarray, comp: np.ndarray, bbox: tuple[int, int, int, int], *,
@@ -217,7 +219,8 @@ def calcium_shadow(prep: Prepared, rel: np.ndarray, comp: np.ndarray, bbox: tupl
 
     Calcium reflects and absorbs nearly all the sound: right above its shadow lies a bright
     echo, and the shadow goes on down to the bottom of the image (a hypoechoic lesion has tissue
-    of normal brightness below it, a lumen brighter tissue).
+    of normal brightness below it, a lumen brighter tissue); where the noise floor hides its
+    lower end, it still reaches within ``SHADOW_REACH_MM`` of the bottom.
 
     Parameters
     ----------
@@ -249,6 +252,8 @@ def calcium_shadow(prep: Prepared, rel: np.ndarray, comp: np.ndarray, bbox: tupl
         return False
     lowest = y + (h - 1 - np.argmax(comp[::-1, :], axis=0))[cols]
     bottom = prep.valid_bottom_row[x + cols]
+    if np.count_nonzero((bottom >= 0) & (lowest >= bottom - SHADOW_REACH_MM / px)) >= 0.5 * len(cols):
+        return True  # it reaches (nearly) down to the bottom: the noise floor may hide its lower end
     need = int(np.ceil(3.0 / px))
     dark = n = 0
     for col, lo, bo in zip(x + cols, lowest, bottom):
