@@ -376,12 +376,20 @@ def ring_contrast_db(prep, mask_w: np.ndarray, *, inner_mm: float = 1.0, outer_m
     bx, by, bw, bh = cv2.boundingRect(np.ascontiguousarray(mask_w, dtype=bool).view(np.uint8))
     if bw == 0 or bh == 0:
         return float("nan")
+    return _ring_contrast_box(prep, mask_w[by:by + bh, bx:bx + bw], bx, by, inner_mm=inner_mm, outer_mm=outer_mm)
+
+
+def _ring_contrast_box(prep, box: np.ndarray, bx: int, by: int, *, inner_mm: float, outer_mm: float) -> float:
+    """:func:`ring_contrast_db` of a region given as its bounding box ``box`` (bool, not empty)
+    at working-grid offset (bx, by)."""
     r_in = max(int(round(inner_mm / prep.work_px_mm)), 1)
     r_out = max(int(round(outer_mm / prep.work_px_mm)), r_in + 1)
-    h, w = mask_w.shape
+    h, w = prep.work_shape
+    bh, bw = box.shape
     y0, y1 = max(by - r_out, 0), min(by + bh + r_out, h)
     x0, x1 = max(bx - r_out, 0), min(bx + bw + r_out, w)
-    m8 = mask_w[y0:y1, x0:x1].astype(np.uint8)
+    m8 = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    m8[by - y0:by - y0 + bh, bx - x0:bx - x0 + bw] = box
     inner = cv2.dilate(m8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_in + 1,) * 2))
     outer = cv2.dilate(m8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_out + 1,) * 2))
     ring = (outer > inner) & prep.valid[y0:y1, x0:x1]
@@ -452,25 +460,45 @@ def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
         return kept
     h, w = prep.work_shape
     areas = [np.count_nonzero(v.mask_w) for v in kept]
-    added = []
+    boxes = [cv2.boundingRect(np.ascontiguousarray(v.mask_w, dtype=bool).view(np.uint8)) for v in kept]
+    added, added_boxes = [], []  # added lumens and (box, x0, y0, area) of each
     edge_sigma_mm = float(_load(str(model_path))[1]["input_px_mm"])
+
+    def shared_px(mask_w, rect, local, x0, y0):
+        """Pixels of a full-grid mask (bounding rectangle ``rect``) inside ``local`` at (x0, y0)."""
+        bx, by, bw, bh = rect
+        ix0, iy0 = max(bx, x0), max(by, y0)
+        ix1, iy1 = min(bx + bw, x0 + local.shape[1]), min(by + bh, y0 + local.shape[0])
+        if ix1 <= ix0 or iy1 <= iy0:
+            return 0
+        return np.count_nonzero(mask_w[iy0:iy1, ix0:ix1] & local[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0])
+
     for lum in lumens:
         xw, yw = prep.to_work(lum.contour_px[:, 0], lum.contour_px[:, 1])
-        mask = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(mask, [np.round(np.stack([xw, yw], axis=1) * 16).astype(np.int32)], 1, shift=4)
-        mask = mask.astype(bool)
-        area = np.count_nonzero(mask)
+        pts16 = np.round(np.stack([xw, yw], axis=1) * 16).astype(np.int32)
+        # the lumen rasterised in its bounding box only (an integer shift rasterises the same)
+        x0, y0 = max(int(pts16[:, 0].min()) // 16 - 1, 0), max(int(pts16[:, 1].min()) // 16 - 1, 0)
+        x1, y1 = min(int(pts16[:, 0].max()) // 16 + 2, w), min(int(pts16[:, 1].max()) // 16 + 2, h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        local = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(local, [pts16 - np.array([16 * x0, 16 * y0], np.int32)], 1, shift=4)
+        local = local.astype(bool)
+        area = np.count_nonzero(local)
         if area == 0:
             continue
         cx, cy = prep.to_work(*lum.centroid_px)
         ix, iy = int(round(float(cx))), int(round(float(cy)))
         if not (0 <= iy < h and 0 <= ix < w) or not prep.valid[iy, ix]:
             continue
-        if any(np.count_nonzero(a.mask_w & mask) > max_overlap * min(area, np.count_nonzero(a.mask_w)) for a in added):
+        if any(shared_px(a.mask_w, rect, local, x0, y0) > max_overlap * min(area, a_area)
+               for a, (rect, a_area) in zip(added, added_boxes)):
             continue
-        if not ring_contrast_db(prep, mask) >= min_contrast_db:  # NaN (no ring) is not taken either
+        bx, by, bw, bh = cv2.boundingRect(local.view(np.uint8))
+        if not _ring_contrast_box(prep, local[by:by + bh, bx:bx + bw], x0 + bx, y0 + by, inner_mm=1.0,
+                                  outer_mm=3.0) >= min_contrast_db:  # NaN (no ring) is not taken either
             continue
-        shared = [np.count_nonzero(v.mask_w & mask) for v in kept]
+        shared = [shared_px(v.mask_w, rect, local, x0, y0) for v, rect in zip(kept, boxes)]
         overlapping = [i for i, (sh, a) in enumerate(zip(shared, areas)) if sh > max_overlap * min(area, a)]
         kind = "unknown"
         if overlapping:
@@ -482,6 +510,10 @@ def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
             kind = kept[max(overlapping, key=lambda i: areas[i])].kind
             kept = [v for i, v in enumerate(kept) if i not in overlapping]
             areas = [a for i, a in enumerate(areas) if i not in overlapping]
+            boxes = [b for i, b in enumerate(boxes) if i not in overlapping]
+        mask = np.zeros((h, w), bool)
+        mask[y0:y1, x0:x1] = local
+        added_boxes.append(((x0 + bx, y0 + by, bw, bh), area))
         rect = cv2.minAreaRect((lum.contour_px * np.array(prep.unit_mm)).astype(np.float32))
         major, minor = max(rect[1]), max(min(rect[1]), 1e-6)
         added.append(VesselDetection(
