@@ -2,7 +2,7 @@
 
 Two stages, because the project never needs PyTorch at run time:
 
-1. ``prepare`` (project venv): builds the training arrays on the model grid (0.3 mm/px; see
+1. ``prepare`` (project venv): builds the training arrays on the model grid (0.4 mm/px, --input-px-mm; see
    ``iousguide.analysis.learned.model_input``) from
 
    * the real usgra-seg images with expert masks (``../shared/data/vessels_usgra``), training

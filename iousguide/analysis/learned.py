@@ -2,9 +2,10 @@
 
 The model (``iousguide/models/vessel_lumen.onnx``, card in ``iousguide/models/README.md``) was
 trained by ``tools/train_vessel_model.py`` on real linear-probe images with expert vessel
-masks (usgra-seg, training part only) and on phantom frames (seeds 8200-8899). It maps a grey
-frame, resampled to a fixed pixel size, to a lumen probability. Unlike the classical detector
-(anechoic cores), it also finds grey lumens of real scanners.
+masks (usgra-seg, training part only) and on phantom frames (seeds 8200-8519 training,
+8800-8839 validation). It maps a grey frame, resampled to a fixed pixel size, to a lumen
+probability. Unlike the classical detector (anechoic cores), it also finds grey lumens of real
+scanners.
 
 ::
 
@@ -13,7 +14,7 @@ frame, resampled to a fixed pixel size, to a lumen probability. Unlike the class
     for lumen in learned_lumens(gray, spacing_mm=(0.1, 0.1)):
         lumen.contour_px, lumen.minor_axis_px, lumen.diameter_mm
 
-Model grid: the frame resampled to ``input_px_mm`` (0.3 mm) per pixel in both axes, using the
+Model grid: the frame resampled to ``input_px_mm`` (0.4 mm) per pixel in both axes, using the
 calibration, or on an uncalibrated frame the nominal internal scale ``uncalibrated_depth_mm /
 rows`` (as the rest of the analysis: it sizes things, it never yields a reported mm value).
 """
@@ -36,7 +37,7 @@ MODEL_PATH = MODEL_DIR / "vessel_lumen.onnx"
 META_PATH = MODEL_DIR / "vessel_lumen.json"
 
 #: defaults used when no metadata file is present (the training script writes the same)
-DEFAULT_META = {"input_px_mm": 0.3, "pad_multiple": 16, "output_stride": 2, "norm_percentile": 90.0,
+DEFAULT_META = {"input_px_mm": 0.4, "pad_multiple": 16, "output_stride": 2, "norm_percentile": 90.0,
                 "norm_floor": 32.0, "black_level": 8, "threshold": 0.5, "peak_threshold": 0.7}
 
 
@@ -171,7 +172,7 @@ def lumen_probability(gray: np.ndarray, *, spacing_mm: tuple[float, float] | Non
     -------
     ndarray, shape (h, w) float32
         Probability (0..1) on the model grid (pixel size ``input_px_mm`` of the model's metadata,
-        0.3 mm): a model pixel (i, j) covers frame pixels around
+        0.4 mm): a model pixel (i, j) covers frame pixels around
         ``x = (j + 0.5) * cols / w - 0.5``, ``y = (i + 0.5) * rows / h - 0.5``.
     """
     _, meta = _load(str(model_path))
