@@ -7,7 +7,9 @@ from the tissue level of their row by more than ``tumor_contrast_db`` (in either
 direction) form the lesion map; lumens are removed (solid anechoic blobs from the
 dark map, detected vessels from the bright map), thin rims are opened away, holes are
 filled and broken halo rings closed, so a halo ring becomes the whole lesion; a faint
-hyperechoic lesion is cut whole from a coarser bright map (:func:`coarse_bright_candidates`). The
+hyperechoic lesion is cut whole from a coarser bright map (:func:`coarse_bright_candidates`), and
+the shadow below a calcified one is not a lesion (:func:`calcium_shadow`) but hides its deep part,
+outlined as round (:func:`shadowed_extent`). The
 tracker follows the lesion by overlap with the previous outline (see
 :func:`follow_template`, :func:`lumen_in_place`). The chosen component is refined at full resolution at the half-power level
 between its rim and the surrounding tissue; a dark lesion's edge is then placed along its
@@ -88,7 +90,11 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     directions of its centre and its inside is tissue-like (:func:`close_ring`). Faint
     hyperechoic lesions come from a coarser, lower-contrast bright map, kept only where a blob
     is lesion-shaped and brighter than the tissue all around it
-    (:func:`coarse_bright_candidates`); such a blob replaces the fine map's pieces of it.
+    (:func:`coarse_bright_candidates`); such a blob replaces the fine map's pieces of it. A
+    dark component under a bright echo that goes on down is a calcium shadow
+    (:func:`calcium_shadow`) and dropped; a bright one reaching within ``shadow_bottom_margin_mm``
+    of the bottom of the field of view is marked as touching the border (never proposed
+    automatically).
 
     Parameters
     ----------
@@ -326,7 +332,8 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
     cut = BRIGHT_COARSE_FRACTION * settings.tumor_contrast_db
     valid = prep.valid
     skirt = cv2.dilate(lumen_w.astype(np.uint8), disc(sigma)).astype(bool) if lumen_w.any() else np.zeros_like(valid)
-    m = ((rel > cut) & valid & ~skirt).astype(np.uint8)
+    tissue = valid & ~skirt
+    m = ((rel > cut) & tissue).astype(np.uint8)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(1.0 / px))
     m = fill_holes(m)
     min_area = np.pi * (0.5 * settings.tumor_min_diameter_mm / px) ** 2
@@ -338,10 +345,9 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
         if area < min_area or area > max_area:
             continue
         x, y, w, h = (int(v) for v in stats[label, :4])
-        comp = labels == label
-        if (border_w & comp).any() or np.count_nonzero(comp & lumen_w) > 0:
+        sub = labels[y:y + h, x:x + w] == label  # the full-grid mask only for the blobs kept
+        if (border_w[y:y + h, x:x + w] & sub).any() or (lumen_w[y:y + h, x:x + w] & sub).any():
             continue
-        sub = comp[y:y + h, x:x + w]
         contours, _ = cv2.findContours(sub.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         hull_area = cv2.contourArea(cv2.convexHull(np.vstack(contours))) if contours else area
         solidity = min(area / hull_area, 1.0) if hull_area > 0 else 0.0
@@ -356,9 +362,11 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
             continue  # the fan bottom (noise floor, the last TGC rows)
         if lumen_w.any() and _below_vessel(skirt, (x, y, w, h), px=px):
             continue  # posterior enhancement behind a lumen
-        if _all_around(rel, comp, (x, y, w, h), valid=valid & ~skirt, px=px) < BRIGHT_ALL_AROUND:
+        comp = np.zeros_like(valid)
+        comp[y:y + h, x:x + w] = sub
+        if _all_around(rel, comp, (x, y, w, h), valid=tissue, px=px) < BRIGHT_ALL_AROUND:
             continue
-        lab = np.where(comp, 1, 0).astype(np.int32)
+        lab = comp.astype(np.int32)
         contrast_db = _edge_contrast_db(rel, lab, 1, (x, y, w, h), px=px, exclude=skirt)
         out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
                                   centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=False,
