@@ -363,8 +363,14 @@ def test_a_calcified_lesion_is_completed_into_its_shadow_and_a_hyperechoic_one_i
                 continue
             completed.add(seed)
             top = cv2.resize(c.mask_w.astype(np.uint8), f.shape[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
-            outline = _truth_mask(refine_tumor(prep, c, settings=s).contour_px, f.shape)
+            refined = refine_tumor(prep, c, settings=s)
+            outline = _truth_mask(refined.contour_px, f.shape)
             assert _dice(outline, lesion) > _dice(top, lesion) + 0.1, seed
+            # what was seen is kept apart from what is assumed, and lies within the completed outline
+            assert refined.measured_contour_px is not None, seed
+            measured = _truth_mask(refined.measured_contour_px, f.shape)
+            assert np.count_nonzero(measured & ~outline) <= 0.02 * np.count_nonzero(measured), seed
+            assert np.count_nonzero(outline) > 1.2 * np.count_nonzero(measured), seed
     # which slices show a shadow depends on where the calcium foci are: a third of the cases
     assert len(completed) >= len(CALCIFIED_SEEDS) // 3, completed
     for seed in HYPERECHOIC_SEEDS[:3]:
@@ -423,3 +429,46 @@ def test_a_bright_patch_at_the_bottom_of_the_image_is_not_proposed_but_the_same_
         on = [c for c in cands if c.mask_w[int(round(y)), int(round(x))]]
         assert on, centre_y_mm  # found either way (a click still seeds it)
         assert any(plausible_auto(c, settings=s) for c in on) is proposed, centre_y_mm
+
+
+def test_an_outline_completed_into_a_shadow_is_reported_as_assumed():
+    """A surgeon must know when part of the tumour outline was not seen: frames whose outline was
+    completed into a calcium shadow say so (``assumed_edge``, the message), a vessel measured
+    from the assumed part is flagged ``tumor_edge_assumed``, and an outline that was all seen
+    (hyperechoic lesions) never is."""
+    from iousguide.phantom import generate_case
+
+    assumed_frames = 0
+    for seed in CALCIFIED_SEEDS:
+        frames, _ = generate_case(seed, difficulty="medium", n_frames=4)
+        tracker = Tracker(TrackingSettings())
+        for f in frames:
+            r = tracker.process(f)
+            if r.tumor is None or not r.tumor.assumed_edge:
+                assert not any("tumor_edge_assumed" in v.flags for v in r.vessels)
+                continue
+            assumed_frames += 1
+            assert r.to_json()["tumor"]["assumed_edge"] is True
+            assert "outline assumed" in r.message
+    assert assumed_frames >= 2, assumed_frames
+    for seed in HYPERECHOIC_SEEDS[:3]:
+        frames, _ = generate_case(seed, difficulty="medium", n_frames=3)
+        tracker = Tracker(TrackingSettings())
+        for f in frames:
+            r = tracker.process(f)
+            assert r.tumor is None or not r.tumor.assumed_edge, seed
+            assert not any("tumor_edge_assumed" in v.flags for v in r.vessels), seed
+
+
+def test_a_point_off_the_measured_outline_is_told_apart():
+    """_off_measured: a point on the measured outline (or within 0.5 mm of it) is measured; a point
+    on the assumed completion, further away, is not (anisotropic pixels counted in mm)."""
+    from iousguide.analysis.tracker import _off_measured
+
+    square = np.array([[0, 0], [100, 0], [100, 100], [0, 100]], dtype=float)  # frame px
+    unit = (0.1, 0.2)
+    assert not _off_measured((50, 0), square, unit)
+    assert not _off_measured((50, 102), square, unit)      # 0.4 mm below the bottom edge
+    assert _off_measured((50, 103), square, unit)          # 0.6 mm below
+    assert not _off_measured((104, 50), square, unit)      # 0.4 mm right of the right edge
+    assert _off_measured((106, 50), square, unit)          # 0.6 mm right

@@ -755,3 +755,42 @@ def test_cli_live_on_a_real_openigtlink_server(phantom_clip, tmp_path):
     assert data["source_fps"] == pytest.approx(15.0, rel=0.25)
     assert data["frame_age_ms_median"] is not None and data["frame_age_ms_median"] > 0
     assert QtGui.QImage(str(tmp_path / "live.png")).width() > 300
+
+
+class AssumedEdgeTracker(TruthTracker):
+    """The truth, with the tumour's outline marked partly assumed (a calcium shadow) on odd frames
+    and the nearest vessel measured from that part."""
+
+    def process(self, frame: Frame) -> FrameResult:
+        result = _result_from_truth(self.truth[frame.index], frame)
+        if frame.index % 2 and result.tumor is not None:
+            result.tumor.assumed_edge = True
+            measured = [v for v in result.vessels if v.distance_mm is not None]
+            if measured:
+                min(measured, key=lambda v: v.distance_mm).flags.append("tumor_edge_assumed")
+        return result
+
+
+def test_an_assumed_tumour_edge_is_shown_as_such(qtbot, phantom_clip):
+    """Part of the outline not seen (hidden in an acoustic shadow) is said on screen, and the
+    distance measured from it is starred in the table; frames whose outline was all seen show neither."""
+    from iousguide.pipeline import Pipeline, PipelineSettings
+
+    path, truth = phantom_clip
+    pipeline = Pipeline(PipelineSettings(guidance_enabled=False), t0_s=0.0, tracker=AssumedEdgeTracker(truth))
+    worker = ReplayWorker(open_source(path), pipeline, speed=1.0)
+    window = _open_window(qtbot, worker)
+    try:
+        _wait(qtbot, lambda: window.displayed_count >= 2)
+        window.toggle_play()
+        _wait(qtbot, lambda: not worker.player.playing)
+        for index in (3, 4):
+            window.seek(index)
+            _wait(qtbot, lambda: window.view.frame is not None and window.view.frame.index == index)
+            qtbot.wait(50)
+            distances = [window.table.item(r, 3).text() for r in range(window.table.rowCount())]
+            assumed = index % 2 == 1
+            assert ("PARTLY ASSUMED" in window.info_banner.text()) == assumed, (index, window.info_banner.text())
+            assert sum(t.endswith("*") for t in distances) == (1 if assumed else 0), (index, distances)
+    finally:
+        window.close()

@@ -45,6 +45,10 @@ class Refined:
         Boundary position noise: residual speckle std / power gradient at the boundary.
     hole_fraction : float
         Part of the (filled) region that was a hole at the first cut (a ring has a large one).
+    measured_contour_px : ndarray (M, 2) float64 or None
+        The part of the boundary that was measured on the image, in frame pixels, when
+        ``contour_px`` was completed beyond it by an assumption (a calcified lesion's deep part
+        hidden in its own acoustic shadow); None when all of ``contour_px`` was measured.
     """
 
     contour_px: np.ndarray
@@ -56,6 +60,7 @@ class Refined:
     outside_level: float
     edge_sigma_mm: float
     hole_fraction: float = 0.0
+    measured_contour_px: np.ndarray | None = None
 
 
 def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, int, int], *, dark: bool,

@@ -47,6 +47,8 @@ class TumorResult:
     equivalent_diameter_mm: float | None
     state: str = "tracked"  # "seeded" | "tracked" | "reacquired" | "auto"
     confidence: float | None = None
+    # part of the outline is assumed, not seen (a calcified lesion's deep part in its own shadow)
+    assumed_edge: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class TumorResult:
             "equivalent_diameter_mm": _r(self.equivalent_diameter_mm),
             "state": self.state,
             "confidence": _r(self.confidence),
+            "assumed_edge": bool(self.assumed_edge),
         }
 
 

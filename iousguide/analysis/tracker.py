@@ -103,6 +103,7 @@ class VesselTrack:
     age: int = 0
     diameter_filter: AlphaBeta | None = None
     distance_filter: AlphaBeta | None = None
+    split_part: bool = False  # last seen as one of two touching lumens split apart
 
 
 @dataclass
@@ -259,6 +260,7 @@ class Tracker:
         tumor_geo = None
         tumor_result = None
         edge_sigma_tumor = 0.0
+        measured_contour = None  # set when part of the tumour outline is assumed (frame px)
         ux, uy = prep.unit_mm
         if tumor_cand is not None:
             # dark pieces inside the lesion's outline (halo arcs, necrosis) are lesion, not lumens
@@ -275,6 +277,7 @@ class Tracker:
                 contour = smooth_contour(refined.contour_px, sigma_mm=s.tumor_contour_smoothing_mm,
                                          unit_mm=prep.unit_mm)
                 edge_sigma_tumor = refined.edge_sigma_mm
+                measured_contour = refined.measured_contour_px
             else:
                 contour = _mask_contour_frame(prep, tumor_cand.mask_w)
                 edge_sigma_tumor = prep.work_px_mm
@@ -292,7 +295,11 @@ class Tracker:
                     equivalent_diameter_mm=float(2 * np.sqrt(area_mm2 / np.pi)) if area_mm2 is not None else None,
                     state=tumor_label,
                     confidence=float(min(tumor_cand.contrast_db / 6.0, 1.0)),
+                    assumed_edge=measured_contour is not None,
                 )
+                if measured_contour is not None:
+                    messages.append("tumour: deep part hidden in its acoustic shadow (calcified?); outline assumed"
+                                    " round there, distances from that part flagged tumor_edge_assumed")
 
         ids = self._assign_ids(vessels, prep)
         t_s = frame.t_source_s if frame.t_source_s is not None else self._frames_seen / 15.0
@@ -321,6 +328,8 @@ class Tracker:
                 dist, jumped = track.distance_filter.update(pm.distance_mm, t_s, jump=s.jump_threshold_mm + unc)
                 if jumped and track.age > 1:
                     flags.append("jump")
+                if measured_contour is not None and _off_measured(pm.closest_px[0], measured_contour, prep.unit_mm):
+                    flags.append("tumor_edge_assumed")
                 dist = max(dist, 0.0) if pm.distance_mm > 0 else 0.0
                 vr.distance_px = float(dist / ux)
                 vr.closest_px = (frame.to_source_px(*pm.closest_px[0]), frame.to_source_px(*pm.closest_px[1]))
@@ -618,9 +627,10 @@ class Tracker:
                 t.missed += 1
                 # its place (within half a diameter of the centre of a lumen of similar size that
                 # an older track follows) is taken: it was a duplicate (a fragment of that lumen)
+                # (not a lumen last seen split from a touching neighbour: unsplit, that one covers it)
                 for j, v in enumerate(vessels):
                     owner = assigned[j]
-                    if owner is not None and owner.age > t.age \
+                    if owner is not None and owner.age > t.age and not t.split_part \
                             and 0.5 * v.diameter_mm <= t.diameter_mm <= 2.0 * v.diameter_mm \
                             and np.hypot((t.centroid_px[0] - v.centroid_px[0]) * ux,
                                          (t.centroid_px[1] - v.centroid_px[1]) * uy) <= 0.5 * v.diameter_mm:
@@ -642,6 +652,7 @@ class Tracker:
                 t.centroid_px = v.centroid_px
                 t.diameter_mm = v.diameter_mm
                 t.missed = 0
+            t.split_part = v.split_part
             t.age += 1
         self._tracks = [t for t in tracks if t.missed <= s.track_max_missed_frames]
         return assigned  # type: ignore[return-value]
@@ -679,3 +690,20 @@ def _mask_contour_frame(prep: Prepared, mask_w: np.ndarray) -> np.ndarray | None
     c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
     x, y = prep.to_frame(c[:, 0], c[:, 1])
     return np.stack([x, y], axis=1)
+
+
+#: a tumour point further than this from the measured outline lies on its assumed part
+ASSUMED_EDGE_TOLERANCE_MM = 0.5
+
+
+def _off_measured(point_px, measured_contour_px: np.ndarray, unit_mm: tuple[float, float]) -> bool:
+    """Whether a tumour outline point (frame px) lies off the measured part of the outline
+    (the outline was completed by an assumption beyond it) by more than ASSUMED_EDGE_TOLERANCE_MM."""
+    ux, uy = unit_mm
+    pts = np.asarray(measured_contour_px, dtype=np.float64) * (ux, uy)
+    p = np.asarray(point_px, dtype=np.float64) * (ux, uy)
+    a, b = pts, np.roll(pts, -1, axis=0)
+    ab = b - a
+    t = np.clip(np.einsum("ij,ij->i", p - a, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-12), 0.0, 1.0)
+    gap_mm = float(np.min(np.hypot(*(a + t[:, None] * ab - p).T)))
+    return gap_mm > ASSUMED_EDGE_TOLERANCE_MM

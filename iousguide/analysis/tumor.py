@@ -845,8 +845,8 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
                          min_contrast_db=settings.tumor_contrast_db, exclude_frame=vessel_mask_frame, exclude_power=tissue_power)
     if not candidate.dark:
         hidden = shadowed_extent(prep, candidate, shadow_db=settings.tumor_contrast_db)
-        if hidden is not None:
-            contour = _hull_with(contour, hidden)
+        if hidden is not None:  # the deep part is assumed, not seen: keep what was measured
+            return replace(refined, contour_px=_hull_with(contour, hidden), measured_contour_px=contour)
     return replace(refined, contour_px=contour)
 
 

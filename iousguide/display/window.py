@@ -564,6 +564,9 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         if result is not None and result.status in ("no_tumor", "lost") and not (self.stale or self.no_signal):
             info.append("NO TUMOUR LOCKED — click the tumour to seed it" if result.status == "no_tumor"
                         else "TUMOUR LOST — click the tumour to re-seed it")
+        if result is not None and result.tumor is not None and result.tumor.assumed_edge and not (self.stale or self.no_signal):
+            info.append("TUMOUR OUTLINE PARTLY ASSUMED — its deep part is hidden in an acoustic shadow\n"
+                        "(distances from that part are marked *)")
         self.info_banner.setText("\n".join(info))
         self.info_banner.setVisible(bool(info))
         self._place_overlays()
@@ -639,7 +642,8 @@ class GuidanceWindow(QtWidgets.QMainWindow):
                 f"V{v.id}",
                 KIND_SHORT.get(v.kind, v.kind),
                 f"{v.diameter_mm:.1f}" if calibrated and v.diameter_mm is not None else "—",
-                (f"{v.distance_mm:.1f}" + (f" ±{v.uncertainty_mm:.1f}" if v.uncertainty_mm is not None else ""))
+                (f"{v.distance_mm:.1f}" + (f" ±{v.uncertainty_mm:.1f}" if v.uncertainty_mm is not None else "")
+                 + (" *" if "tumor_edge_assumed" in v.flags else ""))  # measured from the assumed outline
                 if calibrated and v.distance_mm is not None
                 else "—",
                 "yes" if v.preserve else ("no" if v.preserve is False else "—"),
