@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", default=str(ROOT / "out" / "e2e"))
     ap.add_argument("--recordings", nargs="*", default=list(RECORDINGS))
     ap.add_argument("--modality", choices=("RFA", "MWA"), default="RFA")
+    ap.add_argument("--analyze-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument passed to `iousguide analyze` (repeat it; e.g. --analyze-arg=--learned-vessels)")
     args = ap.parse_args(argv)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         recording = ROOT / "recordings" / name
         out = out_dir / f"{stem(name)}.jsonl"
         with contextlib.redirect_stderr(io.StringIO()):
-            wall_s = run_analyze(recording, out, ["--modality", args.modality])
+            wall_s = run_analyze(recording, out, ["--modality", args.modality, *args.analyze_arg])
         results = load_results(out)
         truth = read_truth(truth_path_for(recording))
         report = evaluate_results(results, truth, modality=args.modality.lower())
