@@ -30,7 +30,10 @@ COMMAND_MODULES = (
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    """argparse already exits 2 on usage errors; keep its one-line message."""
+    """Usage errors exit 2 with one line (argparse's own message, without the usage block)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -71,7 +71,8 @@ def test_calibrated_analysis_to_file(small_clip, tmp_path):
     ["--preserve", "1,a"],
     ["--preserve", "2", "--no-preserve", "2"],
     ["--max-frames", "0"],
-    ["--learned-veto", "0.1"],
+    ["--no-learned-vessels", "--learned-veto", "0.1"],
+    ["--learned-vessels", "--no-learned-vessels"],
     ["--learned-vessels", "--learned-veto", "1.5"],
 ])
 def test_bad_options_exit_2_with_one_line(small_clip, args):
@@ -89,19 +90,21 @@ def test_missing_source_exit_2():
 
 
 def test_learned_vessels_flag_reaches_the_tracker(tmp_path, capsys):
-    """A real usgra image (training part) whose grey vessel the classical detector misses: with
-    --learned-vessels the CLI reports a vessel inside the expert's outline, without it none."""
+    """A real usgra image (training part) whose grey vessel the classical detector misses: by
+    default (the learned model on) and with --learned-vessels the CLI reports a vessel inside the
+    expert's outline, with --no-learned-vessels none."""
     from test_analysis_learned import _usgra_training_image_with_vessel
 
     gray, vessel = _usgra_training_image_with_vessel()
     image = tmp_path / "usgra.png"
     cv2.imwrite(str(image), gray)
     inside = {}
-    for name, extra in (("classical", []), ("learned", ["--learned-vessels"])):
+    for name, extra in (("classical", ["--no-learned-vessels"]), ("learned", ["--learned-vessels"]),
+                        ("default", [])):
         assert main(["analyze", str(image), "--no-progress", *extra]) == 0
         (result,) = _lines(capsys.readouterr().out)
         assert result["status"] in ("uncalibrated", "no_tumor")
         inside[name] = [v["id"] for v in result["vessels"]
                         if vessel[int(round(v["centroid_px"][1])), int(round(v["centroid_px"][0]))]]
         assert all(v["diameter_mm"] is None for v in result["vessels"])
-    assert inside["learned"] and not inside["classical"], inside
+    assert inside["learned"] and inside["default"] and not inside["classical"], inside
