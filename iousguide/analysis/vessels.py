@@ -51,6 +51,9 @@ class VesselDetection:
         The diameter the size limits apply to (None: ``diameter_mm``): for a cross section the
         smoothed outline's own size (before the smoothing correction), for a band the median
         width along it (a lumen is that wide along its length, a speckle streak only somewhere).
+    split_part : bool
+        One of two touching lumens split apart (:func:`split_touching_lumen`): in a frame where the
+        split is not made, its neighbour's detection covers it.
     """
 
     contour_px: np.ndarray
@@ -64,6 +67,7 @@ class VesselDetection:
     sheath_ratio: float
     refined: Refined
     limit_diameter_mm: float | None = None
+    split_part: bool = False
 
 
 def detect_vessels(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None,
@@ -541,6 +545,8 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
                     continue  # a small blob at the lifted floor only: as likely a dip of the noise speckle
                 found.append(det)
                 taken |= det.mask_w
+    if SPLIT_TOUCHING:
+        found = [part for det in found for part in split_touching_lumen(det, prep, settings=settings)]
     if GREY_LUMENS:
         grey_labels, grey = grey_lumen_candidates(prep, settings=settings, anechoic_labels=labels,
                                                       anechoic=candidates)
@@ -566,6 +572,162 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
             if det is not None:
                 found.append(det)
     return found
+
+
+#: switch of the split of two touching lumens (:func:`split_touching_lumen`). Off by default: the
+#: notches of a speckled edge vary from frame to frame, the split comes and goes and tracks swap.
+#: Measured with the official harness (bundled recordings, learned model on, off -> on at a notch
+#: fraction of 0.45): free_parenchyma recall (>= 3 mm) 0.903 -> 0.911, precision 1.000 -> 0.998,
+#: id switches 0.67 -> 1.33 /100; occult_lesion recall 0.907 -> 0.916; hepatic_vein_abutting and
+#: portal_pedicle unchanged. At 0.25 (no opening) free_parenchyma reached 0.940-0.951 but with
+#: 4.67 id switches /100, and dev seeds 8200-8259 x 10 recall 0.893 -> 0.916, precision 0.928 ->
+#: 0.905, id switches 1.17 -> 3.0 /100. It needs the previous frame's tracks (split where two
+#: tracks met) before it can be on.
+SPLIT_TOUCHING = False
+#: Each of the two notches of a pinched outline is this deep at least, as a fraction of the
+#: equivalent radius of the smaller part (the notches where two round lumens meet are a large
+#: share of its radius; the speckle bumps of one lumen's edge are not) ...
+SPLIT_NOTCH_FRACTION = 0.45
+#: ... and the cut between them is shorter than this fraction of the larger part's equivalent
+#: diameter (a waist; where a small lumen overlaps a larger one the cut is nearly as long as the
+#: small one is wide).
+SPLIT_NECK_FRACTION = 0.9
+#: Radius (mm) of the opening that takes the speckle bumps off the outline before its notches
+#: are looked for (about the lateral speckle size).
+SPLIT_OPENING_MM = 0.6
+#: Each part is convex (area / convex hull area at least this): a round lumen each.
+SPLIT_MIN_SOLIDITY = 0.85
+
+
+def split_touching_lumen(det: VesselDetection, prep: Prepared, *,
+                         settings: TrackingSettings) -> list[VesselDetection]:
+    """Two touching (or overlapping) round lumens refined as one region, as two lumens.
+
+    Where two cross-sectioned vessels touch, no wall separates their anechoic lumens: the
+    region is a pinched blob whose outline has two deep notches (convexity defects) facing each
+    other across a neck. The region is cut along the line between the two deepest notches when
+    both are deep (``SPLIT_NOTCH_FRACTION`` of the smaller part's equivalent radius), the cut is
+    a waist (shorter than ``SPLIT_NECK_FRACTION`` of the larger part's equivalent diameter),
+    and each part is convex (``SPLIT_MIN_SOLIDITY``, its measured outline) and a lumen by size;
+    each is measured as a lumen of its own. A vessel seen in long axis (a band) is not split.
+
+    Parameters
+    ----------
+    det : VesselDetection
+        One detected lumen (not modified).
+    prep : Prepared
+    settings : TrackingSettings
+
+    Returns
+    -------
+    list of VesselDetection
+        ``[det]`` unchanged, or the two parts (new detections).
+    """
+    if det.long_axis:
+        return [det]
+    ref = det.refined
+    mask = ref.mask.astype(np.uint8)
+    # the notches of the outline without its speckle bumps (an opening on the speckle's scale:
+    # the hull of a ragged edge rests on its bumps and leaves false notches between them)
+    opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, disc(SPLIT_OPENING_MM / ref.px_mm))
+    contours, _ = cv2.findContours(opened, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return [det]
+    c = max(contours, key=cv2.contourArea)
+    if len(c) < 16:
+        return [det]
+    hull = cv2.convexHull(c, returnPoints=False)
+    try:
+        defects = cv2.convexityDefects(c, hull)
+    except cv2.error:  # (a self-touching contour)
+        return [det]
+    if defects is None or len(defects) < 2:
+        return [det]
+    defects = defects.reshape(-1, 4)
+    order = np.argsort(-defects[:, 3])
+    ia, ib = int(defects[order[0], 2]), int(defects[order[1], 2])
+    depth_a, depth_b = defects[order[0], 3] / 256.0, defects[order[1], 3] / 256.0
+    pa, pb = c[ia, 0].astype(np.float64), c[ib, 0].astype(np.float64)
+    cut_px = float(np.hypot(*(pa - pb)))
+    if cut_px < 2:
+        return [det]
+    mid = 0.5 * (pa + pb)
+    if mask[int(round(mid[1])), int(round(mid[0]))] == 0:
+        return [det]  # the line between the notches is not a neck inside the region
+    # the two sides of the cut (the cut line drawn as background keeps them apart)
+    # (the notches are those of the opened outline: the cut is carried on past them, through the rim
+    # of the region the opening took off)
+    over = (pb - pa) * (SPLIT_OPENING_MM / ref.px_mm + 2.0) / cut_px
+    qa, qb = np.round(pa - over).astype(int), np.round(pb + over).astype(int)
+    cut = mask.copy()
+    cv2.line(cut, (int(qa[0]), int(qa[1])), (int(qb[0]), int(qb[1])), 0, thickness=2)
+    n, lab, stats, _ = components_with_stats(cut)
+    if n < 3:
+        return [det]
+    big = 1 + np.argsort(-stats[1:, cv2.CC_STAT_AREA])[:2]
+    parts = [(lab == k).astype(np.uint8) for k in big]
+    areas = [float(np.count_nonzero(p)) for p in parts]
+    r_small, r_large = (float(np.sqrt(a / np.pi)) for a in sorted(areas))
+    if 2.0 * r_small * ref.px_mm < settings.vessel_min_diameter_mm:
+        return [det]  # a speckle bump cut off, not a lumen
+    if min(depth_a, depth_b) < SPLIT_NOTCH_FRACTION * r_small or cut_px > SPLIT_NECK_FRACTION * 2.0 * r_large:
+        return [det]
+    # the cut line's pixels go to the part they touch most (none are lost)
+    line_px = (mask > 0) & (cut == 0)
+    near = [cv2.dilate(p, np.ones((3, 3), np.uint8)) for p in parts]
+    parts[0] = parts[0] | (line_px & (near[0] > 0) & ~(near[1] > 0)).astype(np.uint8)
+    parts[1] = parts[1] | (line_px & (near[1] > 0)).astype(np.uint8)
+    out = []
+    for part in parts:
+        sub = _part_detection(det, part, prep, settings)
+        if sub is None:
+            return [det]
+        out.append(replace(sub, split_part=True))
+    return out
+
+
+def _part_detection(det: VesselDetection, part: np.ndarray, prep: Prepared,
+                    settings: TrackingSettings) -> VesselDetection | None:
+    """One part of a split lumen (uint8 mask on ``det.refined``'s grid) measured as a lumen
+    (:func:`_measure_lumen`), or None when it is none (not convex, not of a lumen's size)."""
+    ref = det.refined
+    contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
+    if len(c) < 8:
+        return None
+    refined = _refined_from_contour(ref, c, part)
+    # the part's anechoic core on the working grid: the lumen's core within the part
+    on_part = _lumen_on_work_grid(prep, refined.contour_px, np.zeros(prep.work_shape, bool))
+    core = det.mask_w & on_part
+    if not core.any():
+        return None
+    ys, xs = np.nonzero(core)
+    bbox = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+    sub = _measure_lumen(refined, prep, core, settings, bbox)
+    # convex on the scale of the lumen (the measured outline, smoothed along its length like every
+    # lumen's: the raw refined edge is ragged with speckle)
+    if sub is None or sub.long_axis or _solidity(sub.contour_px, prep.unit_mm) < SPLIT_MIN_SOLIDITY:
+        return None
+    if not settings.vessel_min_diameter_mm <= sub.limit_diameter_mm <= settings.vessel_max_diameter_mm:
+        return None
+    return sub
+
+
+def _refined_from_contour(refined: Refined, contour: np.ndarray, mask: np.ndarray) -> Refined:
+    """``refined`` with another region: ``mask`` (uint8 on its grid) and ``contour`` (its outline
+    through pixel centres, (N, 2) refinement pixels), moved half a refinement pixel outward to the
+    pixel border and given in frame pixels (a new Refined)."""
+    centre = contour.mean(axis=0)
+    away = contour - centre
+    norm = np.hypot(away[:, 0], away[:, 1])
+    norm[norm == 0] = 1.0
+    contour = contour + 0.5 * away / norm[:, None]
+    sx, sy = refined.scale_xy
+    x0, y0 = refined.origin_px
+    frame_pts = np.stack([x0 + (contour[:, 0] + 0.5) / sx - 0.5, y0 + (contour[:, 1] + 0.5) / sy - 0.5], axis=1)
+    return replace(refined, contour_px=frame_pts, mask=mask)
 
 
 def _same_lumen(a: VesselDetection, b: VesselDetection) -> bool:
