@@ -169,3 +169,114 @@ def test_ring_contrast_of_a_dark_lumen_and_of_plain_tissue():
     assert np.array_equal(lumen, before)
     assert abs(ring_contrast_db(prep, tissue)) < 1.0
     assert np.isnan(ring_contrast_db(prep, np.zeros((h, w), bool)))
+
+
+# -- the model run in the tracker's worker thread ------------------------------------------------
+
+def _phantom_frames(seed: int, n: int):
+    """A generated phantom case (dev seed) with vessels the learned model sees."""
+    from iousguide.phantom import generate_case
+
+    frames, _ = generate_case(seed, difficulty="medium", n_frames=n)
+    return frames
+
+
+def _without_ms(result) -> dict:
+    out = result.to_json()
+    out.pop("processing_ms")
+    return out
+
+
+def test_worker_thread_gives_the_sequential_result():
+    """Same frames, model in the worker thread or in line: every field but the timing equal; the
+    model ran in the worker thread and found lumens for the merge to judge."""
+    import threading
+
+    import iousguide.analysis.learned as learned_mod
+
+    frames = _phantom_frames(8203, 4)
+    threaded, inline = Tracker(TrackingSettings()), Tracker(TrackingSettings())
+    inline.learned_in_worker = False
+    seen_threads = set()
+    original = learned_mod.learned_frame_lumens
+
+    found = []
+
+    def spy(*args, **kwargs):
+        seen_threads.add(threading.current_thread().name)
+        out = original(*args, **kwargs)
+        found.append(len(out[1]))
+        return out
+
+    learned_mod.learned_frame_lumens = spy
+    try:
+        a = [_without_ms(threaded.process(f)) for f in frames]
+    finally:
+        learned_mod.learned_frame_lumens = original
+    b = [_without_ms(inline.process(f)) for f in frames]
+    assert all(r["status"] != "error" for r in a)
+    assert a == b
+    assert seen_threads and all(name.startswith("iousguide-learned") for name in seen_threads)
+    assert len(found) == len(frames) and sum(found) > 0  # the merge had the model's lumens to judge
+
+
+def test_worker_error_is_the_frames_error_status_and_the_next_frame_runs():
+    import threading
+
+    import iousguide.analysis.learned as learned_mod
+
+    frames = _phantom_frames(8203, 2)
+    tracker = Tracker(TrackingSettings())
+    original = learned_mod.learned_frame_lumens
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("model exploded")
+
+    results = []
+    learned_mod.learned_frame_lumens = broken
+    try:
+        worker = threading.Thread(target=lambda: results.append(tracker.process(frames[0])))
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive(), "the tracker hung on the worker's error"
+    finally:
+        learned_mod.learned_frame_lumens = original
+    assert results[0].status == "error" and "model exploded" in results[0].message
+    assert tracker.process(frames[1]).status != "error"
+
+
+def test_worker_thread_ends_with_the_tracker():
+    import gc
+    import time
+
+    tracker = Tracker(TrackingSettings())
+    assert tracker.process(_phantom_frames(8203, 1)[0]).status != "error"
+    threads = list(tracker._learned_pool._threads)
+    assert threads and all(t.is_alive() for t in threads)
+    del tracker
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_merge_with_the_model_output_given_equals_merge_computing_it():
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.learned import learned_frame_lumens, merge_learned_vessels
+    from iousguide.analysis.vessels import detect_vessels_prepared
+
+    s = TrackingSettings()
+    frame = _phantom_frames(8210, 1)[0]
+    gray = np.ascontiguousarray(frame.gray)
+    prep = prepare(gray, spacing_mm=frame.spacing_mm, settings=s)
+    classical = detect_vessels_prepared(prep, settings=s)
+    given = learned_frame_lumens(gray, spacing_mm=frame.spacing_mm, settings=s)
+    a = merge_learned_vessels(gray, prep, classical, settings=s, spacing_mm=frame.spacing_mm, veto_probability=0.03,
+                              model_output=given)
+    b = merge_learned_vessels(gray, prep, classical, settings=s, spacing_mm=frame.spacing_mm, veto_probability=0.03)
+    assert len(a) == len(b) and len(given[1]) > 0
+    for va, vb in zip(a, b):
+        np.testing.assert_array_equal(va.contour_px, vb.contour_px)
+        np.testing.assert_array_equal(va.mask_w, vb.mask_w)
+        assert (va.kind, va.diameter_mm) == (vb.kind, vb.diameter_mm)

@@ -14,12 +14,21 @@ for the cores, so it is the figure to compare between runs on a shared machine
 (``--threads 1`` makes it equal to the single-core wall time). Competing processes still
 inflate it (shared caches, hyper-threads), so each frame's best CPU time over the loops is
 printed too (``cpu best``): the floor this code reaches on this machine, the steadiest figure
-for comparing two versions. ``--stages`` adds the median CPU time of each tracker stage.
+for comparing two versions. ``--stages`` adds the median CPU time of each tracker stage, measured
+in the thread that runs it (``time.thread_time``), and of the learned model's part run in the
+tracker's worker thread (``learned_frame_lumens``, overlapping the classical stages; the
+process CPU figures include it). ``--set NAME=VALUE`` overrides a TrackingSettings field (e.g.
+``--set learned_vessels=false``), ``--sequential`` runs the learned model in line instead of in
+the worker thread (same output), so versions can be compared in one tool.
+
+    python tools/bench_analysis.py --threads 1 --stages [--set learned_vessels=false] [--sequential]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import itertools
 import os
 import tempfile
@@ -59,42 +68,79 @@ def make_clip(path: Path, *, seed: int, n_frames: int, size: tuple[int, int], sc
     return crop, frames[0].spacing_mm
 
 
-#: tracker stages timed with --stages: names looked up in iousguide.analysis.tracker
-STAGES = ("prepare", "detect_vessels_prepared", "lesion_candidates", "refine_tumor")
+#: tracker stages timed with --stages: (module, name); the tracker looks the learned ones up in
+#: iousguide.analysis.learned when it calls them, the others are its own imports
+STAGES = (("iousguide.analysis.tracker", "prepare"), ("iousguide.analysis.tracker", "detect_vessels_prepared"),
+          ("iousguide.analysis.learned", "learned_frame_lumens"),
+          ("iousguide.analysis.learned", "merge_learned_vessels"),
+          ("iousguide.analysis.tracker", "lesion_candidates"), ("iousguide.analysis.tracker", "refine_tumor"))
 
 
 def _timed_stages(cpu_by_stage: dict):
-    """Wrap the tracker's stage functions to add their CPU time (ms) to ``cpu_by_stage``;
-    returns a function that restores them."""
-    import iousguide.analysis.tracker as tracker_mod
+    """Wrap the tracker's stage functions to add the CPU time (ms) of the thread running them
+    to ``cpu_by_stage``; returns a function that restores them."""
+    import importlib
+    import threading
 
-    originals = {name: getattr(tracker_mod, name) for name in STAGES}
+    lock = threading.Lock()  # learned_frame_lumens runs in the tracker's worker thread
+    originals = {(mod, name): getattr(importlib.import_module(mod), name) for mod, name in STAGES}
 
     def wrap(name, fn):
         def timed(*args, **kwargs):
-            c0 = time.process_time()
+            c0 = time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                cpu_by_stage[name] = cpu_by_stage.get(name, 0.0) + (time.process_time() - c0) * 1e3
+                with lock:
+                    cpu_by_stage[name] = cpu_by_stage.get(name, 0.0) + (time.thread_time() - c0) * 1e3
         return timed
 
-    for name, fn in originals.items():
-        setattr(tracker_mod, name, wrap(name, fn))
-    return lambda: [setattr(tracker_mod, name, fn) for name, fn in originals.items()]
+    for (mod, name), fn in originals.items():
+        setattr(importlib.import_module(mod), name, wrap(name, fn))
+    return lambda: [setattr(importlib.import_module(mod), name, fn) for (mod, name), fn in originals.items()]
 
 
-def bench(path: Path, *, crop, spacing, loops: int, label: str, stages: bool = False) -> dict:
+def parse_set(items: list[str]) -> dict:
+    """``NAME=VALUE`` strings -> TrackingSettings overrides (bool: true/false/1/0/yes/no; numbers,
+    tuples and None as Python literals)."""
+    defaults = TrackingSettings()
+    names = {f.name for f in dataclasses.fields(TrackingSettings)}
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in names:
+            raise SystemExit(f"--set {item}: expected NAME=VALUE with NAME a TrackingSettings field")
+        default = getattr(defaults, name)
+        if isinstance(default, bool):
+            low = value.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise SystemExit(f"--set {item}: {name} is true or false")
+            out[name] = low in ("true", "1", "yes")
+        elif isinstance(default, str):
+            out[name] = value
+        else:
+            try:
+                out[name] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise SystemExit(f"--set {item}: not a number, tuple or None") from None
+            if isinstance(default, float) and isinstance(out[name], int):
+                out[name] = float(out[name])
+    return out
+
+
+def bench(path: Path, *, crop, spacing, loops: int, label: str, stages: bool = False,
+          settings: TrackingSettings | None = None, sequential: bool = False) -> dict:
     from iousguide.acquisition import open_source
     from iousguide.calibration import Calibration
 
     cal = Calibration(spacing_mm=spacing, crop_px=crop, name="bench", source="preset")
     decode_ms, analysis_ms, cpu_ms = [], [], []
     cpu_by_frame: dict[int, list[float]] = {}
-    stage_ms: dict[str, list[float]] = {name: [] for name in STAGES}
+    stage_ms: dict[str, list[float]] = {name: [] for _, name in STAGES}
     per_frame_stage: dict = {}
     restore = _timed_stages(per_frame_stage) if stages else None
-    tracker = Tracker(TrackingSettings())
+    tracker = Tracker(settings or TrackingSettings())
+    tracker.learned_in_worker = not sequential
     rss0 = None
     for loop in range(loops):
         with open_source(str(path), calibration=cal) as source:
@@ -107,8 +153,10 @@ def bench(path: Path, *, crop, spacing, loops: int, label: str, stages: bool = F
                     break
                 t1 = time.perf_counter()
                 c1 = time.process_time()
-                tracker.process(frame)
+                result = tracker.process(frame)
                 t2 = time.perf_counter()
+                if result.status == "error":
+                    raise SystemExit(f"frame {index}: {result.message}")
                 cpu_ms.append((time.process_time() - c1) * 1e3)
                 cpu_by_frame.setdefault(index, []).append(cpu_ms[-1])
                 for name in stage_ms:
@@ -142,19 +190,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loops", type=int, default=5, help="passes over each clip (memory check)")
     ap.add_argument("--threads", type=int, default=None, help="cv2.setNumThreads (default: OpenCV's choice)")
     ap.add_argument("--stages", action="store_true", help="also the median CPU ms of each tracker stage")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="TrackingSettings override, e.g. learned_vessels=false (repeatable)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="run the learned model in line, not in the tracker's worker thread")
     args = ap.parse_args(argv)
+    settings = TrackingSettings(**parse_set(args.set))
     if args.threads is not None:
         cv2.setNumThreads(args.threads)
-    print(f"load average before: {os.getloadavg()}  cv2 threads: {cv2.getNumThreads()}  cores: {os.cpu_count()}")
+    print(f"load average before: {os.getloadavg()}  cv2 threads: {cv2.getNumThreads()}  cores: {os.cpu_count()}  "
+          f"settings: {parse_set(args.set) or 'defaults'}  learned model "
+          f"{'in line' if args.sequential else 'in a worker thread'}")
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         p1 = Path(tmp) / "bench_800x600.mp4"
         crop, spacing = make_clip(p1, seed=4242, n_frames=args.frames, size=(800, 600), screen=None)
-        rows.append(bench(p1, crop=crop, spacing=spacing, loops=args.loops, label="800x600", stages=args.stages))
+        rows.append(bench(p1, crop=crop, spacing=spacing, loops=args.loops, label="800x600", stages=args.stages,
+                          settings=settings, sequential=args.sequential))
         p2 = Path(tmp) / "bench_1080p.mp4"
         crop, spacing = make_clip(p2, seed=4243, n_frames=args.frames, size=(1000, 800), screen=(1920, 1080))
         rows.append(bench(p2, crop=crop, spacing=spacing, loops=args.loops, label="1080p capture, crop",
-                          stages=args.stages))
+                          stages=args.stages, settings=settings, sequential=args.sequential))
     print(f"{'case':<22}{'frame':>11}{'n':>6}{'decode med':>12}{'p95':>8}{'analysis med':>14}{'p95':>8}"
           f"{'cpu med':>9}{'p95':>7}{'cpu best':>10}{'p95':>7}{'RSS 1st':>9}{'RSS end':>9}")
     for r in rows:
@@ -165,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['rss_after_first_pass_mb']:>9.1f}{r['rss_end_mb']:>9.1f}")
     for r in rows:
         if r["stage_cpu_median_ms"]:
-            print(f"{r['case']}: stage CPU median ms " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_cpu_median_ms"].items()))
+            print(f"{r['case']}: stage CPU median ms (of the thread running it) " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_cpu_median_ms"].items()))
     print(f"load average after: {os.getloadavg()}")
     return 0
 

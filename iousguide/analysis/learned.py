@@ -22,6 +22,7 @@ rows`` (as the rest of the analysis: it sizes things, it never yields a reported
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,11 @@ META_PATH = MODEL_DIR / "vessel_lumen.json"
 #: defaults used when no metadata file is present (the training script writes the same)
 DEFAULT_META = {"input_px_mm": 0.4, "pad_multiple": 16, "output_stride": 2, "norm_percentile": 90.0,
                 "norm_floor": 32.0, "black_level": 8, "threshold": 0.5, "peak_threshold": 0.7}
+
+
+#: one forward pass at a time: a cv2.dnn.Net is not safe to run from two threads at once (the
+#: tracker runs the model in a worker thread, and several trackers share the cached net)
+_NET_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=4)
@@ -145,8 +151,9 @@ def run_model(x: np.ndarray, *, model_path: str | Path = MODEL_PATH) -> np.ndarr
     hp, wp = -(-h // mult) * mult, -(-w // mult) * mult
     blob = np.zeros((1, 1, hp, wp), np.float32)
     blob[0, 0, :h, :w] = x
-    net.setInput(blob)
-    out = net.forward()[0, 0]
+    with _NET_LOCK:
+        net.setInput(blob)
+        out = net.forward()[0, 0]
     stride = int(meta["output_stride"])
     if stride != 1:
         out = cv2.resize(out, (wp, hp), interpolation=cv2.INTER_LINEAR)
@@ -400,10 +407,41 @@ def _ring_contrast_box(prep, box: np.ndarray, bx: int, by: int, *, inner_mm: flo
     return float(np.median(level[ring]) - np.median(level[m8.astype(bool)]))
 
 
+def learned_frame_lumens(gray: np.ndarray, *, spacing_mm: tuple[float, float] | None, settings,
+                         model_path: str | Path = MODEL_PATH) -> tuple[np.ndarray, list[LearnedLumen]]:
+    """The model's part of :func:`merge_learned_vessels`: everything that does not depend on the
+    classical lumens (so it can run while the classical detector works).
+
+    Parameters
+    ----------
+    gray : ndarray, shape (rows, cols) uint8
+        The frame (not modified).
+    spacing_mm : (float, float) or None
+        Frame pixel size x, y in mm; None = uncalibrated.
+    settings : TrackingSettings
+        Size limits (``vessel_min_diameter_mm``, ``vessel_max_diameter_mm``) and the nominal depth.
+
+    Returns
+    -------
+    prob : ndarray, shape (h, w) float32
+        :func:`lumen_probability` of the frame (model grid, 0..1).
+    lumens : list of LearnedLumen
+        :func:`lumens_from_probability` with the model's thresholds and the settings' size limits.
+    """
+    _, meta = _load(str(model_path))
+    prob = lumen_probability(gray, spacing_mm=spacing_mm, uncalibrated_depth_mm=settings.uncalibrated_depth_mm,
+                             model_path=model_path)
+    lumens = lumens_from_probability(
+        prob, gray.shape, spacing_mm=spacing_mm, threshold=float(meta["threshold"]),
+        peak_threshold=float(meta["peak_threshold"]), min_diameter_mm=settings.vessel_min_diameter_mm,
+        max_diameter_mm=settings.vessel_max_diameter_mm, uncalibrated_depth_mm=settings.uncalibrated_depth_mm)
+    return prob, lumens
+
+
 def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
                           spacing_mm: tuple[float, float] | None, max_overlap: float = 0.2,
                           fragment_fraction: float = 0.5, veto_probability: float = 0.0,
-                          min_contrast_db: float = 1.5,
+                          min_contrast_db: float = 1.5, model_output: tuple | None = None,
                           model_path: str | Path = MODEL_PATH) -> list:
     """The classical detector's lumens completed by the learned model's.
 
@@ -436,6 +474,9 @@ def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
     min_contrast_db : float
         A learned lumen less darker than its surroundings (dB, :func:`ring_contrast_db`) is
         not taken.
+    model_output : (prob, lumens) or None
+        :func:`learned_frame_lumens` of this frame, already computed (the tracker runs it in a
+        worker thread while the classical detector works); None: computed here. Not modified.
 
     Returns
     -------
@@ -447,13 +488,9 @@ def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
     """
     from iousguide.analysis.vessels import VesselDetection
 
-    _, meta = _load(str(model_path))
-    prob = lumen_probability(gray, spacing_mm=spacing_mm, uncalibrated_depth_mm=settings.uncalibrated_depth_mm,
-                             model_path=model_path)
-    lumens = lumens_from_probability(
-        prob, gray.shape, spacing_mm=spacing_mm, threshold=float(meta["threshold"]),
-        peak_threshold=float(meta["peak_threshold"]), min_diameter_mm=settings.vessel_min_diameter_mm,
-        max_diameter_mm=settings.vessel_max_diameter_mm, uncalibrated_depth_mm=settings.uncalibrated_depth_mm)
+    if model_output is None:
+        model_output = learned_frame_lumens(gray, spacing_mm=spacing_mm, settings=settings, model_path=model_path)
+    prob, lumens = model_output
     kept = list(existing)
     if veto_probability > 0:
         kept = [v for v in kept if _peak_inside(prob, v.contour_px, gray.shape) >= veto_probability]

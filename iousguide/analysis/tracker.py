@@ -19,6 +19,8 @@ returns a status and a one-line message.
 from __future__ import annotations
 
 import time
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -132,8 +134,14 @@ class Tracker:
     settings : TrackingSettings, optional
     """
 
+    #: the learned model runs in a worker thread while the classical detector works (cv2 releases
+    #: the GIL: a wall-time gain on two cores, the same output); False runs it in line
+    learned_in_worker: bool = True
+
     def __init__(self, settings: TrackingSettings | None = None) -> None:
         self.settings = settings or TrackingSettings()
+        self._learned_pool: ThreadPoolExecutor | None = None  # made on first use, shut down with the tracker
+        self._learned_job: Future | None = None  # this frame's learned_frame_lumens
         self.reset()
 
     # -- public --------------------------------------------------------------
@@ -180,10 +188,20 @@ class Tracker:
             result = self._process(frame)
         except Exception as exc:  # a bug or an unforeseen frame: report it on this frame only
             result = self._empty(frame, "error", f"analysis failed on this frame: {type(exc).__name__}: {exc}")
+        finally:  # never leave this frame's model run behind (its error, if any, was reported above)
+            job, self._learned_job = self._learned_job, None
+            if job is not None and not job.cancel():
+                job.exception()  # waits for it to end; does not raise
         result.processing_ms = (time.perf_counter() - start) * 1e3
         return result
 
     # -- internals -----------------------------------------------------------
+    def _learned_worker(self) -> ThreadPoolExecutor:
+        if self._learned_pool is None:
+            self._learned_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iousguide-learned")
+            weakref.finalize(self, self._learned_pool.shutdown, wait=False)  # the thread ends with the tracker
+        return self._learned_pool
+
     def _empty(self, frame: Frame, status: str, message: str) -> FrameResult:
         return FrameResult(frame=frame.index, t_s=frame.t_source_s, spacing_mm=frame.spacing_mm, status=status,
                            message=message, t_mono_ns=frame.t_mono_ns)
@@ -233,6 +251,10 @@ class Tracker:
         if reason:
             return self._empty(frame, "no_signal", reason)
         self._frames_seen += 1
+        if s.learned_vessels and self.learned_in_worker:  # the model does not need the classical lumens
+            from iousguide.analysis.learned import learned_frame_lumens
+            self._learned_job = self._learned_worker().submit(learned_frame_lumens, gray,
+                                                              spacing_mm=frame.spacing_mm, settings=s)
         calibrated = frame.spacing_mm is not None
         doppler = doppler_mask(frame.pixels, chroma_level=s.doppler_chroma_level) if frame.is_color else None
         fov = self._fov if self._fov_age < FOV_REFRESH_FRAMES else None
@@ -243,8 +265,10 @@ class Tracker:
         vessels = detect_vessels_prepared(prep, settings=s)
         if s.learned_vessels:  # lumens the learned model finds and the classical detector did not
             from iousguide.analysis.learned import merge_learned_vessels
+            job = self._learned_job
             vessels = merge_learned_vessels(gray, prep, vessels, settings=s, spacing_mm=frame.spacing_mm,
-                                            veto_probability=s.learned_veto_probability)
+                                            veto_probability=s.learned_veto_probability,
+                                            model_output=None if job is None else job.result())
         vessel_w = np.zeros(prep.work_shape, dtype=bool)
         vessel_frame = np.zeros(frame.shape, dtype=np.uint8)
         for v in vessels:
