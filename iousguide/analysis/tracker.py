@@ -36,7 +36,7 @@ from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, ane
                                       follow_template, iou,
                                       lesion_candidates, looks_like_lumen, lumen_in_place, plausible_auto, refine_tumor,
                                       strong_auto)
-from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared
+from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared, split_where_tracks_meet
 from iousguide.errors import AnalysisError
 from iousguide.frames import Frame
 
@@ -93,6 +93,13 @@ class AlphaBeta:
         self.rate_per_s = self.rate_per_s + self.beta * residual / dt
         self.t_s = t_s
         return self.value, False
+
+
+#: switch of the split of a region holding two lumens tracked in the previous frame
+#: (vessels.split_where_tracks_meet). Off: it only acts once two tracks meet in one region, which
+#: (with vessels.SPLIT_TOUCHING off) the bundled recordings never show (measured: no change); with
+#: both on see vessels.SPLIT_TOUCHING for the figures.
+SPLIT_AT_TRACKS = False
 
 
 @dataclass
@@ -263,6 +270,9 @@ class Tracker:
             self._fov, self._fov_age = prep.valid, 0
         self._fov_age += 1
         vessels = detect_vessels_prepared(prep, settings=s)
+        if SPLIT_AT_TRACKS:  # two lumens tracked apart, now touching: kept apart
+            vessels = split_where_tracks_meet(vessels, [t.centroid_px for t in self._tracks if t.missed <= 1], prep,
+                                              settings=s)
         if s.learned_vessels:  # lumens the learned model finds and the classical detector did not
             from iousguide.analysis.learned import merge_learned_vessels
             job = self._learned_job
