@@ -532,19 +532,22 @@ def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
         if any(shared_px(a.mask_w, rect, local, x0, y0) > max_overlap * min(area, a_area)
                for a, (rect, a_area) in zip(added, added_boxes)):
             continue
-        bx, by, bw, bh = cv2.boundingRect(local.view(np.uint8))
-        if not _ring_contrast_box(prep, local[by:by + bh, bx:bx + bw], x0 + bx, y0 + by, inner_mm=1.0,
-                                  outer_mm=3.0) >= min_contrast_db:  # NaN (no ring) is not taken either
-            continue
+        # the overlap rules first: most learned lumens are classical ones seen again, and those
+        # are given up without the (dearer) ring contrast; both rules must pass, in either order
         shared = [shared_px(v.mask_w, rect, local, x0, y0) for v, rect in zip(kept, boxes)]
         overlapping = [i for i, (sh, a) in enumerate(zip(shared, areas)) if sh > max_overlap * min(area, a)]
-        kind = "unknown"
         if overlapping:
             inside = all(shared[i] >= 0.6 * areas[i] for i in overlapping)
             small = sum(areas[i] for i in overlapping) < fragment_fraction * area
             narrow = max(kept[i].diameter_mm for i in overlapping) <= lum.minor_axis_unit_mm / 1.5
             if not (inside and small and narrow):
                 continue
+        bx, by, bw, bh = cv2.boundingRect(local.view(np.uint8))
+        if not _ring_contrast_box(prep, local[by:by + bh, bx:bx + bw], x0 + bx, y0 + by, inner_mm=1.0,
+                                  outer_mm=3.0) >= min_contrast_db:  # NaN (no ring) is not taken either
+            continue
+        kind = "unknown"
+        if overlapping:
             kind = kept[max(overlapping, key=lambda i: areas[i])].kind
             kept = [v for i, v in enumerate(kept) if i not in overlapping]
             areas = [a for i, a in enumerate(areas) if i not in overlapping]
