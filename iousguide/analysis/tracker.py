@@ -47,6 +47,10 @@ LUMEN_LIKE_DROP_FRAMES = 2
 #: a place that looked like a grey lumen is not proposed as the tumour for this many frames
 #: after it last did (the posterior enhancement flickers with speckle; a lumen stays a lumen)
 LUMEN_MEMORY_FRAMES = 10
+#: a closed halo ring clears the lumen memory it overlaps (tumour proposal)
+RING_CLEARS_LUMEN_MEMORY = True
+#: a lost automatic follow yields to a clearly better proposal that persists elsewhere
+LOST_RIVAL = True
 #: a proposal reported on its first frame shows less posterior enhancement than this (dB), below
 #: against beside and against above (no hint of a grey lumen)
 STRONG_MAX_ENHANCEMENT_DB = 0.5
@@ -484,6 +488,13 @@ class Tracker:
             return None, ""
         if st.mode == "lost":
             st.lost_frames += 1
+            if st.auto and LOST_RIVAL:
+                # an automatic follow that was lost is not waited for where a clearly better
+                # proposal persists elsewhere (the follow may have been the wrong object)
+                rival = self._rival(None, candidates, prep)
+                if rival is not None:
+                    self._accept(rival, auto=True)
+                    return rival, "auto"
             gate_mm = 10.0 + 2.0 * st.lost_frames + np.sqrt(st.area_mm2 / np.pi)
             best, best_d = None, None
             for c in candidates:
@@ -528,6 +539,11 @@ class Tracker:
         for c in plausible:
             if c.dark and lumen(c):
                 continue
+            if c.ring and RING_CLEARS_LUMEN_MEMORY:
+                # a halo closed around tissue-like echoes is a lesion: a lumen has no echoic centre,
+                # so a place remembered as a grey lumen (a section where the halo's dark core showed
+                # alone) is forgotten
+                memory = [m for m in memory if iou(c.mask_w, m[0]) < 0.3]
             seen = [m for m in memory if c.dark and iou(c.mask_w, m[0]) >= 0.3]
             for m in seen:
                 m[0] = c.mask_w  # the remembered lumen moves with the sweep
@@ -595,20 +611,23 @@ class Tracker:
                               contrast_db=max(c.contrast_db for c in parts),
                               solidity=min(c.solidity for c in parts), touches_border=any(c.touches_border for c in parts))
 
-    def _rival(self, current: TumorCandidate, candidates: list[TumorCandidate],
+    def _rival(self, current: TumorCandidate | None, candidates: list[TumorCandidate],
                prep: Prepared) -> TumorCandidate | None:
         """A clearly better automatic proposal elsewhere, persisting over the confirm frames; never
-        a place that looks (or lately looked) like a grey lumen, which is not proposed either."""
+        a place that looks (or lately looked) like a grey lumen, which is not proposed either.
+        ``current`` None: the follow is lost, compared with its last mask and score."""
         s, st = self.settings, self._tumor
+        cur_mask = st.mask_w if current is None else current.mask_w
+        cur_score = st.score if current is None else current.score()
         plausible = [c for c in candidates if c is not current and plausible_auto(c, settings=s)
-                     and iou(c.mask_w, current.mask_w) < 0.1]
+                     and iou(c.mask_w, cur_mask) < 0.1]
         plausible = [c for c in plausible if not c.dark or not (
             looks_like_lumen(prep, c) or any(iou(c.mask_w, m[0]) >= 0.3 for m in self._lumen_memory))]
         if not plausible:
             st.rival, st.rival_count = None, 0
             return None
         best = max(plausible, key=lambda c: c.score())
-        if best.score() < 1.5 * current.score():
+        if best.score() < 1.5 * cur_score:
             st.rival, st.rival_count = None, 0
             return None
         if st.rival is not None and iou(st.rival.mask_w, best.mask_w) >= 0.3:
