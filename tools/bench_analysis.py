@@ -19,7 +19,9 @@ in the thread that runs it (``time.thread_time``), and of the learned model's pa
 tracker's worker thread (``learned_frame_lumens``, overlapping the classical stages; the
 process CPU figures include it). ``--set NAME=VALUE`` overrides a TrackingSettings field (e.g.
 ``--set learned_vessels=false``), ``--sequential`` runs the learned model in line instead of in
-the worker thread (same output), so versions can be compared in one tool.
+the worker thread (same output), so versions can be compared in one tool. ``--paired`` feeds
+the same frames to a tracker with the worker thread and one without, alternated frame by frame,
+and prints both wall times and the median per-frame gain (both see the same load).
 
     python tools/bench_analysis.py --threads 1 --stages [--set learned_vessels=false] [--sequential]
 """
@@ -184,6 +186,43 @@ def bench(path: Path, *, crop, spacing, loops: int, label: str, stages: bool = F
     return row
 
 
+def bench_paired(path: Path, *, crop, spacing, loops: int, label: str,
+                 settings: TrackingSettings | None = None) -> dict:
+    """Wall and CPU ms per frame of two trackers fed the same decoded frames, one running the
+    learned model in its worker thread and one in line, alternated frame by frame (who goes
+    first alternates too), so both see the same machine load; and the per-frame difference."""
+    from iousguide.acquisition import open_source
+    from iousguide.calibration import Calibration
+
+    cal = Calibration(spacing_mm=spacing, crop_px=crop, name="bench", source="preset")
+    wall: dict[str, list[float]] = {"worker": [], "in line": []}
+    cpu: dict[str, list[float]] = {"worker": [], "in line": []}
+    trackers = {"worker": Tracker(settings or TrackingSettings()), "in line": Tracker(settings or TrackingSettings())}
+    trackers["in line"].learned_in_worker = False
+    n = 0
+    for _ in range(loops):
+        with open_source(str(path), calibration=cal) as source:
+            while True:
+                try:
+                    frame = source.read()
+                except Exception:
+                    break
+                order = ("worker", "in line") if n % 2 == 0 else ("in line", "worker")
+                n += 1
+                for name in order:
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    result = trackers[name].process(frame)
+                    wall[name].append((time.perf_counter() - t0) * 1e3)
+                    cpu[name].append((time.process_time() - c0) * 1e3)
+                    if result.status == "error":
+                        raise SystemExit(f"{name}: {result.message}")
+    diff = np.array(wall["in line"]) - np.array(wall["worker"])
+    return {"case": label, "frames": n, "paired_wall_gain_median_ms": float(np.median(diff)),
+            **{f"{k}_{stat}": float(fn(v)) for k in wall for stat, fn, v in (
+                ("wall_median_ms", np.median, wall[k]), ("wall_p95_ms", lambda a: np.percentile(a, 95), wall[k]),
+                ("cpu_median_ms", np.median, cpu[k]))}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="decode and analysis ms/frame at 800x600 and a 1080p crop")
     ap.add_argument("--frames", type=int, default=30, help="phantom frames per clip (looped)")
@@ -194,13 +233,30 @@ def main(argv: list[str] | None = None) -> int:
                     help="TrackingSettings override, e.g. learned_vessels=false (repeatable)")
     ap.add_argument("--sequential", action="store_true",
                     help="run the learned model in line, not in the tracker's worker thread")
+    ap.add_argument("--paired", action="store_true",
+                    help="instead: the same frames through a tracker with the worker thread and one without, "
+                         "alternated frame by frame (wall-time gain of the thread under the same load)")
     args = ap.parse_args(argv)
     settings = TrackingSettings(**parse_set(args.set))
     if args.threads is not None:
         cv2.setNumThreads(args.threads)
     print(f"load average before: {os.getloadavg()}  cv2 threads: {cv2.getNumThreads()}  cores: {os.cpu_count()}  "
           f"settings: {parse_set(args.set) or 'defaults'}  learned model "
-          f"{'in line' if args.sequential else 'in a worker thread'}")
+          f"{'paired: worker thread and in line' if args.paired else 'in line' if args.sequential else 'in a worker thread'}")
+    if args.paired:
+        with tempfile.TemporaryDirectory() as tmp:
+            for label, seed, size, screen in (("800x600", 4242, (800, 600), None),
+                                              ("1080p capture, crop", 4243, (1000, 800), (1920, 1080))):
+                p = Path(tmp) / f"bench_{seed}.mp4"
+                crop, spacing = make_clip(p, seed=seed, n_frames=args.frames, size=size, screen=screen)
+                r = bench_paired(p, crop=crop, spacing=spacing, loops=args.loops, label=label, settings=settings)
+                print(f"{label}: {r['frames']} frames; wall median/p95 ms: worker thread "
+                      f"{r['worker_wall_median_ms']:.1f}/{r['worker_wall_p95_ms']:.1f}, in line "
+                      f"{r['in line_wall_median_ms']:.1f}/{r['in line_wall_p95_ms']:.1f}; per-frame gain median "
+                      f"{r['paired_wall_gain_median_ms']:.2f} ms; CPU median worker {r['worker_cpu_median_ms']:.1f}, "
+                      f"in line {r['in line_cpu_median_ms']:.1f}")
+        print(f"load average after: {os.getloadavg()}")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         p1 = Path(tmp) / "bench_800x600.mp4"
