@@ -525,3 +525,21 @@ def test_a_lost_automatic_follow_yields_to_a_clearly_better_lesion():
     tracker = Tracker(TrackingSettings())
     dices = [_on_lesion(tracker.process(f), _primary(tf), f.shape) for f, tf in zip(frames, truth.frames)]
     assert min(dices[-3:]) >= 0.8, [round(d, 2) for d in dices]
+
+
+def test_a_long_bright_band_is_not_proposed_and_a_bright_disc_is():
+    """A specular interface (liver capsule, fascia, diaphragm, a vessel wall) is a long bright band,
+    a hyperechoic metastasis a compact blob. A bright band 4.5 times longer than wide is not
+    proposed without a click (before, it was: on the real liver sweep such bands were every
+    bright proposal); a bright disc of about the same area is, and a click still seeds the band."""
+    band = Disc((35.0, 25.0), 9.0, echo=2.5, radius_y_mm=2.0)
+    disc = Disc((35.0, 25.0), 4.2, echo=2.5)
+    for lesion, proposed in ((band, False), (disc, True)):
+        scene = Scene(shape_px=(500, 700), spacing_mm=SPACING_MM, discs=[lesion])
+        tracker = Tracker(TrackingSettings())
+        results = [tracker.process(f) for f in frames_of(scene, 3, 500)]
+        assert any(r.tumor is not None for r in results) == proposed, (lesion, [r.status for r in results])
+    scene = Scene(shape_px=(500, 700), spacing_mm=SPACING_MM, discs=[band])
+    tracker = Tracker(TrackingSettings(tumor_seed_px=(350.0, 250.0)))
+    r = tracker.process(frames_of(scene, 1, 510)[0])
+    assert r.tumor is not None and r.tumor.state == "seeded"

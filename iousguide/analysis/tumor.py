@@ -55,6 +55,9 @@ class TumorCandidate:
         Map threshold (dB from tissue) the component was cut at.
     ring : bool
         A broken halo ring closed to the lesion it surrounds.
+    elongation : float
+        Axis ratio (long over short axis, from the second moments; 1 for a disc) of a bright
+        component (1.0 for dark ones: not measured).
     """
 
     mask_w: np.ndarray
@@ -67,6 +70,7 @@ class TumorCandidate:
     touches_border: bool
     threshold_db: float = 3.0
     ring: bool = False
+    elongation: float = 1.0
 
     @property
     def equivalent_diameter_mm(self) -> float:
@@ -192,7 +196,8 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
                                       centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=dark,
                                       contrast_db=contrast_db, solidity=float(solidity), touches_border=touches,
-                                      threshold_db=c, ring=ring))
+                                      threshold_db=c, ring=ring,
+                                      elongation=1.0 if dark else _elongation(sub.astype(np.uint8))))
     coarse = coarse_bright_candidates(prep, settings=settings, lumen_w=lumen_b | lumen_d, border_w=border)
     for cb in coarse:
         # a faint hyperechoic lesion is found whole on the coarse map and in pieces on the fine one:
@@ -353,10 +358,8 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
         solidity = min(area / hull_area, 1.0) if hull_area > 0 else 0.0
         if solidity < BRIGHT_MIN_SOLIDITY:
             continue
-        mom = cv2.moments(sub.astype(np.uint8), binaryImage=True)
-        mu20, mu02, mu11 = mom["mu20"] / mom["m00"], mom["mu02"] / mom["m00"], mom["mu11"] / mom["m00"]
-        lam = np.linalg.eigvalsh(np.array([[mu20, mu11], [mu11, mu02]]))
-        if lam[0] <= 0 or lam[1] / lam[0] > BRIGHT_MAX_ELONGATION ** 2:
+        elongation = _elongation(sub.astype(np.uint8))
+        if elongation > BRIGHT_MAX_ELONGATION:
             continue
         if _near_bottom(prep, sub, (x, y, w, h), margin_mm=settings.shadow_bottom_margin_mm):
             continue  # the fan bottom (noise floor, the last TGC rows)
@@ -371,8 +374,19 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
         out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
                                   centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=False,
                                   contrast_db=contrast_db, solidity=float(solidity), touches_border=False,
-                                  threshold_db=cut))
+                                  threshold_db=cut, elongation=elongation))
     return out
+
+
+def _elongation(sub: np.ndarray) -> float:
+    """Axis ratio (long over short, >= 1) of a binary component (uint8) from its second moments;
+    inf for a line one pixel thin."""
+    mom = cv2.moments(sub, binaryImage=True)
+    if mom["m00"] <= 0:
+        return float("inf")
+    mu20, mu02, mu11 = mom["mu20"] / mom["m00"], mom["mu02"] / mom["m00"], mom["mu11"] / mom["m00"]
+    lam = np.linalg.eigvalsh(np.array([[mu20, mu11], [mu11, mu02]]))
+    return float(np.sqrt(lam[1] / lam[0])) if lam[0] > 0 else float("inf")
 
 
 def _all_around(rel: np.ndarray, comp: np.ndarray, bbox: tuple[int, int, int, int], *, valid: np.ndarray,
@@ -588,16 +602,24 @@ def _edge_contrast_db(rel: np.ndarray, labels: np.ndarray, label: int, bbox: tup
 #: a new automatic proposal is at least this many times the minimum tumour size (equivalent
 #: diameter; a pending one only 1 x)
 AUTO_SIZE_FACTOR = 1.1
+#: a bright candidate longer than this many times its width (axis ratio) is not proposed: a
+#: metastasis is a compact blob (a calcified one's bright top a crescent, <= ~3.5 on the development
+#: seeds 8500-8599, mostly < 2.5); a specular interface (liver capsule, fascia, diaphragm, a
+#: vessel wall) is a long band (3.3-6.6 for every bright proposal on the real liver sweep)
+AUTO_BRIGHT_MAX_ELONGATION = 3.0
 
 
 def plausible_auto(candidate: TumorCandidate, *, settings: TrackingSettings, contrast_scale: float = 1.0) -> bool:
-    """Whether a candidate may be proposed without a seed (compact, inside the view, contrasted).
+    """Whether a candidate may be proposed without a seed (compact, inside the view, contrasted;
+    a bright one not longer than ``AUTO_BRIGHT_MAX_ELONGATION`` x its width).
 
     ``contrast_scale`` < 1 lowers the edge-contrast requirement (hysteresis for a candidate
     that was already proposed on the previous frame); the hysteresis also keeps a pending
     candidate that is only just above the minimum tumour size (not ``AUTO_SIZE_FACTOR`` x) or a little less
     solid (0.7, not 0.8): a small lesion's section flickers around both limits in speckle."""
     hyst = contrast_scale < 1.0
+    if not candidate.dark and candidate.elongation > AUTO_BRIGHT_MAX_ELONGATION:
+        return False  # a specular interface (capsule, fascia, diaphragm, vessel wall), not a lesion
     return (not candidate.touches_border and candidate.solidity >= (0.7 if hyst else 0.8)
             and candidate.contrast_db >= contrast_scale * min(settings.tumor_contrast_db, candidate.threshold_db)
             and settings.tumor_min_diameter_mm * (1.0 if hyst else AUTO_SIZE_FACTOR) <= candidate.equivalent_diameter_mm)
