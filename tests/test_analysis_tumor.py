@@ -543,3 +543,26 @@ def test_a_long_bright_band_is_not_proposed_and_a_bright_disc_is():
     tracker = Tracker(TrackingSettings(tumor_seed_px=(350.0, 250.0)))
     r = tracker.process(frames_of(scene, 1, 510)[0])
     assert r.tumor is not None and r.tumor.state == "seeded"
+
+
+def test_anechoic_mask_kept_for_the_same_frame_is_a_new_equal_array():
+    """anechoic_mask keeps its last result for the same Prepared object (the tracker asks twice a
+    frame): the second answer equals the computed one, is a new array (changing it changes nothing
+    later), and another frame, or other options, get their own answer."""
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.tumor import ANECHOIC_MIN_SOLIDITY, _anechoic_mask, anechoic_mask
+
+    settings = TrackingSettings()
+    lumen = Disc((30.0, 20.0), 3.0, echo=0.0)
+    preps = []
+    for seed, discs in ((600, [lumen]), (601, [])):
+        frame = frames_of(Scene(shape_px=(400, 600), spacing_mm=SPACING_MM, discs=discs), 1, seed)[0]
+        preps.append(prepare(np.ascontiguousarray(frame.gray), spacing_mm=frame.spacing_mm, settings=settings))
+    for prep in preps + preps[:1]:
+        for solidity in (ANECHOIC_MIN_SOLIDITY, 0.0):
+            plain = _anechoic_mask(prep, settings=settings, min_solidity=solidity)
+            first = anechoic_mask(prep, settings=settings, min_solidity=solidity)
+            first[:] = ~first
+            again = anechoic_mask(prep, settings=settings, min_solidity=solidity)
+            assert np.array_equal(again, plain) and again is not first
+    assert anechoic_mask(preps[0], settings=settings).any() and not anechoic_mask(preps[1], settings=settings).any()

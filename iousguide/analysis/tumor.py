@@ -19,6 +19,7 @@ normals at the local half-way level between halo (or body) and tissue
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 
 import cv2
@@ -446,6 +447,21 @@ def anechoic_mask(prep: Prepared, *, settings: TrackingSettings, min_solidity: f
     ndarray (h, w) bool
         New array.
     """
+    # the tracker asks twice per frame with the same arguments (lesion_candidates, then the
+    # follow's lumen exclusion): the last result is kept for the same Prepared object
+    key = (settings, float(min_solidity))
+    last = _ANECHOIC_LAST.get("value")
+    if last is not None and last[0]() is prep and last[1] == key:
+        return last[2].copy()
+    out = _anechoic_mask(prep, settings=settings, min_solidity=min_solidity)
+    _ANECHOIC_LAST["value"] = (weakref.ref(prep), key, out)
+    return out.copy()
+
+
+_ANECHOIC_LAST: dict = {}
+
+
+def _anechoic_mask(prep: Prepared, *, settings: TrackingSettings, min_solidity: float) -> np.ndarray:
     core_level = black_core_level(prep, settings=settings).astype(np.float32)[:, None]
     m = ((prep.smooth < core_level) & prep.valid).astype(np.uint8)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(0.5 / prep.work_px_mm))
