@@ -249,3 +249,19 @@ def test_inputs_not_mutated_and_no_qt(tumour_scene):
     code = ("import sys; import iousguide.analysis.tracker; "
             "sys.exit(1 if any(m.startswith(('PySide6', 'pyqtgraph')) for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_setting_overrides_parse_booleans_by_word_and_name_bad_items():
+    """Tools' --set NAME=VALUE: "false" is False (bool("false") is True, which once turned a
+    switch on when asked to turn it off), numbers and tuples are literals, bad items are named."""
+    from iousguide.analysis.settings import parse_setting_overrides
+
+    assert parse_setting_overrides(["learned_vessels=false", "auto_tumor=Yes"]) == {
+        "learned_vessels": False, "auto_tumor": True}
+    parsed = parse_setting_overrides(["learned_veto_probability=0", "tumor_seed_px=(10, 20)", "full_scale_depth_mm=None"])
+    assert parsed == {"learned_veto_probability": 0.0, "tumor_seed_px": (10, 20), "full_scale_depth_mm": None}
+    assert isinstance(parsed["learned_veto_probability"], float)
+    TrackingSettings(**parsed)  # accepted by the settings themselves
+    for bad in (["learned_vessels=maybe"], ["no_such_setting=1"], ["learned_veto_probability"], ["working_spacing_mm=abc"]):
+        with pytest.raises(SettingsError, match="--set"):
+            parse_setting_overrides(bad)

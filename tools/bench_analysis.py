@@ -29,8 +29,6 @@ and prints both wall times and the median per-frame gain (both see the same load
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
 import itertools
 import os
 import tempfile
@@ -40,7 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.settings import TrackingSettings, parse_setting_overrides
+from iousguide.errors import SettingsError
 from iousguide.analysis.tracker import Tracker
 
 
@@ -103,31 +102,11 @@ def _timed_stages(cpu_by_stage: dict):
 
 
 def parse_set(items: list[str]) -> dict:
-    """``NAME=VALUE`` strings -> TrackingSettings overrides (bool: true/false/1/0/yes/no; numbers,
-    tuples and None as Python literals)."""
-    defaults = TrackingSettings()
-    names = {f.name for f in dataclasses.fields(TrackingSettings)}
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or name not in names:
-            raise SystemExit(f"--set {item}: expected NAME=VALUE with NAME a TrackingSettings field")
-        default = getattr(defaults, name)
-        if isinstance(default, bool):
-            low = value.strip().lower()
-            if low not in ("true", "false", "1", "0", "yes", "no"):
-                raise SystemExit(f"--set {item}: {name} is true or false")
-            out[name] = low in ("true", "1", "yes")
-        elif isinstance(default, str):
-            out[name] = value
-        else:
-            try:
-                out[name] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                raise SystemExit(f"--set {item}: not a number, tuple or None") from None
-            if isinstance(default, float) and isinstance(out[name], int):
-                out[name] = float(out[name])
-    return out
+    """``--set NAME=VALUE`` items -> TrackingSettings overrides (exits with the bad item named)."""
+    try:
+        return parse_setting_overrides(items)
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def bench(path: Path, *, crop, spacing, loops: int, label: str, stages: bool = False,

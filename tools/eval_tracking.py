@@ -21,7 +21,8 @@ import time
 import cv2
 import numpy as np
 
-from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.settings import TrackingSettings, parse_setting_overrides
+from iousguide.errors import SettingsError
 from iousguide.analysis.tracker import Tracker
 
 
@@ -37,12 +38,11 @@ def parse_range(text: str) -> list[int]:
 
 
 def parse_set(items: list[str]) -> dict:
-    out = {}
-    defaults = TrackingSettings()
-    for item in items:
-        name, _, value = item.partition("=")
-        out[name] = type(getattr(defaults, name))(value)
-    return out
+    """``--set NAME=VALUE`` items -> TrackingSettings overrides (exits with the bad item named)."""
+    try:
+        return parse_setting_overrides(items)
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def dice(contour_a, contour_b, shape) -> float:

@@ -8,6 +8,7 @@ sizes filters and size limits; it never produces a reported millimetre value.
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -210,3 +211,34 @@ class TrackingSettings:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+
+def parse_setting_overrides(items: list[str]) -> dict:
+    """``NAME=VALUE`` strings (tools' ``--set``) -> keyword overrides of :class:`TrackingSettings`.
+
+    Booleans are ``true/false/1/0/yes/no`` (``bool("false")`` would be True); other values are
+    Python literals (numbers, tuples, None); a float field given an integer gets a float.
+    Raises SettingsError naming the bad item."""
+    defaults = TrackingSettings()
+    names = {f.name for f in fields(TrackingSettings)}
+    out: dict = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in names:
+            raise SettingsError(f"--set {item}: expected NAME=VALUE with NAME a TrackingSettings field")
+        default = getattr(defaults, name)
+        if isinstance(default, bool):
+            low = value.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise SettingsError(f"--set {item}: {name} is true or false")
+            out[name] = low in ("true", "1", "yes")
+        elif isinstance(default, str):
+            out[name] = value
+        else:
+            try:
+                out[name] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise SettingsError(f"--set {item}: not a number, tuple or None") from None
+            if isinstance(default, float) and isinstance(out[name], int) and not isinstance(out[name], bool):
+                out[name] = float(out[name])
+    return out
