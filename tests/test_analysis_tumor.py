@@ -370,9 +370,11 @@ def test_a_calcified_lesion_is_completed_into_its_shadow_and_a_hyperechoic_one_i
             assert refined.measured_contour_px is not None, seed
             measured = _truth_mask(refined.measured_contour_px, f.shape)
             assert np.count_nonzero(measured & ~outline) <= 0.02 * np.count_nonzero(measured), seed
-            assert np.count_nonzero(outline) > 1.2 * np.count_nonzero(measured), seed
-    # which slices show a shadow depends on where the calcium foci are: a third of the cases
-    assert len(completed) >= len(CALCIFIED_SEEDS) // 3, completed
+            assert np.count_nonzero(outline) > 1.1 * np.count_nonzero(measured), seed
+            assert _dice(outline, lesion) > _dice(measured, lesion), seed
+    # each calcium focus shadows only its own few columns: a lesion with a few foci shadows a fifth
+    # of its width or more, which two thirds of the cases show (a third when 40 % was asked)
+    assert len(completed) >= 2 * len(CALCIFIED_SEEDS) // 3, completed
     for seed in HYPERECHOIC_SEEDS[:3]:
         prep, _, _, cands = bright_on_lesion(seed)
         assert all(shadowed_extent(prep, c, shadow_db=s.tumor_contrast_db) is None for c in cands), seed

@@ -892,7 +892,9 @@ def refine_tumor(prep: Prepared, candidate: TumorCandidate, *, settings: Trackin
 
 
 #: a bright lesion is shadowed when this fraction of its columns has a posterior acoustic shadow
-SHADOW_MIN_FRACTION = 0.4
+#: (each calcium focus shadows only the few columns below it: a calcified lesion shows a few
+#: narrow shadow stripes, not one shadow as wide as the lesion)
+SHADOW_MIN_FRACTION = 0.2
 #: the shadow is looked for this far (mm) below the lesion's lowest bright pixel of each column
 SHADOW_BAND_MM = (1.0, 6.0)
 
