@@ -128,3 +128,36 @@ def test_two_vessels_side_by_side_keep_their_ids():
         assert a2.id == a.id
     a3, b3 = tracker._assign_ids([_det(100, 100, 40), _det(160, 100, 40)], prep)
     assert (a3.id, b3.id) == (a.id, b.id)
+
+
+def test_split_pair_keeps_its_ids_while_reported_merged(monkeypatch):
+    """Two touching lumens seen as split parts, then reported as one merged region for longer
+    than a track may be missed, then split again: with the steady split the smaller part's
+    track is kept inside its pair (moving with it) and both ids come back; without it the
+    smaller part comes back with a new id."""
+    from dataclasses import replace
+
+    from iousguide.analysis import tracker as tracker_mod
+
+    prep = SimpleNamespace(unit_mm=(0.1, 0.1))
+    s = TrackingSettings()
+
+    def run():
+        tracker = Tracker(s)
+        for k in range(4):
+            big, small = tracker._assign_ids([replace(_det(100 + k, 100, 60), split_part=True),
+                                              replace(_det(140 + k, 100, 35), split_part=True)], prep)
+        for k in range(s.track_max_missed_frames + 4):
+            (merged,) = tracker._assign_ids([_det(110 + 4 + k, 100, 80)], prep)
+            assert merged.id == big.id
+        shift = 4 + s.track_max_missed_frames + 4
+        big2, small2 = tracker._assign_ids([replace(_det(100 + shift, 100, 60), split_part=True),
+                                            replace(_det(140 + shift, 100, 35), split_part=True)], prep)
+        return (big.id, small.id), (big2.id, small2.id)
+
+    monkeypatch.setattr(tracker_mod, "SPLIT_STEADY", True)
+    before, after = run()
+    assert after == before
+    monkeypatch.setattr(tracker_mod, "SPLIT_STEADY", False)
+    before, after = run()
+    assert after[0] == before[0] and after[1] != before[1]

@@ -305,3 +305,45 @@ def test_touching_lumens_tracked_apart_are_kept_apart():
             assert abs(_near(out, *disc_.center_mm).diameter_mm - 2 * disc_.radius_mm) <= 2 * TOL_MM
         assert len(out) == len(dets) + 1  # only the pair was split, not the single lumen
         assert dets == vessels_mod.split_where_tracks_meet(dets, [], prep, settings=s)
+
+
+def test_touching_split_starts_only_when_seen_twice(monkeypatch):
+    """The steady split (split_touching_steady): a pinched pair found in one frame only is
+    reported whole (a flickering notch starts no split) and remembered; found again at the same
+    place in the next frame it is split, each part with its own diameter; a remembered pair
+    elsewhere does not count; the single lumen is never cut."""
+    monkeypatch.setattr(vessels_mod, "SPLIT_NOTCH_FRACTION_START", 0.25)
+    s = TrackingSettings()
+    preps = [prepare(_touching_image(seed), spacing_mm=(SPACING, SPACING), settings=s) for seed in (1, 2)]
+    dets = [vessels_mod.detect_vessels_prepared(p, settings=s) for p in preps]
+    first, pending = vessels_mod.split_touching_steady(dets[0], [], [], preps[0], settings=s)
+    assert first == dets[0] and len(pending) == 1
+    far = [tuple((x + 50.0, y) for x, y in pair) for pair in pending]
+    unconfirmed, _ = vessels_mod.split_touching_steady(dets[1], [], far, preps[1], settings=s)
+    assert unconfirmed == dets[1]
+    second, pending2 = vessels_mod.split_touching_steady(dets[1], [], pending, preps[1], settings=s)
+    assert _pair_found(second) and len(second) == len(dets[1]) + 1 and len(pending2) == 1
+    for disc_ in TOUCHING:
+        assert abs(_near(second, *disc_.center_mm).diameter_mm - 2 * disc_.radius_mm) <= 2 * TOL_MM
+
+
+def test_steady_split_keeps_tracked_pairs_apart_and_never_duplicates(monkeypatch):
+    """split_touching_steady: a region holding the two lumens tracked in the previous frame is
+    split at once (no confirmation needed); a region whose part would lie on another detection
+    (two overlapping regions of one lumen) is kept whole even when confirmed."""
+    from dataclasses import replace
+
+    monkeypatch.setattr(vessels_mod, "SPLIT_NOTCH_FRACTION_START", 0.25)
+    s = TrackingSettings()
+    pair_pts = [(d.center_mm[0] / SPACING, d.center_mm[1] / SPACING) for d in TOUCHING]
+    prep = prepare(_touching_image(2), spacing_mm=(SPACING, SPACING), settings=s)
+    dets = vessels_mod.detect_vessels_prepared(prep, settings=s)
+    tracked, _ = vessels_mod.split_touching_steady(dets, pair_pts, [], prep, settings=s)
+    assert _pair_found(tracked) and len(tracked) == len(dets) + 1
+    _, pending = vessels_mod.split_touching_steady(dets, [], [], prep, settings=s)
+    confirmed, _ = vessels_mod.split_touching_steady(dets, [], pending, prep, settings=s)
+    assert len(confirmed) == len(dets) + 1
+    small = min((d for d in confirmed if d.split_part), key=lambda d: d.diameter_mm)
+    other = replace(small, split_part=False)
+    kept, _ = vessels_mod.split_touching_steady([*dets, other], [], pending, prep, settings=s)
+    assert kept == [*dets, other]

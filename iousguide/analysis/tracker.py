@@ -36,7 +36,8 @@ from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, ane
                                       follow_template, iou,
                                       lesion_candidates, looks_like_lumen, lumen_in_place, plausible_auto, refine_tumor,
                                       strong_auto)
-from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared, split_where_tracks_meet
+from iousguide.analysis.vessels import (VesselDetection, detect_vessels_prepared, split_touching_steady,
+                                       split_where_tracks_meet)
 from iousguide.errors import AnalysisError
 from iousguide.frames import Frame
 
@@ -104,6 +105,14 @@ class AlphaBeta:
 #: (with vessels.SPLIT_TOUCHING off) the bundled recordings never show (measured: no change); with
 #: both on see vessels.SPLIT_TOUCHING for the figures.
 SPLIT_AT_TRACKS = False
+#: switch of the steady split of touching lumens (vessels.split_touching_steady: a split starts
+#: only when found in two consecutive frames and goes on at the tracked notch depth while the
+#: region holds both tracks) and of the hidden tracks that keep a split part's id while its pair
+#: is reported merged (_assign_ids).
+SPLIT_STEADY = False
+#: A lumen last seen as a split part whose centroid lies inside another lumen (its pair, reported
+#: merged) is kept, moving with it, for at most this many frames (its id comes back with the split).
+SPLIT_HIDDEN_MAX_FRAMES = 30
 
 
 @dataclass
@@ -117,6 +126,7 @@ class VesselTrack:
     diameter_filter: AlphaBeta | None = None
     distance_filter: AlphaBeta | None = None
     split_part: bool = False  # last seen as one of two touching lumens split apart
+    hidden: int = 0  # frames its centroid has lain inside its merged pair (SPLIT_STEADY)
 
 
 @dataclass
@@ -171,6 +181,7 @@ class Tracker:
         self._fov: np.ndarray | None = None
         self._fov_age = 0
         self._lumen_memory: list[list] = []  # [mask_w, frames since it last looked like a lumen]
+        self._split_pending: list = []  # part centroid pairs of last frame's unconfirmed splits
         self._spacing_mm: tuple[float, ...] | None | bool = False  # False: no frame seen yet
 
     def seed_tumor(self, x_src: float, y_src: float) -> None:
@@ -274,7 +285,11 @@ class Tracker:
             self._fov, self._fov_age = prep.valid, 0
         self._fov_age += 1
         vessels = detect_vessels_prepared(prep, settings=s)
-        if SPLIT_AT_TRACKS:  # two lumens tracked apart, now touching: kept apart
+        if SPLIT_STEADY:  # touching lumens split when seen twice, kept apart while both are tracked
+            vessels, self._split_pending = split_touching_steady(
+                vessels, [t.centroid_px for t in self._tracks if t.missed <= 1], self._split_pending, prep,
+                settings=s)
+        elif SPLIT_AT_TRACKS:  # two lumens tracked apart, now touching: kept apart
             vessels = split_where_tracks_meet(vessels, [t.centroid_px for t in self._tracks if t.missed <= 1], prep,
                                               settings=s)
         if s.learned_vessels:  # lumens the learned model finds and the classical detector did not
@@ -689,6 +704,7 @@ class Tracker:
                                          (t.centroid_px[1] - v.centroid_px[1]) * uy) <= 0.5 * v.diameter_mm:
                         t.missed = s.track_max_missed_frames + 1
                         break
+        before = {id(t): t.centroid_px for t in assigned if t is not None}
         for j, v in enumerate(vessels):
             t = assigned[j]
             if t is None:
@@ -706,9 +722,36 @@ class Tracker:
                 t.diameter_mm = v.diameter_mm
                 t.missed = 0
             t.split_part = v.split_part
+            t.hidden = 0
             t.age += 1
+        if SPLIT_STEADY:
+            self._keep_hidden(tracks, vessels, assigned, before)
         self._tracks = [t for t in tracks if t.missed <= s.track_max_missed_frames]
         return assigned  # type: ignore[return-value]
+
+    @staticmethod
+    def _keep_hidden(tracks: list[VesselTrack], vessels: list[VesselDetection], assigned: list,
+                     before: dict) -> None:
+        """A track last seen as a split part, unmatched now, whose centroid lies inside a lumen
+        that another track follows (its pair reported merged) is kept (``missed`` held at 1, for
+        at most SPLIT_HIDDEN_MAX_FRAMES frames) and moved with that lumen, so that its id comes
+        back when the pair is split again. Modifies the tracks in place."""
+        for t in tracks:
+            if t.missed == 0 or not t.split_part or t.hidden >= SPLIT_HIDDEN_MAX_FRAMES:
+                continue
+            point = (float(t.centroid_px[0]), float(t.centroid_px[1]))
+            for j, v in enumerate(vessels):
+                host = assigned[j]
+                if host is t or v.split_part or cv2.pointPolygonTest(
+                        np.asarray(v.contour_px, np.float32).reshape(-1, 1, 2), point, False) < 0:
+                    continue
+                old = before.get(id(host), v.centroid_px)
+                t.centroid_px = (t.centroid_px[0] + v.centroid_px[0] - old[0],
+                                 t.centroid_px[1] + v.centroid_px[1] - old[1])
+                t.velocity_px = (0.0, 0.0)
+                t.missed = 1
+                t.hidden += 1
+                break
 
 
 def _hull_mask(mask: np.ndarray) -> np.ndarray:
