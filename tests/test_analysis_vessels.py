@@ -260,14 +260,19 @@ def _pair_found(dets):
     return all(_near(dets, *disc_.center_mm) is not None for disc_ in TOUCHING)
 
 
-def test_touching_lumens_are_split_into_two(monkeypatch):
-    """Two overlapping anechoic lumens are found as two lumens, each with its own centre and
-    diameter, in most speckle realisations (the notches of a speckled edge vary: 2 of 3 asked);
-    a single round lumen is never split."""
-    monkeypatch.setattr(vessels_mod, "SPLIT_TOUCHING", True)
+def _split_each(prep, settings):
+    dets = vessels_mod.detect_vessels_prepared(prep, settings=settings)
+    return [part for det in dets for part in vessels_mod.split_touching_lumen(det, prep, settings=settings)]
+
+
+def test_touching_lumens_are_split_into_two():
+    """split_touching_lumen: two overlapping anechoic lumens are cut into two lumens, each with its
+    own centre and diameter, in most speckle realisations (the notches of a speckled edge vary:
+    2 of 3 asked); a single round lumen is never split."""
+    s = TrackingSettings()
     split = 0
     for seed in (1, 2, 3):
-        dets = detect_vessels(_touching_image(seed), spacing_mm=(SPACING, SPACING), settings=TrackingSettings())
+        dets = _split_each(prepare(_touching_image(seed), spacing_mm=(SPACING, SPACING), settings=s), s)
         if _pair_found(dets):
             split += 1
             for disc_ in TOUCHING:
@@ -278,19 +283,19 @@ def test_touching_lumens_are_split_into_two(monkeypatch):
     assert split >= 2
 
 
-def test_touching_lumens_are_one_without_the_split(monkeypatch):
-    """Without the split the overlapping pair is one region (the test above exercises the rule)."""
-    monkeypatch.setattr(vessels_mod, "SPLIT_TOUCHING", False)
+def test_touching_lumens_are_one_region_to_the_detector():
+    """Detection alone reports the overlapping pair as one region (the split is the tracker's,
+    steady in time: the tests above and below exercise it)."""
     for seed in (1, 2, 3):
         assert not _pair_found(detect_vessels(_touching_image(seed), spacing_mm=(SPACING, SPACING),
                                               settings=TrackingSettings()))
 
 
 def test_touching_lumens_tracked_apart_are_kept_apart():
-    """Where the previous frame tracked the two lumens apart, the region holding both centroids is
-    split at the lower notch depth (every speckle seed here, where the untracked rule is off or
-    misses some), each part round and of its own diameter; a single lumen holding two tracked
-    points (two fragments) is not cut, and nothing is split without the points."""
+    """Where the previous frame tracked the two lumens apart, split_touching_steady cuts the region
+    holding both centroids at once, at the lower notch depth (every speckle seed here), each part
+    round and of its own diameter; a single lumen holding two tracked points (two fragments) is not
+    cut, and nothing is split at once without the points."""
     s = TrackingSettings()
     single_pts = [((SINGLE.center_mm[0] - 1.0) / SPACING, SINGLE.center_mm[1] / SPACING),
                   ((SINGLE.center_mm[0] + 1.0) / SPACING, SINGLE.center_mm[1] / SPACING)]
@@ -299,12 +304,12 @@ def test_touching_lumens_tracked_apart_are_kept_apart():
         prep = prepare(_touching_image(seed), spacing_mm=(SPACING, SPACING), settings=s)
         dets = vessels_mod.detect_vessels_prepared(prep, settings=s)
         assert not _pair_found(dets)
-        out = vessels_mod.split_where_tracks_meet(dets, pair_pts + single_pts, prep, settings=s)
+        out, _ = vessels_mod.split_touching_steady(dets, pair_pts + single_pts, [], prep, settings=s)
         assert _pair_found(out), f"seed {seed}"
         for disc_ in TOUCHING:
             assert abs(_near(out, *disc_.center_mm).diameter_mm - 2 * disc_.radius_mm) <= 2 * TOL_MM
         assert len(out) == len(dets) + 1  # only the pair was split, not the single lumen
-        assert dets == vessels_mod.split_where_tracks_meet(dets, [], prep, settings=s)
+        assert vessels_mod.split_touching_steady(dets, [], [], prep, settings=s)[0] == dets
 
 
 def test_touching_split_starts_only_when_seen_twice(monkeypatch):

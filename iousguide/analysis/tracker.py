@@ -36,8 +36,7 @@ from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, ane
                                       follow_template, iou,
                                       lesion_candidates, looks_like_lumen, lumen_in_place, plausible_auto, refine_tumor,
                                       strong_auto)
-from iousguide.analysis.vessels import (VesselDetection, detect_vessels_prepared, split_touching_steady,
-                                       split_where_tracks_meet)
+from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared, split_touching_steady
 from iousguide.errors import AnalysisError
 from iousguide.frames import Frame
 
@@ -100,11 +99,6 @@ class AlphaBeta:
         return self.value, False
 
 
-#: switch of the split of a region holding two lumens tracked in the previous frame
-#: (vessels.split_where_tracks_meet). Off: it only acts once two tracks meet in one region, which
-#: (with vessels.SPLIT_TOUCHING off) the bundled recordings never show (measured: no change); with
-#: both on see vessels.SPLIT_TOUCHING for the figures.
-SPLIT_AT_TRACKS = False
 #: switch of the steady split of touching lumens (vessels.split_touching_steady: a split starts
 #: only when found in two consecutive frames and goes on at the tracked notch depth while the
 #: region holds both tracks) and of the hidden tracks that keep a split part's id while its pair
@@ -295,9 +289,6 @@ class Tracker:
             vessels, self._split_pending = split_touching_steady(
                 vessels, [t.centroid_px for t in self._tracks if t.missed <= 1], self._split_pending, prep,
                 settings=s)
-        elif SPLIT_AT_TRACKS:  # two lumens tracked apart, now touching: kept apart
-            vessels = split_where_tracks_meet(vessels, [t.centroid_px for t in self._tracks if t.missed <= 1], prep,
-                                              settings=s)
         if s.learned_vessels:  # lumens the learned model finds and the classical detector did not
             from iousguide.analysis.learned import merge_learned_vessels
             job = self._learned_job

@@ -545,8 +545,6 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
                     continue  # a small blob at the lifted floor only: as likely a dip of the noise speckle
                 found.append(det)
                 taken |= det.mask_w
-    if SPLIT_TOUCHING:
-        found = [part for det in found for part in split_touching_lumen(det, prep, settings=settings)]
     if GREY_LUMENS:
         grey_labels, grey = grey_lumen_candidates(prep, settings=settings, anechoic_labels=labels,
                                                       anechoic=candidates)
@@ -574,20 +572,10 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
     return found
 
 
-#: switch of the split of two touching lumens (:func:`split_touching_lumen`). Off by default: the
-#: notches of a speckled edge vary from frame to frame, the split comes and goes and tracks swap.
-#: Measured with the official harness (bundled recordings, learned model on, off -> on at a notch
-#: fraction of 0.45): free_parenchyma recall (>= 3 mm) 0.903 -> 0.911, precision 1.000 -> 0.998,
-#: id switches 0.67 -> 1.33 /100; occult_lesion recall 0.907 -> 0.916; hepatic_vein_abutting and
-#: portal_pedicle unchanged. At 0.25 (no opening) free_parenchyma reached 0.940-0.951 but with
-#: 4.67 id switches /100, and dev seeds 8200-8259 x 10 recall 0.893 -> 0.916, precision 0.928 ->
-#: 0.905, id switches 1.17 -> 3.0 /100. With the tracked split too (tracker.SPLIT_AT_TRACKS,
-#: :func:`split_where_tracks_meet`; learned model on; both off -> both on): bundled free_parenchyma
-#: recall 0.903 -> 0.920, precision 1.000 -> 0.998, id switches 0.67 -> 1.33 /100; occult_lesion
-#: recall 0.907 -> 0.934; the other four unchanged, pooled heat-sink 0.966 = 0.966; dev seeds
-#: 8200-8259 x 10 recall 0.931 -> 0.943, precision 0.982 -> 0.967, id switches 0.67 -> 1.67 /100
-#: (over the 1 /100 target): still off.
-SPLIT_TOUCHING = False
+#: Two touching lumens are split (:func:`split_touching_lumen`) by the tracker, steadily in time
+#: (:func:`split_touching_steady`), not here frame by frame: the notches of a speckled edge vary
+#: from frame to frame, a per-frame split came and went and tracks swapped (measured: free_parenchyma
+#: id switches 0.67 -> 1.33-4.67 /100 for recall 0.911-0.951; see git history of this module).
 #: Each of the two notches of a pinched outline is this deep at least, as a fraction of the
 #: equivalent radius of the smaller part (the notches where two round lumens meet are a large
 #: share of its radius; the speckle bumps of one lumen's edge are not) ...
@@ -606,39 +594,6 @@ SPLIT_MIN_SOLIDITY = 0.85
 #: Where two tracks of the previous frame lie in one region (two lumens that were seen apart),
 #: the notch fraction asked for is this lower one, and each part must hold one of them.
 SPLIT_NOTCH_FRACTION_TRACKED = 0.2
-
-
-def split_where_tracks_meet(dets: list[VesselDetection], track_points_px: list[tuple[float, float]],
-                            prep: Prepared, *, settings: TrackingSettings) -> list[VesselDetection]:
-    """Detections holding the centroids of two (or more) lumens tracked in the previous frame,
-    split into two lumens (:func:`split_touching_lumen` at ``SPLIT_NOTCH_FRACTION_TRACKED``) when
-    each part holds one of those centroids; the others unchanged (a new list; inputs not modified).
-
-    Parameters
-    ----------
-    dets : list of VesselDetection
-    track_points_px : list of (x, y)
-        Centroids of the lumens tracked in the previous frame, frame pixels.
-    prep : Prepared
-    settings : TrackingSettings
-    """
-    if len(track_points_px) < 2:
-        return list(dets)
-
-    def inside(points, contour):
-        c = np.asarray(contour, np.float32).reshape(-1, 1, 2)
-        return [p for p in points if cv2.pointPolygonTest(c, (float(p[0]), float(p[1])), False) >= 0]
-
-    out = []
-    for det in dets:
-        held = inside(track_points_px, det.contour_px) if not det.split_part and not det.long_axis else []
-        if len(held) >= 2:
-            parts = split_touching_lumen(det, prep, settings=settings, notch_fraction=SPLIT_NOTCH_FRACTION_TRACKED)
-            if len(parts) == 2 and all(len(inside(held, p.contour_px)) == 1 for p in parts):
-                out.extend(parts)
-                continue
-        out.append(det)
-    return out
 
 
 #: A split found without tracks (:func:`split_touching_steady`) is reported only once the same
@@ -660,7 +615,7 @@ def split_touching_steady(dets: list[VesselDetection], track_points_px: list[tup
 
     A region holding two tracked lumens (``track_points_px``, the centroids of the previous
     frame) is cut at the low tracked notch depth (``SPLIT_NOTCH_FRACTION_TRACKED``) when each
-    part holds one of them (as :func:`split_where_tracks_meet`). Any other region is cut (:func:`split_touching_lumen` at
+    part holds one of them . Any other region is cut (:func:`split_touching_lumen` at
     ``SPLIT_NOTCH_FRACTION_START``) only when the same pair of parts was found in the previous
     frame (``pending_px``: both centroids within ``SPLIT_CONFIRM_MM``); otherwise it is reported
     whole, as before, and its pair is remembered for the next frame. A region that cannot be
