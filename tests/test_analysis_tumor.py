@@ -547,24 +547,24 @@ def test_a_long_bright_band_is_not_proposed_and_a_bright_disc_is():
     assert r.tumor is not None and r.tumor.state == "seeded"
 
 
-def test_anechoic_mask_kept_for_the_same_frame_is_a_new_equal_array():
-    """anechoic_mask keeps its last result for the same Prepared object (the tracker asks twice a
-    frame): the second answer equals the computed one, is a new array (changing it changes nothing
-    later), and another frame, or other options, get their own answer."""
+def test_lesion_candidates_given_the_frames_lumens_equal_those_computing_them():
+    """The tracker computes the frame's anechoic mask once and hands it to lesion_candidates (and
+    uses it again in its follow): the candidates are the same as when lesion_candidates computes
+    it, on a frame with a lumen and one without, and the mask handed in is left unchanged."""
     from iousguide.analysis.imaging import prepare
-    from iousguide.analysis.tumor import ANECHOIC_MIN_SOLIDITY, _anechoic_mask, anechoic_mask
+    from iousguide.analysis.tumor import ANECHOIC_MIN_SOLIDITY, anechoic_mask, lesion_candidates
 
     settings = TrackingSettings()
     lumen = Disc((30.0, 20.0), 3.0, echo=0.0)
-    preps = []
-    for seed, discs in ((600, [lumen]), (601, [])):
+    lesion = Disc((20.0, 25.0), 5.0, echo=10 ** (-8 / 20))
+    for seed, discs in ((600, [lumen, lesion]), (601, [lesion])):
         frame = frames_of(Scene(shape_px=(400, 600), spacing_mm=SPACING_MM, discs=discs), 1, seed)[0]
-        preps.append(prepare(np.ascontiguousarray(frame.gray), spacing_mm=frame.spacing_mm, settings=settings))
-    for prep in preps + preps[:1]:
-        for solidity in (ANECHOIC_MIN_SOLIDITY, 0.0):
-            plain = _anechoic_mask(prep, settings=settings, min_solidity=solidity)
-            first = anechoic_mask(prep, settings=settings, min_solidity=solidity)
-            first[:] = ~first
-            again = anechoic_mask(prep, settings=settings, min_solidity=solidity)
-            assert np.array_equal(again, plain) and again is not first
-    assert anechoic_mask(preps[0], settings=settings).any() and not anechoic_mask(preps[1], settings=settings).any()
+        prep = prepare(np.ascontiguousarray(frame.gray), spacing_mm=frame.spacing_mm, settings=settings)
+        lumens = anechoic_mask(prep, settings=settings, min_solidity=ANECHOIC_MIN_SOLIDITY)
+        kept = lumens.copy()
+        given = lesion_candidates(prep, settings=settings, lumen_mask_w=lumens)
+        computed = lesion_candidates(prep, settings=settings)
+        assert np.array_equal(lumens, kept)
+        assert given and len(given) == len(computed)
+        for a, b in zip(given, computed):
+            assert np.array_equal(a.mask_w, b.mask_w) and a.dark == b.dark and a.contrast_db == b.contrast_db

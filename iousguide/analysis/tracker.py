@@ -304,8 +304,11 @@ class Tracker:
         messages: list[str] = []
 
         seed_px = self._take_seed(frame, messages)
-        candidates = lesion_candidates(prep, settings=s, vessel_mask_w=vessel_w)
-        tumor_cand, tumor_label = self._follow_tumor(prep, candidates, seed_px, vessel_frame, vessels, messages)
+        # solid anechoic blobs: cut out of the lesion map, and kept out of the follow's template
+        lumens_w = anechoic_mask(prep, settings=s, min_solidity=ANECHOIC_MIN_SOLIDITY)
+        candidates = lesion_candidates(prep, settings=s, vessel_mask_w=vessel_w, lumen_mask_w=lumens_w)
+        tumor_cand, tumor_label = self._follow_tumor(prep, candidates, seed_px, vessel_frame, vessels, messages,
+                                                     lumens_w=lumens_w)
 
         tumor_geo = None
         tumor_result = None
@@ -433,7 +436,8 @@ class Tracker:
         return x, y
 
     def _follow_tumor(self, prep: Prepared, candidates: list[TumorCandidate], seed_px, vessel_frame: np.ndarray,
-                      vessels: list[VesselDetection], messages: list[str]) -> tuple[TumorCandidate | None, str]:
+                      vessels: list[VesselDetection], messages: list[str], *,
+                      lumens_w: np.ndarray) -> tuple[TumorCandidate | None, str]:
         s = self.settings
         st = self._tumor
         px = prep.work_px_mm
@@ -469,7 +473,7 @@ class Tracker:
             self._accept(chosen, auto=False)
             return chosen, "seeded"
         if st.mode == "tracking":
-            best = self._merge_follow(prep, candidates, vessels)
+            best = self._merge_follow(prep, candidates, lumens_w, vessels)
             if best is None:
                 # a lesion section gone black (halo, necrosis) is found as a "lumen" right where
                 # the tumour was: a real lumen does not appear in place of the lesion
@@ -582,11 +586,12 @@ class Tracker:
             return best, "auto"
         return None, ""
 
-    def _merge_follow(self, prep: Prepared, candidates: list[TumorCandidate],
+    def _merge_follow(self, prep: Prepared, candidates: list[TumorCandidate], lumens_w: np.ndarray,
                       vessels: list[VesselDetection] = ()) -> TumorCandidate | None:
         """This frame's lesion where the tumour was: the union of same-polarity candidates lying
         mostly within 2 mm of the previous outline (the lesion map may break a lesion into
-        pieces; following one piece would shrink the tumour)."""
+        pieces; following one piece would shrink the tumour). ``lumens_w``: the frame's solid
+        anechoic blobs (working grid, not modified), kept out of the template."""
         s, st = self.settings, self._tumor
         px = prep.work_px_mm
         prev = st.mask_w.astype(np.uint8)
@@ -605,7 +610,7 @@ class Tracker:
         mask = np.zeros_like(st.mask_w, dtype=bool)
         for c in parts:
             mask |= c.mask_w
-        lumens = anechoic_mask(prep, settings=s, min_solidity=ANECHOIC_MIN_SOLIDITY)
+        lumens = lumens_w.copy()
         for v in vessels:
             lumens |= v.mask_w
         mask = follow_template(mask, st.mask_w, px_mm=px, exclude_w=lumens,

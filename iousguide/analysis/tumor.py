@@ -19,7 +19,6 @@ normals at the local half-way level between halo (or body) and tissue
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, replace
 
 import cv2
@@ -82,7 +81,8 @@ class TumorCandidate:
 
 
 def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
-                      vessel_mask_w: np.ndarray | None = None) -> list[TumorCandidate]:
+                      vessel_mask_w: np.ndarray | None = None,
+                      lumen_mask_w: np.ndarray | None = None) -> list[TumorCandidate]:
     """Hypo-, hyperechoic and halo lesion components of a prepared frame.
 
     Pixels whose speckle-averaged level (sigma ``tumor_smoothing_mm``) differs from the
@@ -107,6 +107,9 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     settings : TrackingSettings
     vessel_mask_w : ndarray (h, w) bool, optional
         Vessel lumens on the working grid (never lesion).
+    lumen_mask_w : ndarray (h, w) bool, optional
+        This frame's ``anechoic_mask(prep, min_solidity=ANECHOIC_MIN_SOLIDITY)`` when the caller
+        already has it (the tracker uses it again in its follow); computed when None. Not modified.
 
     Returns
     -------
@@ -130,7 +133,8 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     # dark map: only solid anechoic blobs are lumens (a lesion keeps speckle, a lumen has none);
     # a halo arc the vessel detector took for a lumen stays lesion (the tracker then drops the
     # "lumens" inside the lesion outline), and a lumen the detector missed is still cut out
-    lumen_d = anechoic_mask(prep, settings=settings, min_solidity=ANECHOIC_MIN_SOLIDITY)
+    lumen_d = (anechoic_mask(prep, settings=settings, min_solidity=ANECHOIC_MIN_SOLIDITY)
+               if lumen_mask_w is None else lumen_mask_w)
     skirt_d = cv2.dilate(lumen_d.astype(np.uint8), r_skirt).astype(bool) if lumen_d.any() else np.zeros_like(valid)
     out: list[TumorCandidate] = []
     min_area = np.pi * (0.5 * settings.tumor_min_diameter_mm / px) ** 2
@@ -447,21 +451,6 @@ def anechoic_mask(prep: Prepared, *, settings: TrackingSettings, min_solidity: f
     ndarray (h, w) bool
         New array.
     """
-    # the tracker asks twice per frame with the same arguments (lesion_candidates, then the
-    # follow's lumen exclusion): the last result is kept for the same Prepared object
-    key = (settings, float(min_solidity))
-    last = _ANECHOIC_LAST.get("value")
-    if last is not None and last[0]() is prep and last[1] == key:
-        return last[2].copy()
-    out = _anechoic_mask(prep, settings=settings, min_solidity=min_solidity)
-    _ANECHOIC_LAST["value"] = (weakref.ref(prep), key, out)
-    return out.copy()
-
-
-_ANECHOIC_LAST: dict = {}
-
-
-def _anechoic_mask(prep: Prepared, *, settings: TrackingSettings, min_solidity: float) -> np.ndarray:
     core_level = black_core_level(prep, settings=settings).astype(np.float32)[:, None]
     m = ((prep.smooth < core_level) & prep.valid).astype(np.uint8)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(0.5 / prep.work_px_mm))

@@ -911,16 +911,7 @@ def _opened_to_disc(refined: Refined) -> Refined | None:
     contour = best.reshape(-1, 2).astype(np.float64)
     if len(contour) < 5:
         return None
-    # pixel-centre boundary -> pixel border (half a refinement pixel outward), then frame pixels
-    centre = contour.mean(axis=0)
-    away = contour - centre
-    norm = np.hypot(away[:, 0], away[:, 1])
-    norm[norm == 0] = 1.0
-    contour = contour + 0.5 * away / norm[:, None]
-    sx, sy = refined.scale_xy
-    x0, y0 = refined.origin_px
-    frame_pts = np.stack([x0 + (contour[:, 0] + 0.5) / sx - 0.5, y0 + (contour[:, 1] + 0.5) / sy - 0.5], axis=1)
-    return replace(refined, contour_px=frame_pts, mask=part)
+    return _refined_from_contour(refined, contour, part)
 
 
 def _first_harmonic_ratio(pts: np.ndarray) -> float:
