@@ -14,10 +14,13 @@ for the cores, so it is the figure to compare between runs on a shared machine
 (``--threads 1`` makes it equal to the single-core wall time). Competing processes still
 inflate it (shared caches, hyper-threads), so each frame's best CPU time over the loops is
 printed too (``cpu best``): the floor this code reaches on this machine, the steadiest figure
-for comparing two versions. ``--stages`` adds the median CPU time of each tracker stage, measured
+for comparing two versions. The CPU time of the thread that calls ``Tracker.process`` is printed
+too: the work on the critical path, a floor of the wall time even on idle cores (only the learned
+model's worker thread overlaps it). ``--stages`` adds the median CPU time of each tracker stage, measured
 in the thread that runs it (``time.thread_time``), and of the learned model's part run in the
 tracker's worker thread (``learned_frame_lumens``, overlapping the classical stages; the
-process CPU figures include it). ``--set NAME=VALUE`` overrides a TrackingSettings field (e.g.
+process CPU figures include it), and what none of the listed stages took on the calling thread
+(``other (main thread)``: masks, measurements, the rest of ``Tracker._process``). ``--set NAME=VALUE`` overrides a TrackingSettings field (e.g.
 ``--set learned_vessels=false``), ``--sequential`` runs the learned model in line instead of in
 the worker thread (same output), so versions can be compared in one tool. ``--paired`` feeds
 the same frames to a tracker with the worker thread and one without, alternated frame by frame,
@@ -72,19 +75,35 @@ def make_clip(path: Path, *, seed: int, n_frames: int, size: tuple[int, int], sc
 #: tracker stages timed with --stages: (module, name); the tracker looks the learned ones up in
 #: iousguide.analysis.learned when it calls them, the others are its own imports
 STAGES = (("iousguide.analysis.tracker", "prepare"), ("iousguide.analysis.tracker", "detect_vessels_prepared"),
+          ("iousguide.analysis.tracker", "split_touching_steady"),
           ("iousguide.analysis.learned", "learned_frame_lumens"),
           ("iousguide.analysis.learned", "merge_learned_vessels"),
-          ("iousguide.analysis.tracker", "lesion_candidates"), ("iousguide.analysis.tracker", "refine_tumor"))
+          ("iousguide.analysis.tracker", "anechoic_mask"),
+          ("iousguide.analysis.tracker", "lesion_candidates"), ("iousguide.analysis.tracker.Tracker", "_follow_tumor"),
+          ("iousguide.analysis.tracker", "refine_tumor"), ("iousguide.analysis.tracker.Tracker", "_assign_ids"))
+#: the stages that do not run on the thread calling Tracker.process (the learned model's worker;
+#: with --sequential merge_learned_vessels calls it and its time is within the merge's)
+OFF_MAIN = ("learned_frame_lumens",)
+
+
+def _owner(path: str):
+    """The module, or the class for a ``module.Class`` path, holding a stage function."""
+    import importlib
+
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError:
+        mod, _, cls = path.rpartition(".")
+        return getattr(importlib.import_module(mod), cls)
 
 
 def _timed_stages(cpu_by_stage: dict):
     """Wrap the tracker's stage functions to add the CPU time (ms) of the thread running them
     to ``cpu_by_stage``; returns a function that restores them."""
-    import importlib
     import threading
 
     lock = threading.Lock()  # learned_frame_lumens runs in the tracker's worker thread
-    originals = {(mod, name): getattr(importlib.import_module(mod), name) for mod, name in STAGES}
+    originals = {(mod, name): _owner(mod).__dict__[name] for mod, name in STAGES}
 
     def wrap(name, fn):
         def timed(*args, **kwargs):
@@ -97,8 +116,8 @@ def _timed_stages(cpu_by_stage: dict):
         return timed
 
     for (mod, name), fn in originals.items():
-        setattr(importlib.import_module(mod), name, wrap(name, fn))
-    return lambda: [setattr(importlib.import_module(mod), name, fn) for (mod, name), fn in originals.items()]
+        setattr(_owner(mod), name, wrap(name, fn))
+    return lambda: [setattr(_owner(mod), name, fn) for (mod, name), fn in originals.items()]
 
 
 def parse_set(items: list[str]) -> dict:
@@ -118,6 +137,8 @@ def bench(path: Path, *, crop, spacing, loops: int, label: str, stages: bool = F
     decode_ms, analysis_ms, cpu_ms = [], [], []
     cpu_by_frame: dict[int, list[float]] = {}
     stage_ms: dict[str, list[float]] = {name: [] for _, name in STAGES}
+    main_ms: list[float] = []  # CPU of the thread calling Tracker.process (the critical path)
+    other_ms: list[float] = []  # of it, what no listed stage took
     per_frame_stage: dict = {}
     restore = _timed_stages(per_frame_stage) if stages else None
     tracker = Tracker(settings or TrackingSettings())
@@ -133,15 +154,17 @@ def bench(path: Path, *, crop, spacing, loops: int, label: str, stages: bool = F
                 except Exception:
                     break
                 t1 = time.perf_counter()
-                c1 = time.process_time()
+                c1, m1 = time.process_time(), time.thread_time()
                 result = tracker.process(frame)
-                t2 = time.perf_counter()
+                t2, m2 = time.perf_counter(), time.thread_time()
                 if result.status == "error":
                     raise SystemExit(f"frame {index}: {result.message}")
                 cpu_ms.append((time.process_time() - c1) * 1e3)
                 cpu_by_frame.setdefault(index, []).append(cpu_ms[-1])
                 for name in stage_ms:
                     stage_ms[name].append(per_frame_stage.get(name, 0.0))
+                main_ms.append((m2 - m1) * 1e3)
+                other_ms.append(main_ms[-1] - sum(v for k, v in per_frame_stage.items() if k not in OFF_MAIN))
                 decode_ms.append((t1 - t0) * 1e3)
                 analysis_ms.append((t2 - t1) * 1e3)
         if loop == 0:
@@ -159,7 +182,11 @@ def bench(path: Path, *, crop, spacing, loops: int, label: str, stages: bool = F
         "analysis_cpu_median_ms": float(np.median(cpu_ms)), "analysis_cpu_p95_ms": float(np.percentile(cpu_ms, 95)),
         # each frame's best CPU time over the loops: steadier against competing processes
         "analysis_cpu_best_median_ms": float(np.median(best)), "analysis_cpu_best_p95_ms": float(np.percentile(best, 95)),
-        "stage_cpu_median_ms": {name: float(np.median(v)) for name, v in stage_ms.items()} if stages else None,
+        "stage_cpu_median_ms": {**{name: float(np.median(v)) for name, v in stage_ms.items()},
+                                "other (main thread)": float(np.median(other_ms))} if stages else None,
+        # CPU of the thread that calls Tracker.process: a floor of the wall time on idle cores
+        # (the learned model's worker thread overlaps it)
+        "main_thread_cpu_median_ms": float(np.median(main_ms)), "main_thread_cpu_p95_ms": float(np.percentile(main_ms, 95)),
         "rss_after_first_pass_mb": rss0, "rss_end_mb": rss_mb(),
     }
     return row
@@ -255,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['analysis_cpu_best_median_ms']:>10.1f}{r['analysis_cpu_best_p95_ms']:>7.1f}"
               f"{r['rss_after_first_pass_mb']:>9.1f}{r['rss_end_mb']:>9.1f}")
     for r in rows:
+        print(f"{r['case']}: CPU of the thread calling Tracker.process (the critical path) median "
+              f"{r['main_thread_cpu_median_ms']:.1f} ms, p95 {r['main_thread_cpu_p95_ms']:.1f} ms")
         if r["stage_cpu_median_ms"]:
             print(f"{r['case']}: stage CPU median ms (of the thread running it) " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_cpu_median_ms"].items()))
     print(f"load average after: {os.getloadavg()}")
