@@ -68,7 +68,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
                   exclude_frame: np.ndarray | None = None, fill: bool = True,
                   outside_cap: float | None = None, exclude_fill: float | None = None,
                   sectors: int = 0, band_limit_mm: float | None = None, passes: int = 1,
-                  keep_core: bool = False) -> Refined | None:
+                  keep_core: bool = False, max_hole_fraction: float | None = None,
+                  memo: dict | None = None) -> Refined | None:
     """Refine one region of the working grid at full resolution.
 
     Parameters
@@ -109,61 +110,84 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
     outside_cap : float, optional
         Upper bound of the outside power (the tissue power at this depth): a bright wall
         (portal sheath) must not lift the level above tissue, or the region leaks into it.
+    max_hole_fraction : float, optional
+        For a caller that gives up a region whose first cut has a larger ``hole_fraction`` (a
+        ring): such a region is not refined further (no per-direction passes, no boundary). The
+        Refined returned then has this ``hole_fraction``, the first cut as ``mask`` and an empty
+        ``contour_px`` ((0, 2)); its levels are the first cut's and its edge noise is inf.
+    memo : dict, optional
+        Filled on a first call with the work that does not depend on ``band_limit_mm``,
+        ``max_hole_fraction`` and ``passes`` (smoothing, resampling, the inside level); a
+        second call on the same region (same prepared frame and coarse mask objects, the other
+        options equal) given the same dict takes it from there: the same result, less work.
+        The arrays kept in it are not modified.
 
     Returns
     -------
     Refined or None
         None when the region vanishes at full resolution.
     """
-    amp = prep.amplitude
-    rows, cols = amp.shape
+    # the window, its smoothed power on the refinement grid, the coarse region there and the
+    # inside level: the same for a second call on the same region with another band_limit_mm,
+    # max_hole_fraction or passes (``memo``)
+    key = (id(prep), id(coarse), tuple(bbox_w), dark, smoothing_mm, upsample, margin_mm,
+           None if exclude_frame is None else id(exclude_frame), exclude_fill)
+    if memo is not None and memo.get("key") == key:
+        x0, y0, x1, y1, px_mm, sx, sy, out_w, out_h, up, coarse_up, band_px, d_in, inside = memo["prefix"]
+    else:
+        amp = prep.amplitude
+        rows, cols = amp.shape
+        ux, uy = prep.unit_mm
+        bx, by, bw, bh = bbox_w
+        x0f, y0f = prep.to_frame(bx - 0.5, by - 0.5)
+        x1f, y1f = prep.to_frame(bx + bw - 0.5, by + bh - 0.5)
+        mx, my = margin_mm / ux, margin_mm / uy
+        x0, y0 = max(int(np.floor(x0f - mx)), 0), max(int(np.floor(y0f - my)), 0)
+        x1, y1 = min(int(np.ceil(x1f + mx)) + 1, cols), min(int(np.ceil(y1f + my)) + 1, rows)
+        if x1 - x0 < 3 or y1 - y0 < 3:
+            return None
+        roi = amp[y0:y1, x0:x1]
+        roi = roi * roi  # mean power is what the point-spread function blurs linearly
+        if exclude_frame is not None and exclude_fill is not None:
+            excl_roi = exclude_frame[y0:y1, x0:x1].astype(np.uint8)
+            if excl_roi.any():
+                excl_roi = cv2.dilate(excl_roi, disc(0.5 / min(ux, uy))).astype(bool)
+                roi[excl_roi] = exclude_fill
+        sig_x, sig_y = smoothing_mm / ux, smoothing_mm / uy
+        blurred = cv2.GaussianBlur(roi, (0, 0), sigmaX=sig_x, sigmaY=sig_y, borderType=cv2.BORDER_REFLECT)
+        # refinement grid: ``upsample`` per frame pixel, but no finer than MAX_REFINE_SIDE_PX over
+        # the region (a large lumen needs no 0.05 mm grid: its edge is averaged over many pixels)
+        factor = min(float(upsample), max(1.0, MAX_REFINE_SIDE_PX / max(x1 - x0, y1 - y0)))
+        px_mm = min(ux, uy) / factor
+        sx, sy = ux / px_mm, uy / px_mm
+        out_w, out_h = max(int(round((x1 - x0) * sx)), 2), max(int(round((y1 - y0) * sy)), 2)
+        sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
+        up = cv2.resize(blurred, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        # coarse mask on the refinement grid: working -> frame -> refinement coordinates
+        cw = coarse.view(np.uint8) if coarse.dtype == bool else coarse.astype(np.uint8)
+        # affine map refinement (u, v) -> working (x, y)
+        fxw, fyw = prep.scale_xy
+        ax = fxw / sx
+        ay = fyw / sy
+        bxw = (x0 - 0.5 + 0.5 / sx + 0.5) * fxw - 0.5 - 0.0  # working x of refinement pixel 0 centre
+        byw = (y0 - 0.5 + 0.5 / sy + 0.5) * fyw - 0.5
+        m = np.array([[ax, 0.0, bxw], [0.0, ay, byw]], dtype=np.float64)
+        coarse_up = cv2.warpAffine(cw, m, (out_w, out_h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if not coarse_up.any():
+            return None
+        band_px = max(1.0 / px_mm, 2.0)  # 1 mm
+        d_in = _dist_inside(coarse_up)
+        rim = (d_in > 0.5 * band_px) & (d_in <= 1.5 * band_px)
+        if not rim.any():
+            rim = (d_in > 0) & (d_in <= band_px)
+        if not rim.any():
+            rim = coarse_up.astype(bool)
+        inside = float(_median(up[rim]))
+        if memo is not None:
+            memo["key"] = key
+            memo["prefix"] = (x0, y0, x1, y1, px_mm, sx, sy, out_w, out_h, up, coarse_up, band_px, d_in, inside)
     ux, uy = prep.unit_mm
-    bx, by, bw, bh = bbox_w
-    x0f, y0f = prep.to_frame(bx - 0.5, by - 0.5)
-    x1f, y1f = prep.to_frame(bx + bw - 0.5, by + bh - 0.5)
-    mx, my = margin_mm / ux, margin_mm / uy
-    x0, y0 = max(int(np.floor(x0f - mx)), 0), max(int(np.floor(y0f - my)), 0)
-    x1, y1 = min(int(np.ceil(x1f + mx)) + 1, cols), min(int(np.ceil(y1f + my)) + 1, rows)
-    if x1 - x0 < 3 or y1 - y0 < 3:
-        return None
-    roi = amp[y0:y1, x0:x1]
-    roi = roi * roi  # mean power is what the point-spread function blurs linearly
-    if exclude_frame is not None and exclude_fill is not None:
-        excl_roi = exclude_frame[y0:y1, x0:x1].astype(np.uint8)
-        if excl_roi.any():
-            excl_roi = cv2.dilate(excl_roi, disc(0.5 / min(ux, uy))).astype(bool)
-            roi[excl_roi] = exclude_fill
-    sig_x, sig_y = smoothing_mm / ux, smoothing_mm / uy
-    blurred = cv2.GaussianBlur(roi, (0, 0), sigmaX=sig_x, sigmaY=sig_y, borderType=cv2.BORDER_REFLECT)
-    # refinement grid: ``upsample`` per frame pixel, but no finer than MAX_REFINE_SIDE_PX over
-    # the region (a large lumen needs no 0.05 mm grid: its edge is averaged over many pixels)
-    factor = min(float(upsample), max(1.0, MAX_REFINE_SIDE_PX / max(x1 - x0, y1 - y0)))
-    px_mm = min(ux, uy) / factor
-    sx, sy = ux / px_mm, uy / px_mm
-    out_w, out_h = max(int(round((x1 - x0) * sx)), 2), max(int(round((y1 - y0) * sy)), 2)
-    sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
-    up = cv2.resize(blurred, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-    # coarse mask on the refinement grid: working -> frame -> refinement coordinates
-    cw = coarse.view(np.uint8) if coarse.dtype == bool else coarse.astype(np.uint8)
-    # affine map refinement (u, v) -> working (x, y)
-    fxw, fyw = prep.scale_xy
-    ax = fxw / sx
-    ay = fyw / sy
-    bxw = (x0 - 0.5 + 0.5 / sx + 0.5) * fxw - 0.5 - 0.0  # working x of refinement pixel 0 centre
-    byw = (y0 - 0.5 + 0.5 / sy + 0.5) * fyw - 0.5
-    m = np.array([[ax, 0.0, bxw], [0.0, ay, byw]], dtype=np.float64)
-    coarse_up = cv2.warpAffine(cw, m, (out_w, out_h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if not coarse_up.any():
-        return None
-    band_px = max(1.0 / px_mm, 2.0)  # 1 mm
-    d_in = _dist_inside(coarse_up)
-    rim = (d_in > 0.5 * band_px) & (d_in <= 1.5 * band_px)
-    if not rim.any():
-        rim = (d_in > 0) & (d_in <= band_px)
-    if not rim.any():
-        rim = coarse_up.astype(bool)
-    inside = float(_median(up[rim]))
     if dark and outside_cap is not None and not float(outside_cap) > inside:
         return None  # the outside level is capped at or below the inside: no dark region (as below)
     d_out = _dist_to(coarse_up, max(2.0 * band_px, band_limit_mm / px_mm if band_limit_mm is not None else 0.0))
@@ -204,6 +228,10 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         return None
     mask = _fill(unfilled, seed_idx, excl_up) if fill else unfilled
     hole_fraction = 1.0 - float(np.count_nonzero(unfilled)) / max(float(np.count_nonzero(mask)), 1.0)
+    if max_hole_fraction is not None and hole_fraction > max_hole_fraction:
+        return Refined(contour_px=np.empty((0, 2)), mask=mask, origin_px=(x0, y0), scale_xy=(sx, sy), px_mm=px_mm,
+                       inside_level=inside, outside_level=outside, edge_sigma_mm=float("inf"),
+                       hole_fraction=hole_fraction)
     if exclude_fill is not None and excl_up is not None and excl_up.any():
         # the filled skirt (0.5 mm around an excluded lumen) hides the last half millimetre
         # between region and lumen: where the region reaches the skirt, it reaches the lumen

@@ -857,6 +857,15 @@ def _solidity(contour_px: np.ndarray, unit_mm: tuple[float, float]) -> float:
 VESSEL_UPSAMPLE_STEPS_LESS = 1
 
 
+#: A refined lumen region whose first cut left more than this fraction of it as holes is a ring
+#: (a lesion halo, or a lumen touching one), not a lumen.
+LUMEN_MAX_HOLE_FRACTION = 0.25
+#: Such a region is not refined any further than its first cut (refine_region's
+#: max_hole_fraction), and the second cut of such a region takes the first one's smoothed window
+#: (refine_region's memo): the same lumens, less work (switch for A/B measurements)
+HOLE_EARLY_EXIT = True
+
+
 def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int],
                      settings: TrackingSettings, *, on_ring: bool = False) -> VesselDetection | None:
     """Refine one lumen core at full resolution and measure it (None when it is no lumen).
@@ -865,19 +874,24 @@ def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int
     refined region is opened back to the round lumen (the halo arcs it leaked into are thinner).
     """
     upsample = max(1, settings.upsample_for(min(prep.unit_mm)) - VESSEL_UPSAMPLE_STEPS_LESS)
+    # (a region whose first cut is a ring is given up below: refine_region stops there for it)
+    # (and the second cut takes the first one's smoothed window: memo)
+    hole = LUMEN_MAX_HOLE_FRACTION if HOLE_EARLY_EXIT else None
+    memo: dict | None = {} if HOLE_EARLY_EXIT else None
     refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
                             upsample=upsample, level_fraction=settings.edge_level_fraction,
                             margin_mm=2.5,
-                            outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2)
-    if refined is not None and refined.hole_fraction > 0.25:
+                            outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2, max_hole_fraction=hole,
+                            memo=memo)
+    if refined is not None and refined.hole_fraction > LUMEN_MAX_HOLE_FRACTION:
         # the dark region closes a ring (a lesion halo touches this lumen, or this is a
         # piece of the halo): keep only what lies within 1.5 mm of the anechoic core
         refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
                                 upsample=upsample,
                                 level_fraction=settings.edge_level_fraction, margin_mm=2.5,
                                 outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2,
-                                band_limit_mm=1.5)
-    if refined is None or refined.hole_fraction > 0.25:
+                                band_limit_mm=1.5, max_hole_fraction=hole, memo=memo)
+    if refined is None or refined.hole_fraction > LUMEN_MAX_HOLE_FRACTION:
         return None
     if on_ring:
         refined = _opened_to_disc(refined)
