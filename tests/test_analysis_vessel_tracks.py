@@ -159,5 +159,7 @@ def test_split_pair_keeps_its_ids_while_reported_merged(monkeypatch):
     before, after = run()
     assert after == before
     monkeypatch.setattr(tracker_mod, "SPLIT_STEADY", False)
+    # (and without the long keep of a vanished track in view, which would keep it too)
+    monkeypatch.setattr(tracker_mod, "TRACK_KEEP_IN_VIEW_FRAMES", s.track_max_missed_frames)
     before, after = run()
     assert after[0] == before[0] and after[1] != before[1]

@@ -58,6 +58,24 @@ STRONG_MAX_ENHANCEMENT_DB = 0.5
 FOV_REFRESH_FRAMES = 15
 #: extra matching cost of a vessel track seen once (divided by its age in frames), mm
 YOUNG_TRACK_COST_MM = 2.0
+#: a detection whose outline shares at least this fraction of the smaller of the two areas with
+#: a track's last outline (where it was, or moved by the track's velocity) may take that track
+#: beyond the centroid gate: a lumen merged with an acoustic shadow band or a neighbour, or seen
+#: alone again after such a merge, moves its centroid by more than the gate while it stays in
+#: place (calcified dev seeds 8201 and 8209: 6 id switches in 30 frames -> 0)
+TRACK_OVERLAP_FRACTION = 0.35
+#: a track's velocity is learnt only from a clean move: same size (diameters within this fraction)
+#: and same outline (the previous outline moved by the step shares TRACK_CLEAN_MOVE_OVERLAP of the
+#: larger area with the new one); a step that is a change of shape (a lumen leaking into a shadow
+#: band, a fragment) resets it to zero instead of throwing the prediction further off
+TRACK_CLEAN_MOVE_DIAMETER_FRACTION = 0.25
+TRACK_CLEAN_MOVE_OVERLAP = 0.7
+#: a vanished track seen at least TRACK_KEEP_MIN_AGE frames keeps its id for up to this many
+#: missed frames while its position lies in the field of view (a vessel that leaves the image
+#: plane during a to-and-fro sweep comes back at the same place); elsewhere (outside the fan,
+#: a fragment seen once or twice) it is dropped after settings.track_max_missed_frames
+TRACK_KEEP_MIN_AGE = 3
+TRACK_KEEP_IN_VIEW_FRAMES = 30
 
 
 @dataclass
@@ -127,6 +145,7 @@ class VesselTrack:
     distance_filter: AlphaBeta | None = None
     split_part: bool = False  # last seen as one of two touching lumens split apart
     hidden: int = 0  # frames its centroid has lain inside its merged pair (SPLIT_STEADY)
+    outline_px: np.ndarray | None = None  # last detected lumen outline (<= 48 vertices, (N, 2)), frame pixels
 
 
 @dataclass
@@ -669,21 +688,37 @@ class Tracker:
         st.pending, st.pending_count = None, 0
 
     def _assign_ids(self, vessels: list[VesselDetection], prep: Prepared) -> list[VesselTrack]:
-        """Match detections to tracks (Hungarian on centroid distance in mm, gated)."""
+        """Match detections to tracks (Hungarian on centroid distance in mm plus half the diameter
+        difference, plus a young track's cost), gated by the centroid distance or by the overlap
+        of the outlines (TRACK_OVERLAP_FRACTION). Tracks unmatched for longer than
+        settings.track_max_missed_frames are dropped, except established ones still in the field
+        of view (TRACK_KEEP_IN_VIEW_FRAMES). Updates the tracks; returns one per detection."""
         s = self.settings
         ux, uy = prep.unit_mm
         tracks = self._tracks
         n, m = len(tracks), len(vessels)
         assigned: list[VesselTrack | None] = [None] * m
+        outlines = [_thin_outline(v.contour_px) for v in vessels]
         if n and m:
             cost = np.full((n, m), 1e6)
+            boxes = [(*o.min(axis=0).tolist(), *o.max(axis=0).tolist()) for o in outlines]  # x0, y0, x1, y1
             for i, t in enumerate(tracks):
                 px_ = t.centroid_px[0] + t.velocity_px[0]
                 py_ = t.centroid_px[1] + t.velocity_px[1]
+                # where the track's outline was, and moved by its velocity (bounding boxes)
+                shifts = []
+                if t.outline_px is not None:
+                    tx0, ty0 = t.outline_px.min(axis=0).tolist()
+                    tx1, ty1 = t.outline_px.max(axis=0).tolist()
+                    shifts = [(0.0, 0.0)] + ([t.velocity_px] if t.velocity_px != (0.0, 0.0) else [])
                 for j, v in enumerate(vessels):
                     d = np.hypot((v.centroid_px[0] - px_) * ux, (v.centroid_px[1] - py_) * uy)
                     gate = max(s.track_gate_mm, 0.75 * max(v.diameter_mm, t.diameter_mm))
-                    if d <= gate:
+                    x0, y0, x1, y1 = boxes[j]
+                    if d <= gate or any(
+                            tx0 + dx < x1 and x0 < tx1 + dx and ty0 + dy < y1 and y0 < ty1 + dy
+                            and _overlap_fraction(t.outline_px + (dx, dy), outlines[j]) >= TRACK_OVERLAP_FRACTION
+                            for dx, dy in shifts):
                         # a young track (a fragment seen once beside an established one) pays
                         # for its youth, so two tracks do not take turns on one lumen
                         cost[i, j] = d + 0.5 * abs(v.diameter_mm - t.diameter_mm) + YOUNG_TRACK_COST_MM / max(t.age, 1)
@@ -692,6 +727,7 @@ class Tracker:
                 if cost[i, j] < 1e6:
                     assigned[j] = tracks[i]
         used = {id(t) for t in assigned if t is not None}
+        dropped: set[int] = set()
         for t in tracks:
             if id(t) not in used:
                 t.missed += 1
@@ -705,6 +741,7 @@ class Tracker:
                             and np.hypot((t.centroid_px[0] - v.centroid_px[0]) * ux,
                                          (t.centroid_px[1] - v.centroid_px[1]) * uy) <= 0.5 * v.diameter_mm:
                         t.missed = s.track_max_missed_frames + 1
+                        dropped.add(id(t))
                         break
         before = {id(t): t.centroid_px for t in assigned if t is not None}
         for j, v in enumerate(vessels):
@@ -718,17 +755,25 @@ class Tracker:
             else:
                 vx = v.centroid_px[0] - t.centroid_px[0]
                 vy = v.centroid_px[1] - t.centroid_px[1]
+                clean = (t.missed == 0 and t.outline_px is not None
+                         and abs(v.diameter_mm - t.diameter_mm)
+                         <= TRACK_CLEAN_MOVE_DIAMETER_FRACTION * max(v.diameter_mm, t.diameter_mm)
+                         and _overlap_fraction(t.outline_px + (vx, vy), outlines[j], of="larger")
+                         >= TRACK_CLEAN_MOVE_OVERLAP)
                 t.velocity_px = (0.5 * vx + 0.5 * t.velocity_px[0], 0.5 * vy + 0.5 * t.velocity_px[1]) \
-                    if t.missed == 0 else (0.0, 0.0)
+                    if clean else (0.0, 0.0)
                 t.centroid_px = v.centroid_px
                 t.diameter_mm = v.diameter_mm
                 t.missed = 0
             t.split_part = v.split_part
+            t.outline_px = outlines[j]
             t.hidden = 0
             t.age += 1
         if SPLIT_STEADY:
             self._keep_hidden(tracks, vessels, assigned, before)
-        self._tracks = [t for t in tracks if t.missed <= s.track_max_missed_frames]
+        self._tracks = [t for t in tracks if t.missed <= s.track_max_missed_frames or (
+            id(t) not in dropped and t.age >= TRACK_KEEP_MIN_AGE and t.missed <= TRACK_KEEP_IN_VIEW_FRAMES
+            and _in_view(prep, t.centroid_px))]
         return assigned  # type: ignore[return-value]
 
     @staticmethod
@@ -754,6 +799,62 @@ class Tracker:
                 t.missed = 1
                 t.hidden += 1
                 break
+
+
+def _in_view(prep: Prepared, point_px) -> bool:
+    """Whether a frame-pixel point lies in the image's field of view (``prep.valid``; True when
+    the preparation has none)."""
+    valid = getattr(prep, "valid", None)
+    if valid is None:
+        return True
+    xw, yw = prep.to_work(float(point_px[0]), float(point_px[1]))
+    xi, yi = int(round(float(xw))), int(round(float(yw)))
+    return bool(0 <= yi < valid.shape[0] and 0 <= xi < valid.shape[1] and valid[yi, xi])
+
+
+def _thin_outline(contour_px: np.ndarray, *, max_points: int = 48) -> np.ndarray:
+    """A closed outline (N, 2) with every k-th vertex, at most ``max_points`` (float64, frame px):
+    enough for area fractions, and cheap to rasterise."""
+    c = np.asarray(contour_px, dtype=np.float64).reshape(-1, 2)
+    return c[:: int(np.ceil(len(c) / max_points))] if len(c) > max_points else c
+
+
+def _overlap_fraction(a_px: np.ndarray, b_px: np.ndarray, *, of: str = "smaller", cells: int = 64) -> float:
+    """Overlap of two closed outlines: their common area over the smaller (or larger) one's area.
+
+    Parameters
+    ----------
+    a_px, b_px : ndarray (N, 2), (M, 2) float
+        Closed outlines (x, y), frame pixels.
+    of : {"smaller", "larger"}
+        The area the common area is divided by (``"larger"``: both outlines nearly the same).
+    cells : int
+        The common area is counted on a grid of this many cells along each side of the box where
+        the two outlines' boxes meet (a fraction: the same for any pixel size or aspect).
+
+    Returns
+    -------
+    float in [0, 1]; 0 when the outlines' boxes do not meet.
+    """
+    a = np.asarray(a_px, dtype=np.float64).reshape(-1, 2)
+    b = np.asarray(b_px, dtype=np.float64).reshape(-1, 2)
+    if len(a) < 3 or len(b) < 3:
+        return 0.0
+    lo = np.maximum(a.min(axis=0), b.min(axis=0))
+    hi = np.minimum(a.max(axis=0), b.max(axis=0))
+    if np.any(hi <= lo):
+        return 0.0
+    areas = (abs(cv2.contourArea(a.astype(np.float32))), abs(cv2.contourArea(b.astype(np.float32))))
+    if min(areas) <= 0:
+        return 0.0
+    scale = cells / (hi - lo)  # cells per pixel along x and y
+    ma = np.zeros((cells, cells), np.uint8)
+    mb = np.zeros((cells, cells), np.uint8)
+    # cell (k, l) is counted when its centre, lo + ((k, l) + 0.5) / scale, lies inside
+    cv2.fillPoly(ma, [np.round(((a - lo) * scale - 0.5) * 16).astype(np.int32)], 1, shift=4)
+    cv2.fillPoly(mb, [np.round(((b - lo) * scale - 0.5) * 16).astype(np.int32)], 1, shift=4)
+    common = float(np.count_nonzero(ma & mb)) / float(scale[0] * scale[1])
+    return float(min(common / (min(areas) if of == "smaller" else max(areas)), 1.0))
 
 
 def _hull_mask(mask: np.ndarray) -> np.ndarray:
