@@ -73,8 +73,10 @@ TRACK_CLEAN_MOVE_OVERLAP = 0.7
 #: a vanished track seen at least TRACK_KEEP_MIN_AGE frames keeps its id for up to this many
 #: missed frames while its position lies in the field of view (a vessel that leaves the image
 #: plane during a to-and-fro sweep comes back at the same place); elsewhere (outside the fan,
-#: a fragment seen once or twice) it is dropped after settings.track_max_missed_frames
-TRACK_KEEP_MIN_AGE = 3
+#: a fragment seen once) it is dropped after settings.track_max_missed_frames. Min age 3 -> 2:
+#: dev seeds 8200-8259 7 -> 6, 8300-8379 10 -> 9, 8700-8779 18 = 18, 8800-8859 20 -> 16 official
+#: switches (vessels seen on the first two frames of a clip, back after 10-12 frames)
+TRACK_KEEP_MIN_AGE = 2
 TRACK_KEEP_IN_VIEW_FRAMES = 30
 
 
