@@ -864,6 +864,14 @@ LUMEN_MAX_HOLE_FRACTION = 0.25
 #: max_hole_fraction), and the second cut of such a region takes the first one's smoothed window
 #: (refine_region's memo): the same lumens, less work (switch for A/B measurements)
 HOLE_EARLY_EXIT = True
+#: Gaussian sigma (mm) of the speckle average along a lumen seen in long axis (a band whose core
+#: is longer than 2.5x its width and than 6 of these sigmas), across it ``edge_smoothing_mm``. A
+#: speckle cell is ~1 mm long laterally (the lateral resolution) and only 0.3 mm is averaged
+#: otherwise: its dark pockets touching the band's edge fell below the half-power level and joined
+#: the lumen as tents (~2 mm wide, 0.5-0.8 mm high), on which a minimum distance lands (portal_pedicle:
+#: distance bias -0.39 mm with the diameter right). Averaging along a straight edge does not move
+#: its half-power crossing. Equal to ``edge_smoothing_mm`` or less = off.
+LUMEN_ALONG_SMOOTHING_MM = 1.0
 
 
 def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int],
@@ -878,19 +886,24 @@ def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int
     # (and the second cut takes the first one's smoothed window: memo)
     hole = LUMEN_MAX_HOLE_FRACTION if HOLE_EARLY_EXIT else None
     memo: dict | None = {} if HOLE_EARLY_EXIT else None
-    refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
+    along = None
+    ratio, angle, length_mm = _core_axis(comp, bbox, (prep.work_px_mm, prep.work_px_mm))
+    if ratio < 1.0 / LONG_AXIS_ASPECT and length_mm >= 6.0 * LUMEN_ALONG_SMOOTHING_MM:
+        along = (LUMEN_ALONG_SMOOTHING_MM, angle)
+    smoothing_mm = settings.edge_smoothing_mm
+    refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=smoothing_mm,
                             upsample=upsample, level_fraction=settings.edge_level_fraction,
                             margin_mm=2.5,
                             outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2, max_hole_fraction=hole,
-                            memo=memo)
+                            memo=memo, along=along)
     if refined is not None and refined.hole_fraction > LUMEN_MAX_HOLE_FRACTION:
         # the dark region closes a ring (a lesion halo touches this lumen, or this is a
         # piece of the halo): keep only what lies within 1.5 mm of the anechoic core
-        refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=settings.edge_smoothing_mm,
+        refined = refine_region(prep, comp, bbox, dark=True, smoothing_mm=smoothing_mm,
                                 upsample=upsample,
                                 level_fraction=settings.edge_level_fraction, margin_mm=2.5,
                                 outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2,
-                                band_limit_mm=1.5, max_hole_fraction=hole, memo=memo)
+                                band_limit_mm=1.5, max_hole_fraction=hole, memo=memo, along=along)
     if refined is None or refined.hole_fraction > LUMEN_MAX_HOLE_FRACTION:
         return None
     if on_ring:
@@ -903,6 +916,25 @@ def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int
     if not settings.vessel_min_diameter_mm <= det.limit_diameter_mm <= settings.vessel_max_diameter_mm:
         return None
     return det
+
+
+def _core_axis(comp: np.ndarray, bbox: tuple[int, int, int, int],
+               unit_mm: tuple[float, float]) -> tuple[float, float, float]:
+    """(minor/major axis ratio, major axis angle in rad from x towards +y, major axis length in
+    mm) of the ellipse with a working-grid region's second moments, in mm ((1.0, 0.0, 0.0) for an
+    empty region). ``comp`` (h, w) bool on the working grid, ``bbox`` its (x, y, w, h) there."""
+    x, y, w, h = bbox
+    m = cv2.moments(np.ascontiguousarray(comp[y:y + h, x:x + w]).view(np.uint8), binaryImage=True)
+    if m["m00"] <= 0:
+        return 1.0, 0.0, 0.0
+    ux, uy = unit_mm
+    a, b, c = m["mu20"] * ux * ux, m["mu11"] * ux * uy, m["mu02"] * uy * uy
+    root = np.sqrt(max((a - c) ** 2 + 4.0 * b * b, 0.0))
+    big, small = a + c + root, a + c - root
+    ratio = float(np.sqrt(max(small, 0.0) / big)) if big > 0 else 1.0
+    # an ellipse's semi-axis is twice the root of its moment along that axis (per unit area)
+    length_mm = 4.0 * float(np.sqrt(max(big, 0.0) / (2.0 * m["m00"])))
+    return ratio, float(0.5 * np.arctan2(2.0 * b, a - c)), length_mm
 
 
 def _opened_to_disc(refined: Refined) -> Refined | None:
