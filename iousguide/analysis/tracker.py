@@ -35,7 +35,7 @@ from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, anechoic_mask, behind_lumen,
                                       follow_template, iou,
                                       lesion_candidates, looks_like_lumen, lumen_in_place, plausible_auto, refine_tumor,
-                                      strong_auto)
+                                      strong_auto, competes)
 from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared, split_touching_steady
 from iousguide.errors import AnalysisError
 from iousguide.frames import Frame
@@ -54,6 +54,10 @@ LOST_RIVAL = True
 #: a proposal reported on its first frame shows less posterior enhancement than this (dB), below
 #: against beside and against above (no hint of a grey lumen)
 STRONG_MAX_ENHANCEMENT_DB = 0.5
+#: a proposal reported on its first frame (strong_auto) is compared also with the lesion-like
+#: candidates that are not proposed (cut by the edge of the view, elongated): while such a structure
+#: is in view the image does not show one clear lesion
+STRONG_RIVALS_UNPROPOSED = True
 #: the field of view (fan or linear image) is found again every this many frames
 FOV_REFRESH_FRAMES = 15
 #: extra matching cost of a vessel track seen once (divided by its age in frames), mm
@@ -600,8 +604,12 @@ class Tracker:
         else:
             st.pending_count = 1
         st.pending = best
+        # a first-frame report has no rival among the plausible candidates nor among the lesion-like
+        # structures that are not proposed (cut by the edge of the view, longer than a lesion)
+        rivals = plausible + [c for c in candidates if STRONG_RIVALS_UNPROPOSED and competes(c, settings=s)
+                              and not any(c is p for p in plausible) and not (c.dark and lumen(c))]
         if st.pending_count >= s.tumor_confirm_frames or (
-                strong_auto(best, plausible, settings=s)
+                strong_auto(best, rivals, settings=s)
                 and not looks_like_lumen(prep, best, enhancement_db=STRONG_MAX_ENHANCEMENT_DB, either=True)):
             self._accept(best, auto=True)
             return best, "auto"

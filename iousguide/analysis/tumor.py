@@ -58,6 +58,9 @@ class TumorCandidate:
     elongation : float
         Axis ratio (long over short axis, from the second moments; 1 for a disc) of a bright
         component (1.0 for dark ones: not measured).
+    near_bottom : bool
+        A bright component reaching the noisy bottom of the field of view (noise floor, the last
+        TGC rows; also marked ``touches_border``): not lesion-like at all.
     """
 
     mask_w: np.ndarray
@@ -71,6 +74,7 @@ class TumorCandidate:
     threshold_db: float = 3.0
     ring: bool = False
     elongation: float = 1.0
+    near_bottom: bool = False
 
     @property
     def equivalent_diameter_mm(self) -> float:
@@ -140,6 +144,11 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     min_area = np.pi * (0.5 * settings.tumor_min_diameter_mm / px) ** 2
     max_area = np.pi * (0.5 * settings.tumor_max_diameter_mm / px) ** 2
     border = valid & ~cv2.erode(valid.astype(np.uint8), disc(1.0 / px)).astype(bool)
+    # the edge of the image is an edge of the view too (a linear image fills it: the erosion above,
+    # whose default border value is 'inside', never marks its sides): a candidate cut there is seen
+    # in part, its shape and surroundings unknown, and is not proposed automatically
+    edge = border | (valid & ~cv2.erode(valid.astype(np.uint8), disc(1.0 / px), borderType=cv2.BORDER_CONSTANT,
+                                        borderValue=0).astype(bool)) if IMAGE_EDGE_IS_BORDER else border
     r_open = 0.4 / px  # thinner than the thinnest halo (~1 mm) so a halo ring survives
     for dark in (True, False):
         skirt = skirt_d if dark else skirt_b
@@ -185,9 +194,10 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             # a closed ring's contrast is its halo's (the ring pixels) against the tissue outside
             contrast_db = _edge_contrast_db(rel, labels if ring else lab, label, (x, y, w, h), px=px,
                                             exclude=skirt)
-            touches = bool((border & comp).any())
-            if not dark and _near_bottom(prep, sub.astype(bool), (x, y, w, h),
-                                         margin_mm=settings.shadow_bottom_margin_mm):
+            touches = bool((edge & comp).any())
+            bottom = not dark and _near_bottom(prep, sub.astype(bool), (x, y, w, h),
+                                               margin_mm=settings.shadow_bottom_margin_mm)
+            if bottom:
                 touches = True  # the noisy fan bottom (noise floor, last TGC rows): not proposed
             if not dark and skirt.any() and _below_vessel(skirt, (x, y, w, h), px=px):
                 continue  # posterior enhancement behind a lumen, not a lesion
@@ -202,8 +212,9 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                                       centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=dark,
                                       contrast_db=contrast_db, solidity=float(solidity), touches_border=touches,
                                       threshold_db=c, ring=ring,
-                                      elongation=1.0 if dark else _elongation(sub.astype(np.uint8))))
-    coarse = coarse_bright_candidates(prep, settings=settings, lumen_w=lumen_b | lumen_d, border_w=border)
+                                      elongation=1.0 if dark else _elongation(sub.astype(np.uint8)),
+                                      near_bottom=bottom))
+    coarse = coarse_bright_candidates(prep, settings=settings, lumen_w=lumen_b | lumen_d, border_w=border, edge_w=edge)
     for cb in coarse:
         # a faint hyperechoic lesion is found whole on the coarse map and in pieces on the fine one:
         # the coarse blob replaces its pieces unless they already cover most of it (the fine map
@@ -289,6 +300,10 @@ def _near_bottom(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, in
     return bool(np.any(comp.any(axis=0) & (bottom >= 0) & (lowest >= bottom - margin_mm / prep.work_px_mm)))
 
 
+#: a candidate reaching within 1 mm of the image's own edge touches the border of the view (as one
+#: reaching the edge of a fan does)
+IMAGE_EDGE_IS_BORDER = True
+
 #: fine-map pieces covering this fraction of a coarse bright blob are kept instead of it
 BRIGHT_FINE_COVERAGE = 0.7
 
@@ -308,7 +323,7 @@ BRIGHT_MAX_ELONGATION = 2.5
 
 
 def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lumen_w: np.ndarray,
-                             border_w: np.ndarray) -> list[TumorCandidate]:
+                             border_w: np.ndarray, edge_w: np.ndarray | None = None) -> list[TumorCandidate]:
     """Faint hyperechoic lesions: bright blobs of a coarser, lower-contrast map.
 
     A hyperechoic metastasis may be only 2-4 dB brighter than the liver; in speckle averaged
@@ -327,7 +342,10 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
     lumen_w : ndarray (h, w) bool
         Lumens (detected vessels, anechoic blobs) on the working grid.
     border_w : ndarray (h, w) bool
-        The field of view's border band on the working grid.
+        The field of view's border band on the working grid (a blob touching it is dropped).
+    edge_w : ndarray (h, w) bool, optional
+        The border band with the image's own edges (a blob touching it is kept, marked
+        ``touches_border``); None: ``border_w``.
 
     Returns
     -------
@@ -378,7 +396,8 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
         contrast_db = _edge_contrast_db(rel, lab, 1, (x, y, w, h), px=px, exclude=skirt)
         out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
                                   centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=False,
-                                  contrast_db=contrast_db, solidity=float(solidity), touches_border=False,
+                                  contrast_db=contrast_db, solidity=float(solidity),
+                                  touches_border=edge_w is not None and bool((edge_w[y:y + h, x:x + w] & sub).any()),
                                   threshold_db=cut, elongation=elongation))
     return out
 
@@ -744,6 +763,17 @@ def behind_lumen(prep: Prepared, candidate: TumorCandidate, lumens: list[TumorCa
 #: 4-4.5 dB, which 1.5 x (4.5 dB) missed, so every clip lost its first frame
 STRONG_CONTRAST = 1.25
 STRONG_RIVAL = 2.0
+
+
+def competes(candidate: TumorCandidate, *, settings: TrackingSettings) -> bool:
+    """Whether a candidate is lesion-like enough to compete with a proposal reported on its first
+    frame (:func:`strong_auto`): :func:`plausible_auto` without its border and shape tests. A
+    structure cut by the edge of the view or longer than a lesion is not proposed, but while it is
+    in view the image does not show one clear lesion. A bright blob at the noisy bottom of the
+    view (``near_bottom``) is noise, not a lesion-like structure, and does not compete."""
+    if candidate.near_bottom:
+        return False
+    return plausible_auto(replace(candidate, touches_border=False, elongation=1.0), settings=settings)
 
 
 def strong_auto(candidate: TumorCandidate, plausible: list[TumorCandidate], *, settings: TrackingSettings) -> bool:
