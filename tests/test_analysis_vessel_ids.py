@@ -147,3 +147,32 @@ def test_calcified_cases_lumen_beside_the_shadow_keeps_its_id(seed):
     results = [json.loads(json.dumps(tracker.process(f).to_json())) for f in frames]
     report = evaluate_results(results, truth)
     assert report["id_switches"] == 0
+
+
+def test_vessel_back_after_a_long_gap_starts_its_smoothing_afresh():
+    """A vessel back in view after more than the missed-frame limit keeps its id, but its diameter
+    and distance filters are new: the smoothed diameter is the one measured now, not a blend with
+    the value of seconds ago. After a short gap (within the limit) the filters are kept."""
+    s = TrackingSettings()
+    other = _det(_circle(600, 300, 30), 60)
+    valid = np.ones((120, 200), bool)
+
+    def back_after(gap):
+        tracker = Tracker(s)
+        prep = _prep_with_view(valid)
+        for _ in range(5):
+            (t, _o) = tracker._assign_ids([_det(_circle(200, 100, 20), 40), other], prep)
+            t.diameter_filter.update(t.diameter_mm, 0.0, jump=10.0)
+            t.distance_filter = object()  # stands for a filter fed on these frames
+        old_filter = t.diameter_filter
+        for _ in range(gap):
+            tracker._assign_ids([other], prep)
+        (t2, _o) = tracker._assign_ids([_det(_circle(200, 100, 18), 36), other], prep)
+        return t, t2, old_filter
+
+    t, t2, old_filter = back_after(2 * s.track_max_missed_frames)
+    assert t2 is t  # same id
+    assert t2.diameter_filter is not old_filter and t2.diameter_filter.value is None
+    assert t2.distance_filter is None
+    t, t2, old_filter = back_after(s.track_max_missed_frames - 1)
+    assert t2 is t and t2.diameter_filter is old_filter and t2.distance_filter is not None

@@ -774,6 +774,12 @@ class Tracker:
                     if clean else (0.0, 0.0)
                 t.centroid_px = v.centroid_px
                 t.diameter_mm = v.diameter_mm
+                if t.missed > s.track_max_missed_frames:
+                    # back after a long absence (kept in view, TRACK_KEEP_IN_VIEW_FRAMES): same id,
+                    # but its smoothed diameter and distance start afresh, never blended with values
+                    # of seconds ago
+                    t.diameter_filter = AlphaBeta(s.smoothing_alpha, s.smoothing_beta)
+                    t.distance_filter = None
                 t.missed = 0
             t.split_part = v.split_part
             t.outline_px = outlines[j]
