@@ -95,7 +95,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         Fill holes of the region (halo lesions, lumens with noise).
     exclude_fill : float, optional
         Power written into the excluded pixels (and a 0.5 mm skirt) before averaging, so a
-        lumen next to the region does not darken the tissue gap between them.
+        lumen next to the region does not darken the tissue gap between them. The skirt is
+        not region: a gap to the lumen is measured up to the skirt's outer edge.
     sectors : int
         When > 0 (lumens): the outside level is taken per angular sector around the region;
         a first cut uses the darkest sector (no leak into a neighbouring dark lesion), a second
@@ -243,15 +244,10 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         return Refined(contour_px=np.empty((0, 2)), mask=mask, origin_px=(x0, y0), scale_xy=(sx, sy), px_mm=px_mm,
                        inside_level=inside, outside_level=outside, edge_sigma_mm=float("inf"),
                        hole_fraction=hole_fraction)
-    if exclude_fill is not None and excl_up is not None and excl_up.any():
-        # the filled skirt (0.5 mm around an excluded lumen) hides the last half millimetre
-        # between region and lumen: where the region reaches the skirt, it reaches the lumen
-        # (a gap below the resolution of the image is not measured as one)
-        skirt_px = 0.5 / px_mm + 1.0
-        d_ex = _dist_to(excl_up.view(np.uint8), skirt_px)
-        skirt = (d_ex > 0) & (d_ex <= skirt_px)
-        near_region = _dist_to(mask, skirt_px + 1.0) <= skirt_px + 1.0
-        mask = mask | (skirt & near_region).astype(np.uint8)
+    # (the filled skirt is not added to the region where the region comes near it: a tissue gap
+    # of 0.5-1.5 mm between a lesion and a lumen - wider than the image's resolution - would be
+    # closed by it and measured as contact; a lesion whose edge reaches the lumen still meets
+    # its skirt, where tumor_boundary.place_edge keeps it touching)
     if sectors and dark:
         # further passes: each direction at half power between the lumen and *its* wall (bright
         # sheath, tissue or lesion), within 1 mm of the first boundary so nothing leaks;
