@@ -122,3 +122,30 @@ def test_a_halo_outline_with_a_lost_arc_is_completed_unless_a_lumen_fills_the_ba
     lumen = np.zeros((600, 800), bool)
     cv2.circle(lumen, (int(CENTER_MM[0] / SPACING_MM) - 30, int(CENTER_MM[1] / SPACING_MM)), 15, 1, -1)
     np.testing.assert_array_equal(_hull_if_bay(c_shape, lumen), c_shape)
+
+
+@pytest.mark.parametrize("gap_mm", [1.2, 0.0])
+@pytest.mark.parametrize("seed", [5, 6])
+def test_an_outline_reaching_into_a_resolved_gap_to_a_lumen_moves_back_and_contact_stays(gap_mm, seed):
+    # a halo lesion beside an anechoic lumen (lateral: the PSF's wide direction); the first
+    # outline is too large and reaches the lumen. With a 1.2 mm tissue gap (twice the lateral
+    # resolution) the edge is measured outside the lumen's 0.5 mm skirt and the outline moves
+    # back to the lesion; in contact it stays touching the lumen
+    lumen = Disc((CENTER_MM[0] - RADIUS_MM - gap_mm - 4.5, CENTER_MM[1]), 4.5, echo=0.0)
+    prep = prep_of([*HALO, lumen], seed)
+    rows, cols = prep.amplitude.shape
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    lumen_px = np.hypot(xx * SPACING_MM - lumen.center_mm[0], yy * SPACING_MM - lumen.center_mm[1]) <= 4.5
+    a = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    left_mm = CENTER_MM[0] - RADIUS_MM - gap_mm + 0.2  # 0.2 mm from the lumen's edge
+    right_mm = CENTER_MM[0] + RADIUS_MM + 0.3
+    cx, r_first = 0.5 * (left_mm + right_mm), 0.5 * (right_mm - left_mm)
+    first = np.stack([cx + r_first * np.cos(a), CENTER_MM[1] + r_first * np.sin(a)], axis=1) / SPACING_MM
+    moved = place_edge(prep, first, dark=True, exclude_frame=lumen_px,
+                       exclude_power=float(np.mean(prep.tissue_power_row)))
+    to_lumen = np.hypot(moved[:, 0] * SPACING_MM - lumen.center_mm[0], moved[:, 1] * SPACING_MM - lumen.center_mm[1]) - 4.5
+    if gap_mm > 0:
+        assert abs(to_lumen.min() - gap_mm) <= 0.4, to_lumen.min()
+    else:
+        assert to_lumen.min() <= 0.3, to_lumen.min()
+    assert abs(equivalent_radius_mm(moved) - RADIUS_MM) <= 0.4

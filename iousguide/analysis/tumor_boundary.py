@@ -145,8 +145,8 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
         ex = exclude_frame[y0:y1, x0:x1].astype(np.uint8)
         if ex.any():
             # points of the first outline that reach an abutting lumen (within its 0.5 mm skirt)
-            # stay there: the lesion touches the lumen, and a gap below the image resolution
-            # is not measured as one (as in the first outline)
+            # stay there when their edge is not measured outside the skirt: the lesion touches
+            # the lumen, and a gap below the image resolution is not measured as one
             # (distances only up to the one compared: over the lumens' bounding box grown by it)
             touch_mm = 0.5 + 2.0 * max(ux, uy)
             d_ex = _dist_to(ex, touch_mm / min(ux, uy) + 1.0)
@@ -244,7 +244,17 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
     offsets = np.interp(idx, idx[good], offsets[good], period=n)
     offsets = np.clip(offsets, -max_shift_mm, max_out_mm if dark else max(max_out_mm, BRIGHT_MAX_OUT_MM))
     offsets = _circular_mean(offsets, int(round(0.5 * tangential_mm / 0.25)))
-    offsets[touching] = np.maximum(offsets[touching], 0.0)
+    if touching.any():
+        # a touching point stays unless its own profile measured the edge further from the
+        # lumen than the skirt: that gap is resolved (tissue seen between lesion and lumen) and
+        # is measured; a point whose offset was not measured (interpolated from its neighbours)
+        # or whose edge lies within the skirt keeps touching
+        tk = np.flatnonzero(touching)
+        moved_t = p_mm[tk] + offsets[tk, None] * nrm[tk]
+        mx_i = np.clip(np.round(moved_t[:, 0] / ux - x0).astype(int), 0, x1 - x0 - 1)
+        my_i = np.clip(np.round(moved_t[:, 1] / uy - y0).astype(int), 0, y1 - y0 - 1)
+        keep = ~good[tk] | (d_ex[my_i, mx_i] * min(ux, uy) <= touch_mm)
+        offsets[tk[keep]] = np.maximum(offsets[tk[keep]], 0.0)
     moved = p_mm + offsets[:, None] * nrm
     return moved / (ux, uy)
 
