@@ -130,7 +130,8 @@ def test_an_outline_reaching_into_a_resolved_gap_to_a_lumen_moves_back_and_conta
     # a halo lesion beside an anechoic lumen (lateral: the PSF's wide direction); the first
     # outline is too large and reaches the lumen. With a 1.2 mm tissue gap (twice the lateral
     # resolution) the edge is measured outside the lumen's 0.5 mm skirt and the outline moves
-    # back to the lesion; in contact it stays touching the lumen
+    # back to the lesion; in contact it is placed on the lumen (a gap within the skirt is not
+    # resolved by the image: contact is 0 mm)
     lumen = Disc((CENTER_MM[0] - RADIUS_MM - gap_mm - 4.5, CENTER_MM[1]), 4.5, echo=0.0)
     prep = prep_of([*HALO, lumen], seed)
     rows, cols = prep.amplitude.shape
@@ -146,6 +147,6 @@ def test_an_outline_reaching_into_a_resolved_gap_to_a_lumen_moves_back_and_conta
     to_lumen = np.hypot(moved[:, 0] * SPACING_MM - lumen.center_mm[0], moved[:, 1] * SPACING_MM - lumen.center_mm[1]) - 4.5
     if gap_mm > 0:
         assert abs(to_lumen.min() - gap_mm) <= 0.4, to_lumen.min()
-    else:
-        assert to_lumen.min() <= 0.3, to_lumen.min()
+    else:  # reaches the lumen (the first outline stopped 0.2 mm short of it)
+        assert to_lumen.min() <= 0.1, to_lumen.min()
     assert abs(equivalent_radius_mm(moved) - RADIUS_MM) <= 0.4

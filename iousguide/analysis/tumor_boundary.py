@@ -254,7 +254,10 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
         mx_i = np.clip(np.round(moved_t[:, 0] / ux - x0).astype(int), 0, x1 - x0 - 1)
         my_i = np.clip(np.round(moved_t[:, 1] / uy - y0).astype(int), 0, y1 - y0 - 1)
         keep = ~good[tk] | (d_ex[my_i, mx_i] * min(ux, uy) <= touch_mm)
-        offsets[tk[keep]] = np.maximum(offsets[tk[keep]], 0.0)
+        # ... and reaches the lumen: the skirt filled with tissue power stopped the first
+        # outline up to 0.5 mm short of it, a gap the image does not resolve (contact is 0 mm)
+        to_lumen_mm = d_ex[py_i[tk], px_i[tk]] * min(ux, uy)
+        offsets[tk[keep]] = np.maximum(offsets[tk[keep]], to_lumen_mm[keep])
     moved = p_mm + offsets[:, None] * nrm
     return moved / (ux, uy)
 
