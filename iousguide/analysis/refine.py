@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from iousguide.analysis.imaging import Prepared, disc, fill_holes
+from iousguide.analysis.imaging import Prepared, disc, fill_holes, largest_contour
 
 
 MAX_REFINE_SIDE_PX = 200
@@ -288,11 +288,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
                 break
             mask = mask2
             outside = float(np.mean(out_sec))
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return None
-    contour = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
-    if len(contour) < 5:
+    contour = largest_contour(mask)
+    if contour is None or len(contour) < 5:
         return None
     contour = _shift_outward(contour, 0.5)
     # edge noise: residual speckle std in the ring over the gradient at the boundary

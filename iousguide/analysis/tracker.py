@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from iousguide.analysis.imaging import Prepared, check_signal, doppler_mask, prepare
+from iousguide.analysis.imaging import Prepared, check_signal, doppler_mask, largest_contour, prepare
 from iousguide.analysis.measure import TumorGeometry, distance_uncertainty_mm
 from iousguide.analysis.refine import _dist_to, smooth_contour
 from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
@@ -899,10 +899,9 @@ def _to_source(frame: Frame, contour: np.ndarray, *, max_points: int = 96) -> np
 
 
 def _mask_contour_frame(prep: Prepared, mask_w: np.ndarray) -> np.ndarray | None:
-    contours, _ = cv2.findContours(mask_w.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
+    c = largest_contour(mask_w.astype(np.uint8))
+    if c is None:
         return None
-    c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
     x, y = prep.to_frame(c[:, 0], c[:, 1])
     return np.stack([x, y], axis=1)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from iousguide.analysis.imaging import Prepared, components_with_stats, disc, fill_holes, prepare
+from iousguide.analysis.imaging import Prepared, components_with_stats, disc, fill_holes, largest_contour, prepare
 from iousguide.analysis.refine import Refined, refine_region, smooth_contour
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.vessel_radial import radial_lumen_boundary
@@ -772,11 +772,8 @@ def _part_detection(det: VesselDetection, part: np.ndarray, prep: Prepared,
     """One part of a split lumen (uint8 mask on ``det.refined``'s grid) measured as a lumen
     (:func:`_measure_lumen`), or None when it is none (not convex, not of a lumen's size)."""
     ref = det.refined
-    contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return None
-    c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
-    if len(c) < 8:
+    c = largest_contour(part)
+    if c is None or len(c) < 8:
         return None
     refined = _refined_from_contour(ref, c, part)
     # the part's anechoic core on the working grid: the lumen's core within the part
