@@ -320,6 +320,107 @@ BRIGHT_RING_MIN_DB = 1.0
 #: ... is solid and not elongated (axis ratio)
 BRIGHT_MIN_SOLIDITY = 0.85
 BRIGHT_MAX_ELONGATION = 2.5
+#: a coarse bright blob right below a lumen is a lesion only when brighter than the tissue around it in
+#: every direction (the enhancement band, once its beam gain is taken out, may leave a piece right
+#: behind the lumen; such a piece is not darker below it)
+BRIGHT_BELOW_LUMEN_ALL_AROUND = 8
+#: posterior enhancement is measured from this far (mm) below a lumen's lowest pixel in its column ...
+ENHANCEMENT_START_MM = 1.0
+#: ... over at least this length (mm) of valid tissue
+ENHANCEMENT_MIN_LENGTH_MM = 5.0
+
+
+def beam_slopes(valid: np.ndarray) -> tuple[float, float] | None:
+    """Beam direction at the two sides of the field of view: (left, right) slopes dx/dy.
+
+    A linear probe's beams run down the columns (0, 0); a convex probe's fan out from an apex
+    above the image, and its straight side edges are its outermost beams. Each side edge is
+    fitted by a line over the middle 20-80 % of the valid rows (the top and bottom arcs
+    excluded); a beam at any other place of a row has the slope interpolated linearly along
+    that row (exact for beams from one apex). None when fewer than 10 rows are valid.
+
+    Parameters
+    ----------
+    valid : ndarray (h, w) bool
+        Field of view on the working grid.
+
+    Returns
+    -------
+    (float, float) or None
+    """
+    rows = np.nonzero(valid.any(axis=1))[0]
+    if len(rows) < 10:
+        return None
+    sel = rows[int(0.2 * len(rows)):int(0.8 * len(rows)) + 1]
+    left = np.argmax(valid[sel], axis=1).astype(np.float64)
+    right = (valid.shape[1] - 1 - np.argmax(valid[sel, ::-1], axis=1)).astype(np.float64)
+    return float(np.polyfit(sel, left, 1)[0]), float(np.polyfit(sel, right, 1)[0])
+
+
+def posterior_enhancement_db(rel: np.ndarray, lumen_w: np.ndarray, *, valid: np.ndarray, fov: np.ndarray,
+                             px_mm: float) -> np.ndarray | float:
+    """Posterior acoustic enhancement below lumens, per pixel (dB, >= 0).
+
+    Blood attenuates about three times less than liver: every beam that crossed a lumen is
+    brighter by the same few dB all the way down. For each column holding lumen pixels, the beam
+    through its lowest lumen pixel is followed down (straight down for a linear probe, fanning
+    out for a convex one: :func:`beam_slopes`); the enhancement is the median level (dB from the
+    row's tissue) of the valid tissue on that beam from ``ENHANCEMENT_START_MM`` below the lumen
+    to the bottom of the view (a median: a lesion further down the same beam covers only part of
+    it). It is written along that beam (and the pixel beside it, so diverging beams leave no
+    gap), 0 elsewhere, where a beam has fewer than ``ENHANCEMENT_MIN_LENGTH_MM`` of tissue below
+    the lumen, or where the median is negative.
+
+    Parameters
+    ----------
+    rel : ndarray (h, w) float32
+        Speckle-averaged level minus the row's tissue level, dB (working grid).
+    lumen_w : ndarray (h, w) bool
+        Lumens on the working grid.
+    valid : ndarray (h, w) bool
+        Tissue pixels (the field of view without the lumens and their blur skirt).
+    fov : ndarray (h, w) bool
+        The field of view (for the beam directions).
+    px_mm : float
+        Working-grid pixel size, mm.
+
+    Returns
+    -------
+    ndarray (h, w) float32, or 0.0 when no column holds a lumen
+        New array; ``rel`` is not modified.
+    """
+    has = lumen_w.any(axis=0)
+    slopes = beam_slopes(fov) if has.any() else None
+    if slopes is None:
+        return 0.0
+    h, w = rel.shape
+    cols = np.nonzero(has)[0]
+    lowest = h - 1 - np.argmax(lumen_w[::-1, cols], axis=0)
+    start = lowest + int(round(ENHANCEMENT_START_MM / px_mm))
+    # the beam's slope at (column, lowest row): interpolated between the side edges of that row
+    row_ok = fov[np.minimum(lowest, h - 1)]
+    left = np.argmax(row_ok, axis=1).astype(np.float64)
+    right = (w - 1 - np.argmax(row_ok[:, ::-1], axis=1)).astype(np.float64)
+    frac = np.clip((cols - left) / np.maximum(right - left, 1.0), 0.0, 1.0)
+    slope = slopes[0] + (slopes[1] - slopes[0]) * frac
+    rr = np.arange(h)[:, None]
+    xx = np.rint(cols[None, :] + slope[None, :] * (rr - lowest[None, :])).astype(np.int64)
+    on = (rr >= start[None, :]) & (xx >= 0) & (xx < w)
+    xc = np.clip(xx, 0, w - 1)
+    rows = np.broadcast_to(rr, xx.shape)
+    below = on & valid[rows, xc]
+    enough = np.count_nonzero(below, axis=0) >= ENHANCEMENT_MIN_LENGTH_MM / px_mm
+    out = np.zeros(rel.shape, np.float32)
+    if not enough.any():
+        return out
+    vals = np.where(below[:, enough], rel[rows[:, enough], xc[:, enough]], np.nan)
+    gain = np.maximum(np.nanmedian(vals, axis=0), 0.0).astype(np.float32)
+    on, xc, rows = on[:, enough], xc[:, enough], rows[:, enough]
+    g = np.broadcast_to(gain[None, :], on.shape)
+    for dx in (0, 1):  # the pixel beside each beam pixel too: neighbouring beams may diverge by one
+        xs = np.clip(xc[on] + dx, 0, w - 1)
+        np.maximum.at(out, (rows[on], xs), g[on])
+    return out
 
 
 def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lumen_w: np.ndarray,
@@ -361,6 +462,9 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
     valid = prep.valid
     skirt = cv2.dilate(lumen_w.astype(np.uint8), disc(sigma)).astype(bool) if lumen_w.any() else np.zeros_like(valid)
     tissue = valid & ~skirt
+    # the posterior enhancement below a lumen is a gain of the whole beam below it, not a blob: taken
+    # out, a faint lesion in (or beside) that band is no longer merged with it down to the fan bottom
+    rel = rel - posterior_enhancement_db(rel, lumen_w, valid=tissue, fov=valid, px_mm=px)
     m = ((rel > cut) & tissue).astype(np.uint8)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(1.0 / px))
     m = fill_holes(m)
@@ -386,12 +490,13 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
             continue
         if _near_bottom(prep, sub, (x, y, w, h), margin_mm=settings.shadow_bottom_margin_mm):
             continue  # the fan bottom (noise floor, the last TGC rows)
-        if lumen_w.any() and _below_vessel(skirt, (x, y, w, h), px=px):
-            continue  # posterior enhancement behind a lumen
         comp = np.zeros_like(valid)
         comp[y:y + h, x:x + w] = sub
-        if _all_around(rel, comp, (x, y, w, h), valid=tissue, px=px) < BRIGHT_ALL_AROUND:
+        around = _all_around(rel, comp, (x, y, w, h), valid=tissue, px=px)
+        if around < BRIGHT_ALL_AROUND:
             continue
+        if lumen_w.any() and _below_vessel(skirt, (x, y, w, h), px=px) and around < BRIGHT_BELOW_LUMEN_ALL_AROUND:
+            continue  # what is left of the posterior enhancement right behind a lumen
         lab = comp.astype(np.int32)
         contrast_db = _edge_contrast_db(rel, lab, 1, (x, y, w, h), px=px, exclude=skirt)
         out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,

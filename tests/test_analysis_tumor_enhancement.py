@@ -1,0 +1,90 @@
+"""Posterior acoustic enhancement below a lumen is a gain of the beams behind it, not a lesion.
+
+A faint hyperechoic lesion lying in (or beside) the bright band below a vessel used to merge with
+that band down to the bottom of the view on the coarse bright map and was never proposed. The
+band's gain is measured along the beams below the lumen and taken out of the coarse map.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from iousguide.analysis.settings import TrackingSettings
+from iousguide.analysis.tumor import beam_slopes, posterior_enhancement_db
+
+
+def test_beam_slopes_are_vertical_for_a_linear_view_and_follow_the_sides_of_a_fan():
+    rect = np.zeros((200, 300), bool)
+    rect[10:190, 20:280] = True
+    left, right = beam_slopes(rect)
+    assert abs(left) < 1e-6 and abs(right) < 1e-6
+    # a fan from an apex 100 px above the image at column 150, opening +-30 degrees
+    yy, xx = np.mgrid[0:200, 0:300].astype(np.float64)
+    ang = np.degrees(np.arctan2(xx - 150.0, yy + 100.0))
+    fan = (np.abs(ang) <= 30.0) & (np.hypot(xx - 150.0, yy + 100.0) <= 290.0)
+    left, right = beam_slopes(fan)
+    t = np.tan(np.radians(30.0))
+    assert abs(left + t) < 0.03 and abs(right - t) < 0.03, (left, right)
+    assert beam_slopes(np.zeros((50, 50), bool)) is None
+
+
+def test_enhancement_is_the_gain_of_the_beams_below_a_lumen_only():
+    """A +3 dB band from a lumen down to the bottom (with a +3 dB lesion on part of it) gives
+    ~3 dB along the band below the lumen and 0 above it, beside it and elsewhere; rel is not
+    modified."""
+    rng = np.random.default_rng(3)
+    h, w, px = 240, 200, 0.2
+    rel = rng.normal(0.0, 0.5, (h, w)).astype(np.float32)
+    lumen = np.zeros((h, w), bool)
+    cv2.circle(lumen.view(np.uint8), (100, 40), 15, 1, -1)
+    rel[56:, 85:116] += 3.0
+    rel[150:180, 80:120] += 3.0  # a lesion further down the same beams: the median ignores it
+    before = rel.copy()
+    valid = np.ones((h, w), bool) & ~lumen
+    gain = posterior_enhancement_db(rel, lumen, valid=valid, fov=np.ones((h, w), bool), px_mm=px)
+    assert np.array_equal(rel, before)
+    assert abs(float(np.median(gain[70:, 90:111])) - 3.0) < 0.4
+    assert float(np.max(gain[:40])) == 0.0 or float(np.max(gain[:25])) == 0.0  # nothing above the lumen
+    assert float(np.max(gain[:25])) == 0.0
+    assert float(np.max(gain[:, :80])) == 0.0 and float(np.max(gain[:, 122:])) == 0.0
+    assert np.isclose(posterior_enhancement_db(rel, np.zeros_like(lumen), valid=valid, fov=valid, px_mm=px), 0.0)
+
+
+#: development cases (phantom seeds, medium difficulty) whose hyperechoic lesion lies right below or
+#: beside a vessel, in or against its enhancement band: none of their frames had a tumour before
+BELOW_VESSEL_SEEDS = (8204, 8210, 8253)
+
+
+def _mask(contour_px, shape) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    cv2.fillPoly(m, [np.round(np.asarray(contour_px) * 8).astype(np.int32)], 1, shift=3)
+    return m.astype(bool)
+
+
+def test_a_hyperechoic_lesion_below_a_vessel_is_proposed_and_outlined():
+    """Proposed without a click and outlined (median Dice >= 0.7 over the frames showing it, a
+    missed frame counting 0) in at least two of the three cases; no frame reports an outline lying
+    mostly off the lesion."""
+    from iousguide.analysis.tracker import Tracker
+    from iousguide.phantom import generate_case
+
+    good = 0
+    for seed in BELOW_VESSEL_SEEDS:
+        frames, truth = generate_case(seed, difficulty="medium", n_frames=8)
+        tracker = Tracker(TrackingSettings())
+        dices = []
+        for f, tf in zip(frames, truth.frames):
+            r = tracker.process(f)
+            tt = tf.get("tumor") or next((t for t in tf.get("tumors") or [] if t.get("primary")), None)
+            if tt is None:
+                continue
+            lesion = _mask(tt["contour_px"], f.shape)
+            if r.tumor is None:
+                dices.append(0.0)
+                continue
+            shown = _mask(r.tumor.contour_px, f.shape)
+            assert np.count_nonzero(shown & lesion) >= 0.2 * np.count_nonzero(shown), (seed, f.index)
+            dices.append(2.0 * np.count_nonzero(shown & lesion) / (shown.sum() + lesion.sum()))
+        good += float(np.median(dices)) >= 0.7
+    assert good >= 2, good
