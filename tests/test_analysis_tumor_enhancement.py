@@ -88,3 +88,36 @@ def test_a_hyperechoic_lesion_below_a_vessel_is_proposed_and_outlined():
             dices.append(2.0 * np.count_nonzero(shown & lesion) / (shown.sum() + lesion.sum()))
         good += float(np.median(dices)) >= 0.7
     assert good >= 2, good
+
+
+#: development cases (phantom seeds, medium difficulty) with a calcified lesion whose bright foci
+#: change from frame to frame: the follow lost them on a third of the frames
+CALCIFIED_FLICKER_SEEDS = (8209, 8238, 8271)
+
+
+def test_a_calcified_lesion_is_followed_through_its_flickering_foci():
+    """A calcified lesion's bright foci change size and place between frames while the lesion's
+    extent (its deep part assumed round in its shadow) does not: once found, the lesion is
+    reported on at least 85 % of the later frames showing it in at least two of the three cases,
+    and no reported outline lies mostly off the lesion."""
+    from iousguide.analysis.tracker import Tracker
+    from iousguide.phantom import generate_case
+
+    good = 0
+    for seed in CALCIFIED_FLICKER_SEEDS:
+        frames, truth = generate_case(seed, difficulty="medium", n_frames=15)
+        tracker = Tracker(TrackingSettings())
+        shown_frames, present, started = 0, 0, False
+        for f, tf in zip(frames, truth.frames):
+            r = tracker.process(f)
+            tt = tf.get("tumor") or next((t for t in tf.get("tumors") or [] if t.get("primary")), None)
+            if r.tumor is not None:
+                lesion = _mask(tt["contour_px"], f.shape) if tt else np.zeros(f.shape, bool)
+                shown = _mask(r.tumor.contour_px, f.shape)
+                assert np.count_nonzero(shown & lesion) >= 0.2 * np.count_nonzero(shown), (seed, f.index)
+            started = started or r.tumor is not None
+            if started and tt is not None:
+                present += 1
+                shown_frames += r.tumor is not None
+        good += present > 0 and shown_frames >= 0.85 * present
+    assert good >= 2, good

@@ -35,6 +35,7 @@ from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, anechoic_mask, behind_lumen,
                                       follow_template, iou,
                                       lesion_candidates, looks_like_lumen, lumen_in_place, plausible_auto, refine_tumor,
+                                      shadowed_extent,
                                       strong_auto, competes)
 from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared, split_touching_steady
 from iousguide.errors import AnalysisError
@@ -60,6 +61,9 @@ STRONG_MAX_ENHANCEMENT_DB = 0.5
 STRONG_RIVALS_UNPROPOSED = True
 #: the field of view (fan or linear image) is found again every this many frames
 FOV_REFRESH_FRAMES = 15
+#: the bright foci followed in a calcified lesion lie mostly (this fraction) within 2 mm of its last
+#: extent (:meth:`Tracker._merge_follow`)
+SHADOWED_FOLLOW_INSIDE = 0.7
 #: extra matching cost of a vessel track seen once (divided by its age in frames), mm
 YOUNG_TRACK_COST_MM = 2.0
 #: a detection whose outline shares at least this fraction of the smaller of the two areas with
@@ -170,6 +174,10 @@ class TumorState:
     rival_count: int = 0
     lumen_like: int = 0  # consecutive frames an automatic follow looked like a lumen
     labels: dict = field(default_factory=dict)
+    # a calcified lesion's extent (working grid), its deep part assumed round in its own shadow: its
+    # bright foci change from frame to frame, the lesion does not (None: the outline was all seen)
+    extent_w: np.ndarray | None = None
+    extent_frames: int = 0  # consecutive frames the outline was assumed in part (a shadowed lesion)
 
 
 class Tracker:
@@ -375,10 +383,18 @@ class Tracker:
                     confidence=float(min(tumor_cand.contrast_db / 6.0, 1.0)),
                     assumed_edge=measured_contour is not None,
                 )
+                if measured_contour is not None and self._tumor.mode == "tracking":
+                    extent = np.zeros(prep.work_shape, np.uint8)
+                    xw, yw = prep.to_work(contour[:, 0], contour[:, 1])
+                    cv2.fillPoly(extent, [np.round(np.stack([xw, yw], axis=1) * 8).astype(np.int32)], 1, shift=3)
+                    self._tumor.extent_w = extent.astype(bool) | tumor_cand.mask_w
+                    self._tumor.extent_frames += 1
                 if measured_contour is not None:
                     messages.append("tumour: deep part hidden in its acoustic shadow (calcified?); outline assumed"
                                     " round there, distances from that part flagged tumor_edge_assumed")
 
+        if measured_contour is None or tumor_result is None:
+            self._tumor.extent_frames = 0
         ids = self._assign_ids(vessels, prep)
         t_s = frame.t_source_s if frame.t_source_s is not None else self._frames_seen / 15.0
         depth_mm = s.full_scale_depth_mm if s.full_scale_depth_mm is not None else rows * uy
@@ -620,13 +636,34 @@ class Tracker:
         """This frame's lesion where the tumour was: the union of same-polarity candidates lying
         mostly within 2 mm of the previous outline (the lesion map may break a lesion into
         pieces; following one piece would shrink the tumour). ``lumens_w``: the frame's solid
-        anechoic blobs (working grid, not modified), kept out of the template."""
+        anechoic blobs (working grid, not modified), kept out of the template.
+
+        A calcified lesion (its outline assumed in its own shadow on ``tumor_confirm_frames``
+        consecutive frames): its bright foci change size and place from frame to frame while the
+        lesion does not. When the follow above finds nothing, one bright component lying mostly
+        within 2 mm of the lesion's last extent (the assumed part too) and still casting a shadow
+        is the lesion, whatever its size change."""
+        s, st = self.settings, self._tumor
+        lumens = lumens_w.copy()
+        for v in vessels:
+            lumens |= v.mask_w
+        best = self._merge_near(prep, candidates, st.mask_w, lumens, foci=False)
+        if best is None and st.extent_w is not None and not st.dark and st.extent_frames >= s.tumor_confirm_frames:
+            best = self._merge_near(prep, candidates, st.extent_w, lumens, foci=True)
+        return best
+
+    def _merge_near(self, prep: Prepared, candidates: list[TumorCandidate], reference_w: np.ndarray,
+                    lumens: np.ndarray, *, foci: bool) -> TumorCandidate | None:
+        """The union of same-polarity candidates lying mostly within 2 mm of ``reference_w``
+        (working grid), completed by the previous mask (:func:`follow_template`); None when its
+        area changed more than ``tumor_max_area_change`` or it hardly overlaps the previous mask,
+        or (``foci``) unless it is one bright component, lying mostly (``SHADOWED_FOLLOW_INSIDE``)
+        within those 2 mm and shadowed below (:func:`shadowed_extent`)."""
         s, st = self.settings, self._tumor
         px = prep.work_px_mm
-        prev = st.mask_w.astype(np.uint8)
         # within 2 mm of the previous outline: distances computed only up to there (the same
         # values as the whole grid's distance transform, a fraction of the work)
-        near = _dist_to(prev, 2.0 / px) <= 2.0 / px
+        near = _dist_to(reference_w.astype(np.uint8), 2.0 / px) <= 2.0 / px
         parts = []
         for c in candidates:
             if c.dark != st.dark:
@@ -634,22 +671,27 @@ class Tracker:
             area = np.count_nonzero(c.mask_w)
             if area and np.count_nonzero(c.mask_w & near) >= 0.5 * area:
                 parts.append(c)
-        if not parts:
+        if not parts or (foci and len(parts) != 1):
             return None
         mask = np.zeros_like(st.mask_w, dtype=bool)
         for c in parts:
             mask |= c.mask_w
-        lumens = lumens_w.copy()
-        for v in vessels:
-            lumens |= v.mask_w
         mask = follow_template(mask, st.mask_w, px_mm=px, exclude_w=lumens,
                                exclude_margin_mm=s.tumor_smoothing_mm)
         area_mm2 = float(np.count_nonzero(mask)) * px * px
-        ratio = max(area_mm2, st.area_mm2) / max(min(area_mm2, st.area_mm2), 1e-9)
-        if ratio > s.tumor_max_area_change or iou(mask, st.mask_w) < 0.2:
-            return None
         ys, xs = np.nonzero(mask)
         bbox = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+        if foci:
+            if np.count_nonzero(mask & near) < SHADOWED_FOLLOW_INSIDE * np.count_nonzero(mask):
+                return None
+            probe = TumorCandidate(mask_w=mask, bbox_w=bbox, area_mm2=area_mm2, centroid_w=(0.0, 0.0), dark=False,
+                                   contrast_db=0.0, solidity=1.0, touches_border=False)
+            if shadowed_extent(prep, probe, shadow_db=s.tumor_contrast_db) is None:
+                return None
+        else:
+            ratio = max(area_mm2, st.area_mm2) / max(min(area_mm2, st.area_mm2), 1e-9)
+            if ratio > s.tumor_max_area_change or iou(mask, st.mask_w) < 0.2:
+                return None
         if len(parts) == 1 and np.array_equal(mask, parts[0].mask_w):
             return parts[0]
         return TumorCandidate(mask_w=mask, bbox_w=bbox, area_mm2=area_mm2,
@@ -696,6 +738,7 @@ class Tracker:
         st.centroid_w = c.centroid_w
         st.lost_frames = 0
         st.pending, st.pending_count = None, 0
+        st.extent_w = None  # set again by _process when this frame's outline is assumed in part
 
     def _assign_ids(self, vessels: list[VesselDetection], prep: Prepared) -> list[VesselTrack]:
         """Match detections to tracks (Hungarian on centroid distance in mm plus half the diameter
