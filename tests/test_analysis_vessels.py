@@ -352,3 +352,31 @@ def test_steady_split_keeps_tracked_pairs_apart_and_never_duplicates(monkeypatch
     other = replace(small, split_part=False)
     kept, _ = vessels_mod.split_touching_steady([*dets, other], [], pending, prep, settings=s)
     assert kept == [*dets, other]
+
+
+def _under_echo_image(*, enhanced: bool, seed: int) -> np.ndarray:
+    """A tall anechoic oval (5 x 12 mm) hanging under a strong echo (a calcification-like disc,
+    +20 dB), with plain tissue under it or, ``enhanced``, tissue 6 dB brighter (posterior
+    enhancement behind a lumen)."""
+    discs = [Disc((30.0, 10.0), 1.5, echo=10.0)]
+    if enhanced:
+        discs.append(Disc((30.0, 27.0), 2.5, echo=2.0))
+    discs.append(Disc((30.0, 18.5), 2.5, radius_y_mm=6.0, echo=0.0))
+    return render(Scene(shape_px=(450, 600), spacing_mm=SPACING, discs=discs), seed=seed)
+
+
+def test_dark_oval_under_an_echo_is_a_lumen_only_with_enhancement_below(monkeypatch):
+    """looks_like_shadow: a tall dark region hanging under a strong echo is an acoustic shadow
+    when the tissue under it is plain (darker than elsewhere, or as bright), and a lumen when the
+    tissue under it is brighter than at its depth elsewhere (posterior enhancement, or a sheath's
+    far wall: SHADOW_ENHANCED_BELOW_DB); without that rule the lumen was rejected as a shadow."""
+    s = TrackingSettings()
+    for seed in (1, 2, 3):
+        plain = detect_vessels(_under_echo_image(enhanced=False, seed=seed), spacing_mm=(SPACING, SPACING), settings=s)
+        assert _near(plain, 30.0, 18.5) is None, f"seed {seed}: shadow taken for a lumen"
+        enhanced_img = _under_echo_image(enhanced=True, seed=seed)
+        lumen = _near(detect_vessels(enhanced_img, spacing_mm=(SPACING, SPACING), settings=s), 30.0, 18.5)
+        assert lumen is not None, f"seed {seed}: lumen with enhancement below taken for a shadow"
+        assert abs(lumen.diameter_mm - 5.0) <= 2 * TOL_MM
+    monkeypatch.setattr(vessels_mod, "SHADOW_ENHANCED_BELOW_DB", float("inf"))
+    assert _near(detect_vessels(enhanced_img, spacing_mm=(SPACING, SPACING), settings=s), 30.0, 18.5) is None

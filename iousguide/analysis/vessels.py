@@ -455,7 +455,10 @@ def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, in
     degrees of vertical, 2.5 times longer than wide), runs down to the bottom of the field
     of view, or hangs below a strong echo (calcification, gas: >= 6 dB above tissue just
     above it). Limitation: a vessel seen in long axis running straight along the beam is
-    taken for a shadow (linear probes; in a convex fan the beam direction varies).
+    taken for a shadow (linear probes; in a convex fan the beam direction varies). None of this
+    holds where the tissue right under it is brighter than elsewhere at that depth
+    (:data:`SHADOW_ENHANCED_BELOW_DB`: posterior enhancement behind a lumen, or a sheath's far
+    wall) of a convex component (:data:`SHADOW_ENHANCED_MIN_SOLIDITY`): that is a lumen.
 
     Parameters
     ----------
@@ -469,6 +472,8 @@ def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, in
     """
     x, y, bw, bh = bbox
     if bh <= 1.5 * bw:
+        return False
+    if _enhanced_below(prep, bbox) and _polygon_solidity(comp) >= SHADOW_ENHANCED_MIN_SOLIDITY:
         return False
     m = cv2.moments(comp.astype(np.uint8), binaryImage=True)
     if m["m00"] > 0:
@@ -490,6 +495,52 @@ def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, in
         return False
     above = prep.smooth[y0:y, x:x + bw] - prep.tissue_row[y0:y, None]
     return bool(np.percentile(above, 75) >= 6.0)
+
+
+#: Echo this far above the tissue level at its depth (dB, 75th percentile of the 1.5 mm band just
+#: under a dark component) marks a lumen, not an acoustic shadow: blood attenuates less than liver,
+#: so the tissue behind a lumen is brighter (posterior acoustic enhancement), and a portal sheath's
+#: far wall is a bright echo; under a shadow everything is darker than tissue. Measured on dev
+#: phantom seeds 8800-8849 (3 frames each, every component the shadow test rejected): the 1.5 mm
+#: band under 35 of the 43 components that were no lumen read -8.8 to +1.4 dB (the other 8 had no
+#: band: they reach the bottom), under the 19 that were lumens +0.3 to +11.4 dB, 15 of them +5.9 dB
+#: or more.
+SHADOW_ENHANCED_BELOW_DB = 3.0
+
+
+#: ... when the dark component is also nearly convex (area / convex hull area of its outline at
+#: least this): a lumen is round, oval or a straight band, and the least convex pair of touching
+#: round lumens (two equal discs meeting at a point) has 2 pi / (pi + 4) = 0.88; less a margin for
+#: a speckled outline. On the real usgra training images the enhancement alone let through two
+#: ragged dark regions (outline solidity 0.78 and 0.83: a dark strip at the image side, a
+#: hypoechoic patch among nerve fascicles); touching phantom lumens it rescues read 0.86-0.90.
+SHADOW_ENHANCED_MIN_SOLIDITY = 0.85
+
+
+def _polygon_solidity(comp: np.ndarray) -> float:
+    """Area over convex hull area of the outer outline of a bool mask's pixels (polygon areas
+    through the pixel centres; 0 for an empty or degenerate mask)."""
+    contours, _ = cv2.findContours(comp.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return 0.0
+    c = max(contours, key=cv2.contourArea)
+    hull = cv2.contourArea(cv2.convexHull(c))
+    return float(cv2.contourArea(c)) / hull if hull > 0 else 0.0
+
+
+def _enhanced_below(prep: Prepared, bbox: tuple[int, int, int, int]) -> bool:
+    """Whether the 1.5 mm band under a working-grid box (in the field of view; at least 3 pixels)
+    is brighter than the tissue at its depth by ``SHADOW_ENHANCED_BELOW_DB`` (75th percentile)."""
+    x, y, bw, bh = bbox
+    band = max(int(round(1.5 / prep.work_px_mm)), 1)
+    y0, y1 = y + bh, min(y + bh + band, prep.work_shape[0])
+    if y1 <= y0:
+        return False
+    valid = prep.valid[y0:y1, x:x + bw]
+    if np.count_nonzero(valid) < 3:
+        return False
+    above_tissue = prep.smooth[y0:y1, x:x + bw] - prep.tissue_row[y0:y1, None]
+    return bool(np.percentile(above_tissue[valid], 75) >= SHADOW_ENHANCED_BELOW_DB)
 
 
 def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> list[VesselDetection]:
