@@ -352,9 +352,14 @@ def beam_slopes(valid: np.ndarray) -> tuple[float, float] | None:
     if len(rows) < 10:
         return None
     sel = rows[int(0.2 * len(rows)):int(0.8 * len(rows)) + 1]
-    left = np.argmax(valid[sel], axis=1).astype(np.float64)
-    right = (valid.shape[1] - 1 - np.argmax(valid[sel, ::-1], axis=1)).astype(np.float64)
-    return float(np.polyfit(sel, left, 1)[0]), float(np.polyfit(sel, right, 1)[0])
+    sub = valid[sel]
+    left = np.argmax(sub, axis=1).astype(np.float64)
+    right = (valid.shape[1] - 1 - np.argmax(sub[:, ::-1], axis=1)).astype(np.float64)
+    t = sel - sel.mean()
+    tt = float(np.dot(t, t))
+    if tt <= 0:
+        return 0.0, 0.0
+    return float(np.dot(t, left - left.mean()) / tt), float(np.dot(t, right - right.mean()) / tt)
 
 
 def posterior_enhancement_db(rel: np.ndarray, lumen_w: np.ndarray, *, valid: np.ndarray, fov: np.ndarray,
@@ -409,18 +414,27 @@ def posterior_enhancement_db(rel: np.ndarray, lumen_w: np.ndarray, *, valid: np.
     xc = np.clip(xx, 0, w - 1)
     rows = np.broadcast_to(rr, xx.shape)
     below = on & valid[rows, xc]
-    enough = np.count_nonzero(below, axis=0) >= ENHANCEMENT_MIN_LENGTH_MM / px_mm
+    n = np.count_nonzero(below, axis=0)
+    enough = n >= ENHANCEMENT_MIN_LENGTH_MM / px_mm
     out = np.zeros(rel.shape, np.float32)
     if not enough.any():
         return out
-    vals = np.where(below[:, enough], rel[rows[:, enough], xc[:, enough]], np.nan)
-    gain = np.maximum(np.nanmedian(vals, axis=0), 0.0).astype(np.float32)
-    on, xc, rows = on[:, enough], xc[:, enough], rows[:, enough]
-    g = np.broadcast_to(gain[None, :], on.shape)
-    for dx in (0, 1):  # the pixel beside each beam pixel too: neighbouring beams may diverge by one
-        xs = np.clip(xc[on] + dx, 0, w - 1)
-        np.maximum.at(out, (rows[on], xs), g[on])
-    return out
+    below, n = below[:, enough], n[enough]
+    # the median of each beam's tissue values: sorted with the other rows pushed to the end
+    vals = np.where(below, rel[rows[:, enough], xc[:, enough]], np.inf)
+    vals.sort(axis=0)
+    lo = np.take_along_axis(vals, ((n - 1) // 2)[None, :], axis=0)[0]
+    hi = np.take_along_axis(vals, (n // 2)[None, :], axis=0)[0]
+    gain = np.maximum(0.5 * (lo + hi), 0.0).astype(np.float32)
+    # beams written in increasing gain (column-major): where two meet, the larger mostly stays
+    order = np.argsort(gain, kind="stable")
+    on, xc, rows = on[:, enough][:, order].T, xc[:, enough][:, order].T, rows[:, enough][:, order].T
+    g = np.broadcast_to(gain[order][:, None], on.shape)[on]
+    r_on, x_on = rows[on], xc[on]
+    out[r_on, x_on] = g
+    side = np.zeros_like(out)  # the pixel beside each beam pixel too: neighbouring beams may diverge by one
+    side[r_on, np.minimum(x_on + 1, w - 1)] = g
+    return np.maximum(out, side, out=out)
 
 
 def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lumen_w: np.ndarray,
