@@ -85,10 +85,11 @@ def test_lumens_equal_with_and_without_the_shortcuts(monkeypatch):
     assert found >= 3
 
 
-def _band_edges(along_mm: float, seed: int):
+def _band_edges(along_mm: float, seed: int, *, visible: bool = True):
     """A vessel in long axis (a horizontal band 5.6 mm across, 80 mm long) in speckle with a 1 mm
     lateral point-spread function; the classical detector's band with the lumen's speckle average
-    stretched along the band to ``along_mm`` (``edge_smoothing_mm`` = off). Returns (how far the
+    stretched along the band to ``along_mm`` (``edge_smoothing_mm`` = off), with or without
+    ``LUMEN_VISIBLE_FROM_CORE`` (whose neck opening also takes off tents). Returns (how far the
     outline's top and bottom edges reach beyond the true ones at most over the middle 40 mm, their
     median offsets (+ = outside), the diameter) in mm, or None when no band was found."""
     s = TrackingSettings()
@@ -96,12 +97,12 @@ def _band_edges(along_mm: float, seed: int):
     scene = Scene(shape_px=(300, 500), spacing_mm=sp, psf_lateral_mm=1.0,
                   discs=[Disc((30.0, cy), 40.0, echo=0.0, radius_y_mm=ry)])
     prep = prepare(render(scene, seed=seed), spacing_mm=(sp, sp), settings=s)
-    old = vessels_mod.LUMEN_ALONG_SMOOTHING_MM
-    vessels_mod.LUMEN_ALONG_SMOOTHING_MM = along_mm
+    old = vessels_mod.LUMEN_ALONG_SMOOTHING_MM, vessels_mod.LUMEN_VISIBLE_FROM_CORE
+    vessels_mod.LUMEN_ALONG_SMOOTHING_MM, vessels_mod.LUMEN_VISIBLE_FROM_CORE = along_mm, visible
     try:
         dets = [d for d in vessels_mod.detect_vessels_prepared(prep, settings=s) if d.long_axis]
     finally:
-        vessels_mod.LUMEN_ALONG_SMOOTHING_MM = old
+        vessels_mod.LUMEN_ALONG_SMOOTHING_MM, vessels_mod.LUMEN_VISIBLE_FROM_CORE = old
     if not dets:
         return None
     c = max(dets, key=lambda d: len(d.contour_px)).contour_px * sp
@@ -115,12 +116,16 @@ def test_long_axis_lumen_edge_has_no_speckle_tents():
     """Dark speckle pockets next to a band's edge joined it as tents (~1 mm high over 40 mm), and a
     minimum distance lands on them; averaging the speckle along the band removes most of them
     without moving the edge on average or changing the diameter."""
-    off, on = [], []
+    off, on, rule = [], [], []
     for seed in range(4):
-        a, b = _band_edges(TrackingSettings().edge_smoothing_mm, seed), _band_edges(vessels_mod.LUMEN_ALONG_SMOOTHING_MM, seed)
-        assert a is not None and b is not None
+        # (the along smoothing's own effect: without the neck opening of LUMEN_VISIBLE_FROM_CORE)
+        a = _band_edges(TrackingSettings().edge_smoothing_mm, seed, visible=False)
+        b = _band_edges(vessels_mod.LUMEN_ALONG_SMOOTHING_MM, seed, visible=False)
+        c = _band_edges(vessels_mod.LUMEN_ALONG_SMOOTHING_MM, seed)
+        assert a is not None and b is not None and c is not None
         off.append(a)
         on.append(b)
+        rule.append(c)
     tent_off, tent_on = np.mean([o[0] for o in off]), np.mean([o[0] for o in on])
     assert tent_on < 0.5 * tent_off
     assert tent_on < 0.5  # below the lateral resolution (1 mm)
@@ -128,3 +133,7 @@ def test_long_axis_lumen_edge_has_no_speckle_tents():
     assert abs(np.mean([o[1] for o in on])) < 0.15
     # (the long-axis diameter is the widest inscribed circle: a maximum over the band, as before)
     assert abs(np.mean([o[2] for o in on]) - np.mean([o[2] for o in off])) < 0.15
+    # and with LUMEN_VISIBLE_FROM_CORE (its neck opening): no more tents, edges and diameter where they were
+    assert np.mean([o[0] for o in rule]) <= tent_on + 0.05
+    assert abs(np.mean([o[1] for o in rule])) < 0.15
+    assert abs(np.mean([o[2] for o in rule]) - np.mean([o[2] for o in on])) < 0.15

@@ -922,6 +922,23 @@ HOLE_EARLY_EXIT = True
 LUMEN_ALONG_SMOOTHING_MM = 1.0
 
 
+#: A lumen's refined region keeps only what its centre sees through it (refine_region's
+#: ``visible_from_core``: star-shaped from the centre of the core's largest inscribed disc, then
+#: parts hanging on through a neck cut), for a convex core: a lumen touching a halo lesion took in
+#: the halo arc beyond the tissue ridge between them (hepatic_vein_abutting's 8.75 mm vein: up to
+#: +3.9 mm equivalent diameter). OFF for now, measured ON vs OFF (f53f519, official harness via
+#: tools/eval_end_to_end.py): hepatic_vein_abutting diameter MAE 0.278 -> 0.164, distance MAE /
+#: p95 0.101 / 0.466 -> 0.086 / 0.468, tumour Dice 0.925 -> 0.947; free_parenchyma diameter 0.309
+#: -> 0.283, recall 0.951 -> 0.960, distance 0.265 / 0.572 -> 0.275 / 0.579; occult_lesion diameter
+#: 0.243 -> 0.221, recall 0.956 -> 0.952, distance 0.181 / 0.385 -> 0.180 / 0.358; two_lesions_screen
+#: diameter 0.187 -> 0.106, distance 0.288 / 0.706 -> 0.283 / 0.670; portal_pedicle the same - but
+#: small_vessels recall 0.940 -> 0.933 and id switches 0.67 -> 1.33 /100 (a crescent-shaped grey
+#: lumen at the fan edge, x ~ 50 px, is cut and lost on frames 21 and 35; its track then takes
+#: back its old id 3 at frame 96 instead of the new id 7), pooled heat-sink 0.965 -> 0.960, and
+#: detect_vessels ~ +1.3 ms CPU per 800x600 frame. Turn on once that is solved.
+LUMEN_VISIBLE_FROM_CORE = False
+
+
 def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int],
                      settings: TrackingSettings, *, on_ring: bool = False) -> VesselDetection | None:
     """Refine one lumen core at full resolution and measure it (None when it is no lumen).
@@ -943,7 +960,7 @@ def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int
                             upsample=upsample, level_fraction=settings.edge_level_fraction,
                             margin_mm=2.5,
                             outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2, max_hole_fraction=hole,
-                            memo=memo, along=along)
+                            memo=memo, along=along, visible_from_core=LUMEN_VISIBLE_FROM_CORE)
     if refined is not None and refined.hole_fraction > LUMEN_MAX_HOLE_FRACTION:
         # the dark region closes a ring (a lesion halo touches this lumen, or this is a
         # piece of the halo): keep only what lies within 1.5 mm of the anechoic core
@@ -951,7 +968,8 @@ def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int
                                 upsample=upsample,
                                 level_fraction=settings.edge_level_fraction, margin_mm=2.5,
                                 outside_cap=_tissue_power(prep, bbox), sectors=12, passes=2,
-                                band_limit_mm=1.5, max_hole_fraction=hole, memo=memo, along=along)
+                                band_limit_mm=1.5, max_hole_fraction=hole, memo=memo, along=along,
+                                visible_from_core=LUMEN_VISIBLE_FROM_CORE)
     if refined is None or refined.hole_fraction > LUMEN_MAX_HOLE_FRACTION:
         return None
     if on_ring:
