@@ -315,17 +315,23 @@ def test_touching_lumens_tracked_apart_are_kept_apart():
 def test_touching_split_starts_only_when_seen_twice(monkeypatch):
     """The steady split (split_touching_steady): a pinched pair found in one frame only is
     reported whole (a flickering notch starts no split) and remembered; found again at the same
-    place in the next frame it is split, each part with its own diameter; a remembered pair
-    elsewhere does not count; the single lumen is never cut."""
+    place in the next frame, or moved as a whole (by less than the tracking gate), it is split,
+    each part with its own diameter; a remembered pair farther than the gate, or of another shape
+    (one part 3 mm off), does not count; the single lumen is never cut."""
     monkeypatch.setattr(vessels_mod, "SPLIT_NOTCH_FRACTION_START", 0.25)
     s = TrackingSettings()
     preps = [prepare(_touching_image(seed), spacing_mm=(SPACING, SPACING), settings=s) for seed in (1, 2)]
     dets = [vessels_mod.detect_vessels_prepared(p, settings=s) for p in preps]
     first, pending = vessels_mod.split_touching_steady(dets[0], [], [], preps[0], settings=s)
     assert first == dets[0] and len(pending) == 1
-    far = [tuple((x + 50.0, y) for x, y in pair) for pair in pending]
+    gate_px = s.track_gate_mm / SPACING
+    far = [tuple((x + 1.2 * gate_px, y) for x, y in pair) for pair in pending]
     unconfirmed, _ = vessels_mod.split_touching_steady(dets[1], [], far, preps[1], settings=s)
     assert unconfirmed == dets[1]
+    reshaped = [(pair[0], (pair[1][0] + 3.0 / SPACING, pair[1][1])) for pair in pending]
+    assert vessels_mod.split_touching_steady(dets[1], [], reshaped, preps[1], settings=s)[0] == dets[1]
+    moved = [tuple((x - 0.5 * gate_px, y + 0.3 * gate_px) for x, y in pair) for pair in pending]
+    assert _pair_found(vessels_mod.split_touching_steady(dets[1], [], moved, preps[1], settings=s)[0])
     second, pending2 = vessels_mod.split_touching_steady(dets[1], [], pending, preps[1], settings=s)
     assert _pair_found(second) and len(second) == len(dets[1]) + 1 and len(pending2) == 1
     for disc_ in TOUCHING:

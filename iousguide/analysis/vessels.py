@@ -651,6 +651,10 @@ SPLIT_NOTCH_FRACTION_TRACKED = 0.2
 #: two parts were found in the previous frame too: each part's centroid within this distance (mm)
 #: of one of the previous pair's (a notch that flickers with the speckle starts no split) ...
 SPLIT_CONFIRM_MM = 1.0
+#: ... once the pair's mean motion since that frame (up to ``track_gate_mm``) is taken off: a
+#: sweep moves lumens by about a millimetre per frame, and a pair that kept its shape while it
+#: moved was not confirmed (switch for A/B measurements).
+SPLIT_CONFIRM_MOVING = True
 #: ... at this notch depth (fraction of the smaller part's equivalent radius; the tracked split
 #: that keeps two established lumens apart asks only ``SPLIT_NOTCH_FRACTION_TRACKED``). Measured
 #: (official harness, free_parenchyma, learned model on, steady split on): 0.45 recall >= 3 mm
@@ -699,6 +703,21 @@ def split_touching_steady(dets: list[VesselDetection], track_points_px: list[tup
         return cv2.pointPolygonTest(np.asarray(contour, np.float32).reshape(-1, 1, 2),
                                     (float(point[0]), float(point[1])), False) >= 0
 
+    def same_pair(now, before):
+        """The same two parts as a previous frame's pair, moved together (the probe or the
+        organ moved between the frames, up to ``track_gate_mm``): each centroid within
+        ``SPLIT_CONFIRM_MM`` of its counterpart once the pair's mean motion is taken off."""
+        if not SPLIT_CONFIRM_MOVING:
+            return (near(now[0], before[0]) and near(now[1], before[1])) or \
+                (near(now[0], before[1]) and near(now[1], before[0]))
+        for a, b in ((before[0], before[1]), (before[1], before[0])):
+            dx = 0.5 * (now[0][0] + now[1][0] - a[0] - b[0])
+            dy = 0.5 * (now[0][1] + now[1][1] - a[1] - b[1])
+            if np.hypot(dx * ux, dy * uy) <= settings.track_gate_mm and near(now[0], (a[0] + dx, a[1] + dy)) \
+                    and near(now[1], (b[0] + dx, b[1] + dy)):
+                return True
+        return False
+
     out, pending = [], []
     for det in dets:
         if det.split_part or det.long_axis:
@@ -715,8 +734,7 @@ def split_touching_steady(dets: list[VesselDetection], track_points_px: list[tup
             if len(cut) == 2:
                 pair = (tuple(map(float, cut[0].centroid_px)), tuple(map(float, cut[1].centroid_px)))
                 pending.append(pair)
-                if any((near(pair[0], a) and near(pair[1], b)) or (near(pair[0], b) and near(pair[1], a))
-                       for a, b in pending_px):
+                if any(same_pair(pair, before) for before in pending_px):
                     parts = cut
         # a part where another detection already lies (two overlapping regions of one lumen) is no
         # lumen of its own: the region is kept whole
