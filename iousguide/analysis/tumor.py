@@ -394,10 +394,29 @@ def posterior_enhancement_db(rel: np.ndarray, lumen_w: np.ndarray, *, valid: np.
     ndarray (h, w) float32, or 0.0 when no column holds a lumen
         New array; ``rel`` is not modified.
     """
+    band = _posterior_enhancement_rows(rel, lumen_w, valid=valid, fov=fov, px_mm=px_mm)
+    if band is None:
+        return 0.0
+    r0, gain_rows = band
+    out = np.zeros(rel.shape, np.float32)
+    out[r0:] = gain_rows
+    return out
+
+
+def _posterior_enhancement_rows(rel: np.ndarray, lumen_w: np.ndarray, *, valid: np.ndarray, fov: np.ndarray,
+                                px_mm: float) -> tuple[int, np.ndarray] | None:
+    """:func:`posterior_enhancement_db` as (r0, its rows r0..h-1): every row above r0 is 0 (no
+    beam starts above it), so a caller subtracts only these rows and no full-frame map is made.
+
+    Returns
+    -------
+    (int, ndarray (h - r0, w) float32) or None when no column holds a lumen (the map is 0.0)
+        New array.
+    """
     has = lumen_w.any(axis=0)
     slopes = beam_slopes(fov) if has.any() else None
     if slopes is None:
-        return 0.0
+        return None
     h, w = rel.shape
     cols = np.nonzero(has)[0]
     lowest = h - 1 - np.argmax(lumen_w[::-1, cols], axis=0)
@@ -408,33 +427,39 @@ def posterior_enhancement_db(rel: np.ndarray, lumen_w: np.ndarray, *, valid: np.
     right = (w - 1 - np.argmax(row_ok[:, ::-1], axis=1)).astype(np.float64)
     frac = np.clip((cols - left) / np.maximum(right - left, 1.0), 0.0, 1.0)
     slope = slopes[0] + (slopes[1] - slopes[0]) * frac
-    rr = np.arange(h)[:, None]
+    # only the rows from the first beam's start down can be on a beam
+    r0 = min(int(start.min()), h)
+    out = np.zeros((h - r0, w), np.float32)
+    if r0 >= h:
+        return r0, out
+    rr = np.arange(r0, h)[:, None]
     xx = np.rint(cols[None, :] + slope[None, :] * (rr - lowest[None, :])).astype(np.int64)
     on = (rr >= start[None, :]) & (xx >= 0) & (xx < w)
     xc = np.clip(xx, 0, w - 1)
-    rows = np.broadcast_to(rr, xx.shape)
-    below = on & valid[rows, xc]
+    below = on & valid[rr, xc]
     n = np.count_nonzero(below, axis=0)
     enough = n >= ENHANCEMENT_MIN_LENGTH_MM / px_mm
-    out = np.zeros(rel.shape, np.float32)
     if not enough.any():
-        return out
-    below, n = below[:, enough], n[enough]
+        return r0, out
+    idx = np.nonzero(enough)[0]
+    below, n = below[:, idx], n[idx]
     # the median of each beam's tissue values: sorted with the other rows pushed to the end
-    vals = np.where(below, rel[rows[:, enough], xc[:, enough]], np.inf)
+    vals = np.where(below, rel[rr, xc[:, idx]], np.inf)
     vals.sort(axis=0)
     lo = np.take_along_axis(vals, ((n - 1) // 2)[None, :], axis=0)[0]
     hi = np.take_along_axis(vals, (n // 2)[None, :], axis=0)[0]
     gain = np.maximum(0.5 * (lo + hi), 0.0).astype(np.float32)
     # beams written in increasing gain (column-major): where two meet, the larger mostly stays
     order = np.argsort(gain, kind="stable")
-    on, xc, rows = on[:, enough][:, order].T, xc[:, enough][:, order].T, rows[:, enough][:, order].T
-    g = np.broadcast_to(gain[order][:, None], on.shape)[on]
-    r_on, x_on = rows[on], xc[on]
+    sel = idx[order]
+    on_t = on[:, sel].T
+    g = np.broadcast_to(gain[order][:, None], on_t.shape)[on_t]
+    r_on = np.broadcast_to(np.arange(h - r0)[None, :], on_t.shape)[on_t]
+    x_on = xc[:, sel].T[on_t]
     out[r_on, x_on] = g
     side = np.zeros_like(out)  # the pixel beside each beam pixel too: neighbouring beams may diverge by one
     side[r_on, np.minimum(x_on + 1, w - 1)] = g
-    return np.maximum(out, side, out=out)
+    return r0, np.maximum(out, side, out=out)
 
 
 def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lumen_w: np.ndarray,
@@ -478,7 +503,9 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
     tissue = valid & ~skirt
     # the posterior enhancement below a lumen is a gain of the whole beam below it, not a blob: taken
     # out, a faint lesion in (or beside) that band is no longer merged with it down to the fan bottom
-    rel = rel - posterior_enhancement_db(rel, lumen_w, valid=tissue, fov=valid, px_mm=px)
+    band = _posterior_enhancement_rows(rel, lumen_w, valid=tissue, fov=valid, px_mm=px)
+    if band is not None:  # rel is this function's own array: the rows below the first beam start, in place
+        rel[band[0]:] -= band[1]
     m = ((rel > cut) & tissue).astype(np.uint8)
     m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(1.0 / px))
     m = fill_holes(m)
