@@ -169,10 +169,12 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             if area < min_area or area > max_area:
                 continue
             x, y, w, h = (int(v) for v in stats[label, :4])
-            comp = labels == label
-            if np.count_nonzero(comp & lumen_p) > 0.02 * area:
+            in_box = labels[y:y + h, x:x + w] == label  # the component lies within its box
+            if np.count_nonzero(in_box & lumen_p[y:y + h, x:x + w]) > 0.02 * area:
                 continue  # encloses a lumen: a bright sheath or the blur around a vessel, not a lesion
-            sub = comp[y:y + h, x:x + w].astype(np.uint8)
+            comp = np.zeros_like(valid)
+            comp[y:y + h, x:x + w] = in_box
+            sub = in_box.astype(np.uint8)
             contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             hull_area = cv2.contourArea(cv2.convexHull(np.vstack(contours))) if contours else area
             solidity = min(area / hull_area, 1.0) if hull_area > 0 else 0.0
@@ -194,7 +196,7 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             # a closed ring's contrast is its halo's (the ring pixels) against the tissue outside
             contrast_db = _edge_contrast_db(rel, labels if ring else lab, label, (x, y, w, h), px=px,
                                             exclude=skirt)
-            touches = bool((edge & comp).any())
+            touches = bool((edge[y:y + h, x:x + w] & comp[y:y + h, x:x + w]).any())  # (x, y, w, h): comp's box
             bottom = not dark and _near_bottom(prep, sub.astype(bool), (x, y, w, h),
                                                margin_mm=settings.shadow_bottom_margin_mm)
             if bottom:
