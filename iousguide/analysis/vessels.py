@@ -1044,17 +1044,26 @@ def _opened_to_disc(refined: Refined) -> Refined | None:
     return _refined_from_contour(refined, contour, part)
 
 
-def _first_harmonic_ratio(pts: np.ndarray) -> float:
+def _outline_spectrum(pts: np.ndarray, *, n: int = 128) -> tuple[np.ndarray, float] | None:
+    """Fourier coefficients of a closed outline (N, 2) resampled at ``n`` points uniformly along
+    its length (z = x + i y; ``spec[k]`` the k-th harmonic, ``spec[-k]`` its counter-rotating
+    twin) and the outline's length, in the points' unit; None for a degenerate outline."""
     seg = np.hypot(*(np.concatenate([pts[1:], pts[:1]]) - pts).T)  # (np.roll's values, less overhead)
-    total = seg.sum()
+    total = float(seg.sum())
     if total <= 0 or len(pts) < 5:
-        return 0.0
+        return None
     s_cum = np.concatenate([[0.0], np.cumsum(seg)])
     closed = np.vstack([pts, pts[:1]])
-    n = 128
     t = np.linspace(0.0, total, n, endpoint=False)
     z = np.interp(t, s_cum, closed[:, 0]) + 1j * np.interp(t, s_cum, closed[:, 1])
-    spec = np.fft.fft(z) / n
+    return np.fft.fft(z) / n, total
+
+
+def _first_harmonic_ratio(pts: np.ndarray) -> float:
+    got = _outline_spectrum(pts)
+    if got is None:
+        return 0.0
+    spec = got[0]
     a_pos, a_neg = abs(spec[1]), abs(spec[-1])
     major = a_pos + a_neg
     return float(abs(a_pos - a_neg) / major) if major > 0 else 0.0
@@ -1124,17 +1133,10 @@ def ellipse_axis_ratio_debiased(contour: np.ndarray, *, smoothing_mm: float) -> 
     -------
     float in [0, 1]
     """
-    pts = np.asarray(contour, dtype=np.float64).reshape(-1, 2)
-    seg = np.hypot(*(np.concatenate([pts[1:], pts[:1]]) - pts).T)
-    total = float(seg.sum())
-    if total <= 0 or len(pts) < 5:
+    got = _outline_spectrum(np.asarray(contour, dtype=np.float64).reshape(-1, 2))
+    if got is None:
         return 0.0
-    s_cum = np.concatenate([[0.0], np.cumsum(seg)])
-    closed = np.vstack([pts, pts[:1]])
-    n = 128
-    t = np.linspace(0.0, total, n, endpoint=False)
-    z = np.interp(t, s_cum, closed[:, 0]) + 1j * np.interp(t, s_cum, closed[:, 1])
-    spec = np.fft.fft(z) / n
+    spec, total = got
     k_c = -1 if abs(spec[1]) >= abs(spec[-1]) else 1  # the counter-rotating first harmonic
     gain = np.exp(-2.0 * (np.pi * np.arange(4) * max(smoothing_mm, 0.0) / total) ** 2)
     noise = 0.5 * sum(abs(spec[k * k_c]) ** 2 / gain[k] ** 2 for k in (2, 3)) * gain[1] ** 2
