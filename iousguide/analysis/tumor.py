@@ -364,24 +364,6 @@ def beam_slopes(valid: np.ndarray) -> tuple[float, float] | None:
     return float(np.dot(t, left - left.mean()) / tt), float(np.dot(t, right - right.mean()) / tt)
 
 
-#: the last field of view given to :func:`_beam_slopes_of_view`, its pixel count and its slopes
-_LAST_VIEW_SLOPES: tuple[np.ndarray, int, tuple[float, float] | None] | None = None
-
-
-def _beam_slopes_of_view(fov: np.ndarray) -> tuple[float, float] | None:
-    """:func:`beam_slopes` of a field of view, computed again only when it is another array: the
-    tracker hands the same (never modified) field-of-view array to every frame until it refreshes
-    it, and the fan's geometry changes only with it (a changed pixel count recomputes too)."""
-    global _LAST_VIEW_SLOPES
-    last = _LAST_VIEW_SLOPES
-    count = int(np.count_nonzero(fov))
-    if last is not None and last[0] is fov and last[1] == count:
-        return last[2]
-    slopes = beam_slopes(fov)
-    _LAST_VIEW_SLOPES = (fov, count, slopes)
-    return slopes
-
-
 def posterior_enhancement_db(rel: np.ndarray, lumen_w: np.ndarray, *, valid: np.ndarray, fov: np.ndarray,
                              px_mm: float) -> np.ndarray | float:
     """Posterior acoustic enhancement below lumens, per pixel (dB, >= 0).
@@ -434,7 +416,7 @@ def _posterior_enhancement_rows(rel: np.ndarray, lumen_w: np.ndarray, *, valid: 
         New array.
     """
     has = lumen_w.any(axis=0)
-    slopes = _beam_slopes_of_view(fov) if has.any() else None
+    slopes = beam_slopes(fov) if has.any() else None
     if slopes is None:
         return None
     h, w = rel.shape

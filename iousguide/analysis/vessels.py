@@ -473,8 +473,10 @@ def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, in
     x, y, bw, bh = bbox
     if bh <= 1.5 * bw:
         return False
-    if _enhanced_below(prep, bbox) and _polygon_solidity(comp) >= SHADOW_ENHANCED_MIN_SOLIDITY:
-        return False
+    if _enhanced_below(prep, bbox):
+        outline = largest_contour(comp.astype(np.uint8))
+        if outline is not None and _solidity(outline, (1.0, 1.0)) >= SHADOW_ENHANCED_MIN_SOLIDITY:
+            return False
     m = cv2.moments(comp.astype(np.uint8), binaryImage=True)
     if m["m00"] > 0:
         mu20, mu02, mu11 = m["mu20"] / m["m00"], m["mu02"] / m["m00"], m["mu11"] / m["m00"]
@@ -515,17 +517,6 @@ SHADOW_ENHANCED_BELOW_DB = 3.0
 #: ragged dark regions (outline solidity 0.78 and 0.83: a dark strip at the image side, a
 #: hypoechoic patch among nerve fascicles); touching phantom lumens it rescues read 0.86-0.90.
 SHADOW_ENHANCED_MIN_SOLIDITY = 0.85
-
-
-def _polygon_solidity(comp: np.ndarray) -> float:
-    """Area over convex hull area of the outer outline of a bool mask's pixels (polygon areas
-    through the pixel centres; 0 for an empty or degenerate mask)."""
-    contours, _ = cv2.findContours(comp.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return 0.0
-    c = max(contours, key=cv2.contourArea)
-    hull = cv2.contourArea(cv2.convexHull(c))
-    return float(cv2.contourArea(c)) / hull if hull > 0 else 0.0
 
 
 def _enhanced_below(prep: Prepared, bbox: tuple[int, int, int, int]) -> bool:
