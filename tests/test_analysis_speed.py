@@ -280,7 +280,8 @@ def test_lumen_on_work_grid_equals_whole_grid_fill():
 
 def _plain_detect(prep, s):
     """detect_vessels_prepared as it was written before the reuse of verdicts and refinements:
-    every component of both levels judged, every lifted core refined."""
+    every component of both levels judged, every lifted core refined (and a partial black-level
+    outline replaced by its lifted component's, as there)."""
     from iousguide.analysis import vessels as v
 
     on_ring: set = set()
@@ -304,6 +305,11 @@ def _plain_detect(prep, s):
             core = labels_l == label
             sub = core[y:y + bh, x:x + bw]
             if np.any(sub & (taken[y:y + bh, x:x + bw] | accepted[y:y + bh, x:x + bw])):
+                if v.LIFTED_REPLACES_PARTIAL and v._replace_partial(found, prep, core, sub, (x, y, bw, bh), s,
+                                                                    on_ring=label in ring_l):
+                    taken = np.zeros(prep.work_shape, bool)
+                    for det in found:
+                        taken |= det.mask_w
                 continue
             det = v._lumen_from_core(prep, core, (x, y, bw, bh), s, on_ring=label in ring_l)
             if det is None or np.any(det.mask_w & taken):
@@ -325,6 +331,9 @@ def test_detect_vessels_reuse_equals_plain(monkeypatch):
 
     s = TrackingSettings()
     assert v.DISPLAY_FLOOR and not v.GREY_LUMENS
+    # (with the cores grown into the bottom margin, no lifted core of this frame is a black one
+    # again: the reuse is exercised without; the growth itself is the same in both formulations)
+    monkeypatch.setattr(v, "LIFTED_INTO_BOTTOM_MARGIN", False)
     frames, _ = generate_case(4242, difficulty="medium", n_frames=1, probe="convex", width_px=1000,
                               height_px=800, spacing_mm=0.12)
     prep = prepare(np.ascontiguousarray(frames[0].gray), spacing_mm=frames[0].spacing_mm, settings=s)

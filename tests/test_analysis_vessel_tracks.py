@@ -1,5 +1,5 @@
 """Vessel tracks and lumens on the bundled phantom recordings: a vein abutting a halo lesion is
-found, a vein clipped by the fan edge keeps one id, and the id assignment itself (detections
+found, a vein cut by the fan's arc is found and keeps one id, and the id assignment itself (detections
 given directly) lets an established track keep its lumen when a fragment of it appears.
 
 Recording checks use the official matching rule (iousguide.evaluation.match_vessels) against the
@@ -81,16 +81,20 @@ def test_vein_abutting_a_halo_lesion_meets_the_recall_target(abutting_vein):
     assert len(found) >= 0.95 * len(abutting_vein)
 
 
-def test_vein_clipped_by_the_fan_keeps_one_id():
-    """small_vessels: the only >= 3 mm vein is cut by the convex fan edge and found in pieces in
-    some frames; a piece seen once must not start a track that then takes turns with the
-    established one (formerly 3 id switches in the first 50 frames)."""
-    results, truth = _run("small_vessels", ".mp4", 50)
-    pairs = [(rv, tv) for rv, tv in _matches(results, truth, vessel_id=4) if rv is not None]
-    assert len(pairs) >= 25
-    ids = [rv["id"] for rv, _ in pairs]
+def test_vein_cut_by_the_bottom_of_the_fan_is_found_and_keeps_one_id():
+    """small_vessels: the only >= 3 mm vein (5-6.5 mm) lies at the bottom corner of the convex
+    fan, cut by its arc, in all 150 frames. It was found in pieces (a piece seen once must not
+    start a track that then takes turns with the established one: formerly 3 id switches in the
+    first 50 frames) and missed in 9 frames (its black surroundings below the view set the
+    level); the issue-5 targets: recall >= 0.95, at most one id switch per 100 frames."""
+    results, truth = _run("small_vessels", ".mp4", 150)
+    matches = _matches(results, truth, vessel_id=4)
+    assert len(matches) == 150 and all(tv["diameter_mm"] >= 3.0 and tv.get("clipped") for _, tv in matches)
+    found = [rv for rv, _ in matches if rv is not None]
+    assert len(found) >= 0.95 * len(matches)
+    ids = [rv["id"] for rv in found]
     switches = sum(a != b for a, b in zip(ids, ids[1:]))
-    assert switches == 0  # the target, <= 1 per 100 frames, allows none in 50
+    assert switches <= 1  # 1.5 allowed in 150 frames
 
 
 def _det(x, y, diameter_px):

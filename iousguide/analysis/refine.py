@@ -22,6 +22,14 @@ from iousguide.analysis.imaging import Prepared, disc, fill_holes, largest_conto
 
 MAX_REFINE_SIDE_PX = 200
 
+#: Pixels below the field of view (``Prepared.valid_bottom_row``) are excluded from a refined
+#: region and from the outside level around it (switch for A/B measurements) ...
+REFINE_WITHIN_FOV = True
+#: ... and a region cut by that edge must reach this fraction of the length it shares with the edge
+#: away from it (a lumen cut in half reaches half): a thin band along the edge is the fan's own
+#: darker, blurred edge (with the black outside in the ring, its cut used to fail instead).
+EDGE_MIN_HEIGHT_FRACTION = 0.3
+
 
 @dataclass
 class Refined:
@@ -151,7 +159,7 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
     key = (id(prep), id(coarse), tuple(bbox_w), dark, smoothing_mm, along, upsample, margin_mm,
            None if exclude_frame is None else id(exclude_frame), exclude_fill)
     if memo is not None and memo.get("key") == key:
-        x0, y0, x1, y1, px_mm, sx, sy, out_w, out_h, up, coarse_up, band_px, d_in, inside = memo["prefix"]
+        x0, y0, x1, y1, px_mm, sx, sy, out_w, out_h, up, coarse_up, band_px, d_in, inside, off_fov_up = memo["prefix"]
     else:
         amp = prep.amplitude
         rows, cols = amp.shape
@@ -198,6 +206,18 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         if not coarse_up.any():
             return None
+        # the image below the field of view (below a fan's arc: beyond the depth shown) is
+        # neither the region nor its surroundings: excluded like ``exclude_frame`` (a lumen cut
+        # by the bottom of the view is closed by it, and its outside level is the tissue's, not
+        # black). Not beside the view: a fan's lateral edges are darker than tissue (the
+        # aperture's edge), and the black beside them keeps their dark rim from being cut as a lumen
+        off_fov_up = None
+        if REFINE_WITHIN_FOV:
+            below_w = _below_view(prep, bx, by, bw, bh, margin_mm)
+            if below_w is not None:
+                below_up = cv2.warpAffine(below_w, m, (out_w, out_h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                                          borderMode=cv2.BORDER_REPLICATE)
+                off_fov_up = below_up.view(bool) if below_up.any() else None
         band_px = max(1.0 / px_mm, 2.0)  # 1 mm
         d_in = _dist_inside(coarse_up)
         rim = (d_in > 0.5 * band_px) & (d_in <= 1.5 * band_px)
@@ -208,7 +228,8 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         inside = float(_median(up[rim]))
         if memo is not None:
             memo["key"] = key
-            memo["prefix"] = (x0, y0, x1, y1, px_mm, sx, sy, out_w, out_h, up, coarse_up, band_px, d_in, inside)
+            memo["prefix"] = (x0, y0, x1, y1, px_mm, sx, sy, out_w, out_h, up, coarse_up, band_px, d_in, inside,
+                              off_fov_up)
     ux, uy = prep.unit_mm
     if dark and outside_cap is not None and not float(outside_cap) > inside:
         return None  # the outside level is capped at or below the inside: no dark region (as below)
@@ -221,12 +242,15 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
         if excl_up.any():
             ring &= _dist_to(excl_up, band_px) > band_px
         excl_up = excl_up.astype(bool)
+    seed_idx = np.flatnonzero(coarse_up)  # the coarse region on the refinement grid (flat indices)
+    if off_fov_up is not None and REFINE_WITHIN_FOV:
+        ring &= _dist_to(off_fov_up.view(np.uint8), band_px) > band_px
+        excl_up = off_fov_up if excl_up is None else excl_up | off_fov_up
     if not ring.any():
         ring = ~coarse_up.astype(bool)
         if not ring.any():
             return None
     outside_vals = up[ring]
-    seed_idx = np.flatnonzero(coarse_up)  # the coarse region on the refinement grid (flat indices)
     if sectors:
         # the darkest neighbour sets the first level (no leak into an adjacent hypoechoic lesion)
         cx, cy = _centre(coarse_up)
@@ -311,6 +335,9 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
             outside = float(np.mean(out_sec))
     if view is not None and VISIBLE_NECK_OPENING > 0:
         mask = _without_necked_parts(mask, coarse_up, VISIBLE_NECK_OPENING, VISIBLE_NECK_KEEP_MM / px_mm)
+    if off_fov_up is not None and REFINE_WITHIN_FOV and _band_along_edge(mask, off_fov_up, band_px,
+                                                                        image_bottom=y1 >= prep.amplitude.shape[0]):
+        return None
     contour = largest_contour(mask)
     if contour is None or len(contour) < 5:
         return None
@@ -465,6 +492,37 @@ def _dist_inside(mask: np.ndarray) -> np.ndarray:
         x0, y0, x1, y1 = win
         out[y0:y1, x0:x1] = cv2.distanceTransform(np.ascontiguousarray(mask[y0:y1, x0:x1]), cv2.DIST_L2, 3)
     return out
+
+
+def _below_view(prep: Prepared, bx: int, by: int, bw: int, bh: int, margin_mm: float) -> np.ndarray | None:
+    """Working-grid pixels (uint8 (h, w), 1 = below) under the field of view's bottom in their
+    column, or None when none lie near the box (x, y, w, h) grown by ``margin_mm`` (+ 2 px)."""
+    h, w = prep.work_shape
+    pad = int(np.ceil(margin_mm / prep.work_px_mm)) + 2
+    c0, c1 = max(bx - pad, 0), min(bx + bw + pad, w)
+    bottom = prep.valid_bottom_row[c0:c1]
+    seen = bottom >= 0
+    if not seen.any() or int(bottom[seen].min()) >= min(by + bh + pad, h) - 1:
+        return None
+    below = np.zeros((h, w), np.uint8)
+    rows = np.arange(h)[:, None]
+    below[:, c0:c1] = (rows > bottom[None, :]) & seen[None, :]
+    return below
+
+
+def _band_along_edge(mask: np.ndarray, off_fov: np.ndarray, band_px: float, *, image_bottom: bool) -> bool:
+    """Whether a region (uint8 mask) cut by the field of view's edge (``off_fov`` bool, same
+    shape; and the image's bottom below the last row when ``image_bottom``: a fan cut by the
+    image's bottom ends there too) is a thin band along it: its height from the edge under
+    EDGE_MIN_HEIGHT_FRACTION of the length it shares with the edge (the pixels within ``band_px``
+    of the edge per ``band_px``)."""
+    region = mask.view(bool) if mask.dtype == np.uint8 else mask.astype(bool)
+    inside = np.where(off_fov, 0, 1).astype(np.uint8)
+    if image_bottom:
+        inside = np.vstack([inside, np.zeros((1, inside.shape[1]), np.uint8)])
+    dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3)[:mask.shape[0]][region]
+    shared_px = np.count_nonzero(dist <= band_px) / band_px
+    return shared_px > 0 and float(dist.max()) < EDGE_MIN_HEIGHT_FRACTION * shared_px
 
 
 def _dist_to(mask: np.ndarray, limit_px: float) -> np.ndarray:

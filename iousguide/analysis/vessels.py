@@ -231,7 +231,22 @@ def lumen_dark_mask(prep: Prepared, *, settings: TrackingSettings) -> np.ndarray
     if DISPLAY_FLOOR:
         margin = int(round(settings.shadow_bottom_margin_mm / prep.work_px_mm))
         above_edge = np.arange(prep.work_shape[0])[:, None] <= (prep.valid_bottom_row - margin)[None, :]
-        dark |= (prep.smooth < lifted[:, None]) & above_edge
+        under_lifted = prep.smooth < lifted[:, None]
+        dark |= under_lifted & above_edge
+        if LIFTED_INTO_BOTTOM_MARGIN and margin > 0:
+            # a core found above the margin goes on into it (a lumen at the bottom of the fan),
+            # by at most the margin: the margin only keeps the fan's edge from starting a core
+            below = under_lifted & ~above_edge & prep.valid
+            if below.any():
+                allowed = (dark | below).view(np.uint8)
+                grown = (dark & prep.valid).view(np.uint8)
+                kernel = np.ones((3, 3), np.uint8)
+                for _ in range(margin):
+                    nxt = cv2.dilate(grown, kernel) & allowed
+                    if np.array_equal(nxt, grown):
+                        break
+                    grown = nxt
+                dark = dark | grown.view(bool)
     return dark & prep.valid
 
 
@@ -242,6 +257,12 @@ LIFTED_MIN_DIAMETER_FACTOR = 2.0
 
 #: switch of the depth-dependent display floor in the lumen core level (for A/B measurements)
 DISPLAY_FLOOR = True
+#: A core under the lifted level that starts above the fan's bottom margin
+#: (``shadow_bottom_margin_mm``) takes in what lies under that level within the margin, connected
+#: to it (switch for A/B measurements). Without, a lumen at the bottom of the fan kept only a
+#: crescent above the margin, the ring around that crescent lay inside the lumen, and the refined
+#: outline stayed a sliver (small_vessels: a 5 mm vein cut by the fan's edge missed or split).
+LIFTED_INTO_BOTTOM_MARGIN = True
 
 
 #: A "grey" lumen (flow noise, reverberation or a low dynamic range fill it with grey) lies
@@ -577,7 +598,16 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
                 core = labels_l == label
                 sub = core[y:y + bh, x:x + bw]
                 if np.any(sub & (taken[y:y + bh, x:x + bw] | accepted[y:y + bh, x:x + bw])):
-                    continue  # holds a lumen found on the black-floor level
+                    # holds a lumen found on the black-floor level: kept, unless that lumen's
+                    # outline covers little of this component (its black core was a small part of
+                    # a larger lumen, the ring around it lay inside the lumen and the cut stopped
+                    # short); then this component's own outline replaces it, if it holds it
+                    if LIFTED_REPLACES_PARTIAL and _replace_partial(found, prep, core, sub, (x, y, bw, bh), settings,
+                                                                    on_ring=label in on_ring_l):
+                        taken = np.zeros(prep.work_shape, bool)
+                        for det in found:
+                            taken |= det.mask_w
+                    continue
                 same = [d for c, r, d in tried.get(bbox, ()) if r == (label in on_ring_l) and np.array_equal(c, sub)]
                 det = same[0] if same else _lumen_from_core(prep, core, bbox, settings, on_ring=label in on_ring_l)
                 if det is None or np.any(det.mask_w & taken):
@@ -612,6 +642,38 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
             if det is not None:
                 found.append(det)
     return found
+
+
+#: The outline found from a black-floor core that covers less than this fraction of the core's
+#: component at the lifted level (the only lumen in it) is replaced by that component's outline
+#: when that one holds its centre and is larger (switch ``LIFTED_REPLACES_PARTIAL``).
+PARTIAL_COVER_FRACTION = 0.5
+LIFTED_REPLACES_PARTIAL = True
+
+
+def _replace_partial(found: list[VesselDetection], prep: Prepared, core: np.ndarray, sub: np.ndarray,
+                     bbox: tuple[int, int, int, int], settings: TrackingSettings, *, on_ring: bool) -> bool:
+    """Replace, in ``found`` (modified in place), the one detection lying in a lifted-level
+    component (``core`` (h, w) bool on the working grid, ``sub`` its part in ``bbox``) whose
+    outline covers less than PARTIAL_COVER_FRACTION of it, by the component's own refined
+    lumen, when that holds the old one's centroid and is larger. Returns whether it did."""
+    x, y, bw, bh = bbox
+    inside = [k for k, d in enumerate(found) if np.any(d.mask_w[y:y + bh, x:x + bw] & sub)]
+    if len(inside) != 1:
+        return False
+    old = found[inside[0]]
+    covered = np.count_nonzero(old.mask_w[y:y + bh, x:x + bw] & sub)
+    if covered >= PARTIAL_COVER_FRACTION * np.count_nonzero(sub):
+        return False
+    det = _lumen_from_core(prep, core, bbox, settings, on_ring=on_ring)
+    if det is None or np.count_nonzero(det.mask_w) <= np.count_nonzero(old.mask_w):
+        return False
+    cx, cy = prep.to_work(old.centroid_px[0], old.centroid_px[1])
+    r, c = int(round(float(cy))), int(round(float(cx)))
+    if not (0 <= r < det.mask_w.shape[0] and 0 <= c < det.mask_w.shape[1] and det.mask_w[r, c]):
+        return False
+    found[inside[0]] = det
+    return True
 
 
 #: Two touching lumens are split (:func:`split_touching_lumen`) by the tracker, steadily in time
