@@ -597,3 +597,34 @@ def test_a_tissue_gap_to_an_abutting_vein_is_measured_and_contact_stays_contact(
     assert all(abs(d - 1.2) <= 0.6 for d in gap), gap
     contact = _gap_distances(0.0, 800)
     assert all(d <= 0.4 for d in contact), contact
+
+
+def test_followed_lesion_is_kept_as_its_section_shrinks(monkeypatch):
+    """A hypoechoic lesion seeded at 6 mm, then its section shrinking as the image plane leaves it
+    (6 -> 2.2 mm over 9 frames, area change per frame within tumor_max_area_change): followed
+    down to the sections under tumor_min_diameter_mm (4 mm; a proposal still needs that), with
+    its outline on the disc (Dice >= 0.7 for these small sections: 0.4 mm of edge error on a 3 mm
+    disc alone gives ~0.75). With the follow asking for the proposal's size it is lost there."""
+    from iousguide.analysis import tracker as tracker_mod
+
+    radii_mm = [3.0, 2.8, 2.5, 2.2, 1.95, 1.7, 1.5, 1.3, 1.1]
+    discs = [Disc((30.0, 25.0), r, echo=0.3) for r in radii_mm]
+    frames = [Frame(pixels=render(Scene(shape_px=(500, 700), spacing_mm=SPACING_MM, discs=[d]), seed=900 + i),
+                    index=i, t_mono_ns=i, t_source_s=i / 15, spacing_mm=(SPACING_MM, SPACING_MM))
+              for i, d in enumerate(discs)]
+    small = [i for i, d in enumerate(discs) if 2.5 <= 2 * d.radius_mm < TrackingSettings().tumor_min_diameter_mm]
+    assert len(small) == 4  # 3.9, 3.4, 3.0 and 2.6 mm
+
+    def run():
+        tracker = Tracker(TrackingSettings(tumor_seed_px=(300.0, 250.0)))
+        return [tracker.process(f) for f in frames]
+
+    results = run()
+    for i in small:
+        assert results[i].tumor is not None, (2 * discs[i].radius_mm, results[i].status)
+        assert disc_dice(results[i].tumor.contour_px, discs[i], (500, 700), SPACING_MM) >= 0.7
+    # (the follow measures a blurred small section a little larger than it is: with the proposal's
+    # size it still held the 3.9 and 3.4 mm sections, and lost the smaller ones)
+    monkeypatch.setattr(tracker_mod, "FOLLOW_MIN_DIAMETER_FRACTION", 1.0)
+    as_proposal = run()
+    assert any(as_proposal[i].tumor is None for i in small)

@@ -69,6 +69,10 @@ STRONG_MAX_ENHANCEMENT_DB = 0.5
 STRONG_RIVALS_UNPROPOSED = True
 #: the field of view (fan or linear image) is found again every this many frames
 FOV_REFRESH_FRAMES = 15
+#: While a lesion is followed, lesion candidates down to this fraction of tumor_min_diameter_mm
+#: are looked for (its section shrinks as the image plane leaves it; the follow's own gates - near
+#: the previous outline, area change - still apply). 1.0 = as for a proposal.
+FOLLOW_MIN_DIAMETER_FRACTION = 0.5
 #: the bright foci followed in a calcified lesion lie mostly (this fraction) within 2 mm of its last
 #: extent (:meth:`Tracker._merge_follow`)
 SHADOWED_FOLLOW_INSIDE = 0.7
@@ -347,7 +351,12 @@ class Tracker:
         seed_px = self._take_seed(frame, messages)
         # solid anechoic blobs: cut out of the lesion map, and kept out of the follow's template
         lumens_w = anechoic_mask(prep, settings=s, min_solidity=ANECHOIC_MIN_SOLIDITY)
-        candidates = lesion_candidates(prep, settings=s, vessel_mask_w=vessel_w, lumen_mask_w=lumens_w)
+        # (a lesion being followed shrinks as the image plane leaves it: smaller sections are
+        # looked for then; a proposal still needs the full tumour size, plausible_auto)
+        following = self._tumor.mode == "tracking"
+        candidates = lesion_candidates(prep, settings=s, vessel_mask_w=vessel_w, lumen_mask_w=lumens_w,
+                                       min_diameter_mm=FOLLOW_MIN_DIAMETER_FRACTION * s.tumor_min_diameter_mm
+                                       if following else None)
         tumor_cand, tumor_label = self._follow_tumor(prep, candidates, seed_px, vessel_frame, vessels, messages,
                                                      lumens_w=lumens_w)
 
@@ -682,6 +691,12 @@ class Tracker:
             area = np.count_nonzero(c.mask_w)
             if area and np.count_nonzero(c.mask_w & near) >= 0.5 * area:
                 parts.append(c)
+        # sections under the tumour size (FOLLOW_MIN_DIAMETER_FRACTION) stand for the lesion only
+        # on their own (it shrinks as the plane leaves it): beside a full-size part they are
+        # speckle or a vessel's rim, and would pull the outline towards that vessel
+        full = [c for c in parts if c.equivalent_diameter_mm >= s.tumor_min_diameter_mm]
+        if full:
+            parts = full
         if not parts or (foci and len(parts) != 1):
             return None
         mask = np.zeros_like(st.mask_w, dtype=bool)

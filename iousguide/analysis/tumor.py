@@ -86,7 +86,8 @@ class TumorCandidate:
 
 def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                       vessel_mask_w: np.ndarray | None = None,
-                      lumen_mask_w: np.ndarray | None = None) -> list[TumorCandidate]:
+                      lumen_mask_w: np.ndarray | None = None,
+                      min_diameter_mm: float | None = None) -> list[TumorCandidate]:
     """Hypo-, hyperechoic and halo lesion components of a prepared frame.
 
     Pixels whose speckle-averaged level (sigma ``tumor_smoothing_mm``) differs from the
@@ -114,11 +115,14 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     lumen_mask_w : ndarray (h, w) bool, optional
         This frame's ``anechoic_mask(prep, min_solidity=ANECHOIC_MIN_SOLIDITY)`` when the caller
         already has it (the tracker uses it again in its follow); computed when None. Not modified.
+    min_diameter_mm : float, optional
+        Smallest equivalent diameter of a component of the fine map (default
+        ``settings.tumor_min_diameter_mm``; the tracker asks for less while it follows a lesion).
 
     Returns
     -------
     list of TumorCandidate
-        Components of at least the minimum tumour size.
+        Components of at least the minimum size.
     """
     px = prep.work_px_mm
     sigma = settings.tumor_smoothing_mm / px
@@ -141,7 +145,8 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                if lumen_mask_w is None else lumen_mask_w)
     skirt_d = cv2.dilate(lumen_d.astype(np.uint8), r_skirt).astype(bool) if lumen_d.any() else np.zeros_like(valid)
     out: list[TumorCandidate] = []
-    min_area = np.pi * (0.5 * settings.tumor_min_diameter_mm / px) ** 2
+    min_d_mm = settings.tumor_min_diameter_mm if min_diameter_mm is None else min_diameter_mm
+    min_area = np.pi * (0.5 * min_d_mm / px) ** 2
     max_area = np.pi * (0.5 * settings.tumor_max_diameter_mm / px) ** 2
     border = valid & ~cv2.erode(valid.astype(np.uint8), disc(1.0 / px)).astype(bool)
     # the edge of the image is an edge of the view too (a linear image fills it: the erosion above,
