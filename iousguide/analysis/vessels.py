@@ -1006,9 +1006,8 @@ LUMEN_ALONG_SMOOTHING_MM = 1.0
 #: small_vessels recall 0.940 -> 0.933 and id switches 0.67 -> 1.33 /100 (a crescent-shaped grey
 #: lumen at the fan edge, x ~ 50 px, is cut and lost on frames 21 and 35; its track then takes
 #: back its old id 3 at frame 96 instead of the new id 7), pooled heat-sink 0.965 -> 0.960, and
-#: detect_vessels ~ +1.3 ms CPU per 800x600 frame. ON since the vein at the bottom of the fan is
-#: found whole (REFINE_WITHIN_FOV): with DIAMETER_RATIO_DEBIASED, see there.
-LUMEN_VISIBLE_FROM_CORE = True
+#: detect_vessels ~ +1.3 ms CPU per 800x600 frame. Turn on once that is solved.
+LUMEN_VISIBLE_FROM_CORE = False
 
 
 def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int],
@@ -1220,13 +1219,9 @@ def _tissue_power(prep: Prepared, bbox: tuple[int, int, int, int]) -> float:
 #: touching lesion's dark halo on that side (equivalent diameter +0.83 mm), goes from bias +0.21
 #: to +0.53 and the recording's diameter MAE 0.278 -> 0.325; overall MAE 0.312 -> 0.327 (8600-8619)
 #: and 0.234 -> 0.248 (8840-8869), 6-9 and > 9 mm worse; small_vessels id switches 0.67 -> 1.33
-#: /100 (a split piece's id returns to its track at frame 95). ON with LUMEN_VISIBLE_FROM_CORE
-#: (which stops the leak), both vs both OFF on the bundled recordings: free_parenchyma diameter MAE
-#: 0.308 -> 0.277, hepatic_vein_abutting 0.278 -> 0.151, two_lesions_screen 0.187 -> 0.106, every
-#: recording's recall >= 0.95, id switches 0, pooled heat-sink 0.966; dev seeds 8800-8899 x 12:
-#: recall 0.953 -> 0.956, precision 0.963 -> 0.965, diameter 0.229 -> 0.210, distance 0.913 -> 0.900,
-#: id switches 0.917 -> 0.75 /100.
-DIAMETER_RATIO_DEBIASED = True
+#: /100 (a split piece's id returns to its track at frame 95). Turn on once lumens stop leaking
+#: into a touching halo.
+DIAMETER_RATIO_DEBIASED = False
 
 
 def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
