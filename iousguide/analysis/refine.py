@@ -243,7 +243,7 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
             ring &= _dist_to(excl_up, band_px) > band_px
         excl_up = excl_up.astype(bool)
     seed_idx = np.flatnonzero(coarse_up)  # the coarse region on the refinement grid (flat indices)
-    if off_fov_up is not None and REFINE_WITHIN_FOV:
+    if off_fov_up is not None:  # (only ever set with REFINE_WITHIN_FOV)
         ring &= _dist_to(off_fov_up.view(np.uint8), band_px) > band_px
         excl_up = off_fov_up if excl_up is None else excl_up | off_fov_up
     if not ring.any():
@@ -335,7 +335,7 @@ def refine_region(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, in
             outside = float(np.mean(out_sec))
     if view is not None and VISIBLE_NECK_OPENING > 0:
         mask = _without_necked_parts(mask, coarse_up, VISIBLE_NECK_OPENING, VISIBLE_NECK_KEEP_MM / px_mm)
-    if off_fov_up is not None and REFINE_WITHIN_FOV and _band_along_edge(mask, off_fov_up, band_px,
+    if off_fov_up is not None and _band_along_edge(mask, off_fov_up, band_px,
                                                                         image_bottom=y1 >= prep.amplitude.shape[0]):
         return None
     contour = largest_contour(mask)
