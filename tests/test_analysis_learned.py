@@ -280,3 +280,34 @@ def test_merge_with_the_model_output_given_equals_merge_computing_it():
         np.testing.assert_array_equal(va.contour_px, vb.contour_px)
         np.testing.assert_array_equal(va.mask_w, vb.mask_w)
         assert (va.kind, va.diameter_mm) == (vb.kind, vb.diameter_mm)
+
+
+def test_learned_lumen_over_darker_tissue_is_the_top_of_a_shadow(monkeypatch):
+    """merge_learned_vessels: the model reads the top of a calcification's acoustic shadow as a
+    lumen (dev seed 8209, 15 frames); one such "lumen" took a vessel's track id. Tissue under a
+    lumen is as bright as elsewhere or brighter; under a shadow it is darker (SHADOW_BELOW_DB): no
+    learned lumen matching no vessel is added in the shadow, while the rule off adds some."""
+    from iousguide.analysis import learned as learned_mod
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.vessels import detect_vessels_prepared
+    from iousguide.evaluation import point_in_polygon
+    from iousguide.phantom import generate_case
+
+    s = TrackingSettings()
+    frames, truth = generate_case(8209, difficulty="medium", n_frames=15)
+
+    def false_added(k):
+        frame = frames[k]
+        gray = np.ascontiguousarray(frame.gray)
+        prep = prepare(gray, spacing_mm=frame.spacing_mm, settings=s)
+        classical = detect_vessels_prepared(prep, settings=s)
+        merged = learned_mod.merge_learned_vessels(gray, prep, classical, settings=s, spacing_mm=frame.spacing_mm,
+                                                   veto_probability=s.learned_veto_probability)
+        added = [d for d in merged if not any(d is c for c in classical)]
+        polygons = [np.asarray(t["contour_px"]) for t in truth.frames[k]["vessels"]]
+        return [d.centroid_px for d in added if not any(point_in_polygon(d.centroid_px, p) for p in polygons)]
+
+    shadow_frames = (4, 9, 14)
+    assert all(false_added(k) == [] for k in shadow_frames)
+    monkeypatch.setattr(learned_mod, "SHADOW_BELOW_DB", float("inf"))
+    assert sum(len(false_added(k)) for k in shadow_frames) >= 2

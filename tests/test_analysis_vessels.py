@@ -386,3 +386,33 @@ def test_dark_oval_under_an_echo_is_a_lumen_only_with_enhancement_below(monkeypa
         assert abs(lumen.diameter_mm - 5.0) <= 2 * TOL_MM
     monkeypatch.setattr(vessels_mod, "SHADOW_ENHANCED_BELOW_DB", float("inf"))
     assert _near(detect_vessels(enhanced_img, spacing_mm=(SPACING, SPACING), settings=s), 30.0, 18.5) is None
+
+
+def _short_shadow_image(*, tail: bool, seed: int) -> np.ndarray:
+    """A tall anechoic oval (5 x 9 mm) whose bottom lies 3.5 mm above the bottom of the image,
+    with plain tissue under it or, ``tail``, a band 8 dB darker than tissue down to the bottom
+    (a shadow whose black-level part stops short of the view's edge)."""
+    discs = []
+    if tail:
+        discs.append(Disc((30.0, 45.0), 2.5, radius_y_mm=5.0, echo=0.4))
+    discs.append(Disc((30.0, 37.0), 2.5, radius_y_mm=4.5, echo=0.0))
+    return render(Scene(shape_px=(450, 600), spacing_mm=SPACING, discs=discs), seed=seed)
+
+
+def test_dark_region_stopping_short_of_the_bottom_over_darker_tissue_is_a_shadow(monkeypatch):
+    """looks_like_shadow: a tall dark region ending within twice ``shadow_bottom_margin_mm`` of the
+    bottom of the view reaches it when the rows under it stay darker than the tissue
+    (SHADOW_DARK_GAP_DB; dev seed 8209: a shadow with two lumens in it, read as one 8 mm lumen). The
+    same region over plain tissue is a lumen; without the rule the shadow was taken for one."""
+    s = TrackingSettings()
+    for seed in (1, 2, 3):
+        shadow = detect_vessels(_short_shadow_image(tail=True, seed=seed), spacing_mm=(SPACING, SPACING), settings=s)
+        assert _near(shadow, 30.0, 37.0) is None, f"seed {seed}: shadow taken for a lumen"
+        lumen = _near(detect_vessels(_short_shadow_image(tail=False, seed=seed), spacing_mm=(SPACING, SPACING),
+                                     settings=s), 30.0, 37.0)
+        assert lumen is not None, f"seed {seed}: lumen over plain tissue taken for a shadow"
+        assert abs(lumen.diameter_mm - 5.0) <= 2 * TOL_MM
+    monkeypatch.setattr(vessels_mod, "SHADOW_DARK_GAP_DB", 0.0)
+    found = [_near(detect_vessels(_short_shadow_image(tail=True, seed=seed), spacing_mm=(SPACING, SPACING),
+                                  settings=s), 30.0, 37.0) for seed in (2, 3)]
+    assert all(d is not None for d in found)

@@ -438,6 +438,35 @@ def learned_frame_lumens(gray: np.ndarray, *, spacing_mm: tuple[float, float] | 
     return prob, lumens
 
 
+#: A learned lumen under which the tissue (3 mm below its lowest pixel in each column, median) is
+#: this much darker than the tissue at its depth elsewhere (dB) lies in an acoustic shadow and is
+#: not taken: blood attenuates less than liver, so the tissue behind a lumen is as bright as
+#: elsewhere or brighter (posterior enhancement), while a shadow stays dark down to the bottom.
+#: The model reads the top of a calcification's shadow as a lumen: dev seed 8209 (15 frames), such
+#: "lumens" of 3-6 mm read -10 to -13 dB under them and one took a lumen's track id. Learned lumens
+#: added on dev seeds 8200-8299 (4 frames each): 150 matched a vessel, those read -5.4 dB or more
+#: (all but 3 above -1.2); of the 6 that matched none, 2 read -12 and -7.9 dB. A lumen inside a
+#: shadow (8209: one frame, -11 dB) is lost with it.
+SHADOW_BELOW_DB = 8.0
+
+
+def _below_level_db(prep, box: np.ndarray, bx: int, by: int, *, depth_mm: float = 3.0) -> float:
+    """Median level (dB, relative to the tissue level at each depth) of the ``depth_mm`` under a
+    working-grid region given as its bounding box ``box`` (bool, not empty) at offset (bx, by):
+    in each of its columns, below its lowest pixel, within the field of view. NaN when none is."""
+    h = prep.work_shape[0]
+    depth = max(int(round(depth_mm / prep.work_px_mm)), 1)
+    has = box.any(axis=0)
+    lowest = by + box.shape[0] - 1 - np.argmax(box[::-1, :], axis=0)
+    values = []
+    for i in np.flatnonzero(has):
+        rows = slice(lowest[i] + 1, min(lowest[i] + 1 + depth, h))
+        col = prep.smooth[rows, bx + i] - prep.tissue_row[rows]
+        values.append(col[prep.valid[rows, bx + i]])
+    values = np.concatenate(values) if values else np.empty(0)
+    return float(np.median(values)) if values.size else float("nan")
+
+
 def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
                           spacing_mm: tuple[float, float] | None, max_overlap: float = 0.2,
                           fragment_fraction: float = 0.5, veto_probability: float = 0.0,
@@ -543,6 +572,8 @@ def merge_learned_vessels(gray: np.ndarray, prep, existing: list, *, settings,
             if not (inside and small and narrow):
                 continue
         bx, by, bw, bh = cv2.boundingRect(local.view(np.uint8))
+        if _below_level_db(prep, local[by:by + bh, bx:bx + bw], x0 + bx, y0 + by) <= -SHADOW_BELOW_DB:
+            continue  # the tissue under it is darker still: the top of an acoustic shadow, no lumen
         if not _ring_contrast_box(prep, local[by:by + bh, bx:bx + bw], x0 + bx, y0 + by, inner_mm=1.0,
                                   outer_mm=3.0) >= min_contrast_db:  # NaN (no ring) is not taken either
             continue

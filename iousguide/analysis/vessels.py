@@ -510,6 +510,15 @@ def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, in
     has = comp.any(axis=0)
     lowest = y + (bh - 1 - np.argmax(comp[::-1, :], axis=0))
     reaches = has & (bottom >= 0) & (lowest >= bottom - margin)
+    if SHADOW_DARK_GAP_DB > 0:
+        # the black-level part of a shadow can stop short of the fan's (lifted, blurred) bottom; a
+        # column whose lowest pixel lies within twice the margin counts when it stays darker than
+        # the tissue all the way down (under a lumen the tissue is as bright or brighter)
+        near = has & (bottom >= 0) & ~reaches & (lowest >= bottom - 2 * margin)
+        for i in np.flatnonzero(near):
+            rows = slice(lowest[i] + 1, bottom[i] + 1)
+            gap = prep.smooth[rows, x + i] - prep.tissue_row[rows]
+            reaches[i] = gap.size > 0 and float(np.median(gap)) <= -SHADOW_DARK_GAP_DB
     if reaches.mean() > 0.3:
         return True
     band = max(int(round(1.5 / prep.work_px_mm)), 1)
@@ -518,6 +527,16 @@ def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, in
         return False
     above = prep.smooth[y0:y, x:x + bw] - prep.tissue_row[y0:y, None]
     return bool(np.percentile(above, 75) >= 6.0)
+
+
+#: A dark component whose lowest pixel in a column lies within twice ``shadow_bottom_margin_mm``
+#: of the bottom of the view reaches it (for the shadow test) when the rows between are darker
+#: than the tissue at their depth by this much (median, dB; 0 = off). Dev seed 8209, frame 4:
+#: a calcification's shadow with two lumens in it stopped 3.3 mm above the fan's bottom at the
+#: black level (margin 3 mm), the rows under it 5-7 dB below tissue; taken for one 8 mm lumen,
+#: it took a track's id from one of the two. (The median: the mean took in the lumen's blurred
+#: lower edge, and a synthetic 5 x 9 mm lumen 3.5 mm above plain tissue read as a shadow.)
+SHADOW_DARK_GAP_DB = 3.0
 
 
 #: Echo this far above the tissue level at its depth (dB, 75th percentile of the 1.5 mm band just
