@@ -74,9 +74,10 @@ def test_vein_abutting_a_halo_lesion_is_found_and_measured(abutting_vein):
     assert float(np.median(np.abs(errors))) <= 0.4
 
 
-@pytest.mark.xfail(strict=True, reason="found in 18 of the first 20 frames: on two the refined outline takes in "
-                                       "the halo and the official centroid rule does not match it")
 def test_vein_abutting_a_halo_lesion_meets_the_recall_target(abutting_vein):
+    """hepatic_vein_abutting's 8.75 mm vein touching the halo lesion: found in >= 95 % of the
+    frames (it failed while the refined outline took in the halo arc beyond the tissue ridge and
+    the official centroid rule did not match it: LUMEN_VISIBLE_FROM_CORE)."""
     found = [rv for rv, _ in abutting_vein if rv is not None]
     assert len(found) >= 0.95 * len(abutting_vein)
 

@@ -1020,17 +1020,20 @@ LUMEN_ALONG_SMOOTHING_MM = 1.0
 #: ``visible_from_core``: star-shaped from the centre of the core's largest inscribed disc, then
 #: parts hanging on through a neck cut), for a convex core: a lumen touching a halo lesion took in
 #: the halo arc beyond the tissue ridge between them (hepatic_vein_abutting's 8.75 mm vein: up to
-#: +3.9 mm equivalent diameter). OFF for now, measured ON vs OFF (f53f519, official harness via
-#: tools/eval_end_to_end.py): hepatic_vein_abutting diameter MAE 0.278 -> 0.164, distance MAE /
-#: p95 0.101 / 0.466 -> 0.086 / 0.468, tumour Dice 0.925 -> 0.947; free_parenchyma diameter 0.309
-#: -> 0.283, recall 0.951 -> 0.960, distance 0.265 / 0.572 -> 0.275 / 0.579; occult_lesion diameter
-#: 0.243 -> 0.221, recall 0.956 -> 0.952, distance 0.181 / 0.385 -> 0.180 / 0.358; two_lesions_screen
-#: diameter 0.187 -> 0.106, distance 0.288 / 0.706 -> 0.283 / 0.670; portal_pedicle the same - but
-#: small_vessels recall 0.940 -> 0.933 and id switches 0.67 -> 1.33 /100 (a crescent-shaped grey
-#: lumen at the fan edge, x ~ 50 px, is cut and lost on frames 21 and 35; its track then takes
-#: back its old id 3 at frame 96 instead of the new id 7), pooled heat-sink 0.965 -> 0.960, and
-#: detect_vessels ~ +1.3 ms CPU per 800x600 frame. Turn on once that is solved.
-LUMEN_VISIBLE_FROM_CORE = False
+#: +3.9 mm equivalent diameter). ON with DIAMETER_RATIO_DEBIASED since the shadow rules
+#: SHADOW_DARK_GAP_DB and learned.SHADOW_BELOW_DB (without them dev seed 8209 had 2 id switches in
+#: 15 frames with both ON). Measured, that commit vs the one before (both OFF, d9110a7; official
+#: harness, tools/eval_end_to_end.py): free_parenchyma diameter MAE 0.308 -> 0.277, recall 0.953
+#: -> 0.960, distance 0.265 / 0.572 -> 0.275 / 0.579; hepatic_vein_abutting diameter 0.278 ->
+#: 0.151, tumour Dice 0.925 -> 0.947, distance 0.101 / 0.466 -> 0.086 / 0.468; two_lesions_screen
+#: diameter 0.187 -> 0.106, precision 0.997 -> 1.000; occult_lesion recall 0.956 -> 0.952,
+#: distance 0.189 / 0.398 -> 0.190 / 0.368; small_vessels precision 1.000 -> 0.993; pooled
+#: heat-sink 0.966 both. Dev seeds 8800-8899 x 12 frames (--official; before: c3a0f9d): recall
+#: 0.953 -> 0.956, precision 0.963 -> 0.966, diameter MAE 0.229 -> 0.210, id switches 0.917 ->
+#: 0.75 /100. Earlier, alone (f53f519), it cost small_vessels recall (a crescent lumen at the fan
+#: edge); the bottom-of-view rules (REFINE_WITHIN_FOV) have solved that since. Cost: about +1.3 ms
+#: CPU per 800x600 frame (measured at f53f519).
+LUMEN_VISIBLE_FROM_CORE = True
 
 
 def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int],
@@ -1242,9 +1245,9 @@ def _tissue_power(prep: Prepared, bbox: tuple[int, int, int, int]) -> float:
 #: touching lesion's dark halo on that side (equivalent diameter +0.83 mm), goes from bias +0.21
 #: to +0.53 and the recording's diameter MAE 0.278 -> 0.325; overall MAE 0.312 -> 0.327 (8600-8619)
 #: and 0.234 -> 0.248 (8840-8869), 6-9 and > 9 mm worse; small_vessels id switches 0.67 -> 1.33
-#: /100 (a split piece's id returns to its track at frame 95). Turn on once lumens stop leaking
-#: into a touching halo.
-DIAMETER_RATIO_DEBIASED = False
+#: /100 (a split piece's id returns to its track at frame 95). ON since lumens stop at the tissue
+#: ridge before a touching halo (LUMEN_VISIBLE_FROM_CORE, ON together: see the figures there).
+DIAMETER_RATIO_DEBIASED = True
 
 
 def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
