@@ -208,6 +208,30 @@ def test_seeds_outside_or_on_a_vessel(tumour_scene):
         TrackingSettings(edge_level_fraction=1.5)
 
 
+@pytest.mark.parametrize("echo", [0.2, 0.3, 0.5])
+def test_seed_on_a_hypoechoic_lesion_read_as_a_grey_lumen_is_taken(monkeypatch, echo):
+    """An 8 mm hypoechoic lesion (0.2-0.5 of the tissue amplitude) clicked on its first frame: the
+    vessel detector reads it as a grey "hepatic vein", but the click says it is the tumour
+    (SEED_OVERRULES_GREY_LUMEN). It is seeded at once, with its size, and no vessel is reported in
+    its place; the rule off, the seed was refused. An anechoic lumen clicked stays refused
+    (test_seeds_outside_or_on_a_vessel)."""
+    from iousguide.analysis import tracker as tracker_mod
+
+    lesion = Disc((30.0, 25.0), 4.0, echo=echo)
+    for seed in (1, 2, 3):
+        img = render(Scene(shape_px=(500, 700), spacing_mm=0.1, discs=[lesion]), seed=seed)
+        res = Tracker(TrackingSettings(tumor_seed_px=(300.0, 250.0))).process(make_frame(img))
+        assert res.status == "ok" and res.tumor.state == "seeded", (seed, res.message)
+        assert res.tumor.equivalent_diameter_mm == pytest.approx(8.0, abs=0.8)
+        assert res.vessels == [] or all(np.hypot(*np.subtract(v.centroid_px, (300, 250))) * 0.1 > 4.0
+                                        for v in res.vessels)
+    monkeypatch.setattr(tracker_mod, "SEED_OVERRULES_GREY_LUMEN", False)
+    refused = [Tracker(TrackingSettings(tumor_seed_px=(300.0, 250.0))).process(
+        make_frame(render(Scene(shape_px=(500, 700), spacing_mm=0.1, discs=[lesion]), seed=seed)))
+        for seed in (1, 2, 3)]
+    assert any(r.tumor is None and "vessel lumen" in r.message for r in refused)
+
+
 def test_tumour_leaving_the_view_is_lost_then_reacquired(tumour_scene):
     scene, tumour, vessels = tumour_scene
     with_t = render(scene, seed=10)

@@ -503,13 +503,26 @@ class Tracker:
             xi, yi = int(round(seed_px[0])), int(round(seed_px[1]))
             yi = min(max(yi, 0), vessel_frame.shape[0] - 1)
             xi = min(max(xi, 0), vessel_frame.shape[1] - 1)
-            if vessel_frame[yi, xi]:
-                messages.append("tumour seed lies in a vessel lumen: click inside the tumour")
-                self._tumor = TumorState()
-                return None, ""
             xw, yw = prep.to_work(*seed_px)
             xw = int(min(max(round(float(xw)), 0), prep.work_shape[1] - 1))
             yw = int(min(max(round(float(yw)), 0), prep.work_shape[0] - 1))
+            in_lumen = bool(vessel_frame[yi, xi])
+            if in_lumen and SEED_OVERRULES_GREY_LUMEN:
+                # the click says this dark region is the tumour: a hypoechoic lesion can pass for a
+                # (grey) lumen. It is taken when the lesion map, made without that "lumen", holds a
+                # lesion at the click; an anechoic lumen stays out of the lesion map (lumens_w)
+                kept = [v for v in vessels if not v.mask_w[yw, xw]]
+                if len(kept) < len(vessels):
+                    without = np.zeros(prep.work_shape, dtype=bool)
+                    for v in kept:
+                        without |= v.mask_w
+                    candidates = [c for c in lesion_candidates(prep, settings=s, vessel_mask_w=without,
+                                                               lumen_mask_w=lumens_w) if c.mask_w[yw, xw]]
+                    in_lumen = not candidates
+            if in_lumen:
+                messages.append("tumour seed lies in a vessel lumen: click inside the tumour")
+                self._tumor = TumorState()
+                return None, ""
             chosen = None
             for c in candidates:
                 if c.mask_w[yw, xw]:
@@ -884,6 +897,14 @@ class Tracker:
                 t.missed = 1
                 t.hidden += 1
                 break
+
+
+#: A tumour seed (a click) inside a detected lumen is taken as the tumour when the lesion map made
+#: without that lumen holds a lesion at the click (``Tracker._follow_tumor``); otherwise the seed
+#: is refused ("lies in a vessel lumen"). A hypoechoic lesion of 8-12 mm (synthetic discs at 0.2-0.5
+#: of the tissue amplitude) was read as a grey "hepatic vein" on the frame of the click, the seed
+#: refused, and the lesion proposed on its own only a frame or two later.
+SEED_OVERRULES_GREY_LUMEN = True
 
 
 def _in_view(prep: Prepared, point_px) -> bool:
