@@ -42,14 +42,17 @@ def sender_command(protocol: str, port: int) -> tuple[list[str], str]:
 
 
 class Sender:
-    def __init__(self, protocol):
+    def __init__(self, protocol, log_path):
         self.protocol = protocol
         self.port = free_port(socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM)
         self.command, self.url = sender_command(protocol, self.port)
         self.process = None
+        self.log_path = log_path  # ffmpeg's stderr: printed with a failing test's report
 
     def start(self):
-        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=log)
         time.sleep(0.3)  # let ffmpeg bind/listen
         return self
 
@@ -58,19 +61,28 @@ class Sender:
             self.process.kill()
             self.process.wait(5)
 
+    def report(self) -> str:
+        code = None if self.process is None else self.process.returncode
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return f"ffmpeg {self.protocol} sender on port {self.port}: exit code {code}; stderr: {text[-2000:] or '(empty)'}"
+
 
 @pytest.fixture
-def sender(request):
+def sender(tmp_path):
     made = []
 
     def make(protocol):
-        s = Sender(protocol).start()
+        s = Sender(protocol, tmp_path / f"ffmpeg-{protocol}-{len(made)}.log").start()
         made.append(s)
         return s
 
     yield make
     for s in made:
         s.kill()
+        # shown in the report of a failing test only (pytest captures it): why a sender did not
+        # serve (one fresh CI run saw every stream fail to open within 5 s; the same tests passed
+        # before and after)
+        print(s.report())
 
 
 FAST = LiveSettings(stall_timeout_s=0.5, reconnect_backoff_s=0.1, reconnect_backoff_max_s=0.5)
