@@ -307,7 +307,7 @@ def _plain_detect(prep, s):
             if np.any(sub & (taken[y:y + bh, x:x + bw] | accepted[y:y + bh, x:x + bw])):
                 if v.LIFTED_REPLACES_PARTIAL and v._replace_partial(found, prep, core, sub, (x, y, bw, bh), s,
                                                                     on_ring=label in ring_l):
-                    taken = v._lumens_mask(found, prep.work_shape)
+                    taken = v.lumens_mask(found, prep.work_shape)
                 continue
             det = v._lumen_from_core(prep, core, (x, y, bw, bh), s, on_ring=label in ring_l)
             if det is None or np.any(det.mask_w & taken):

@@ -37,7 +37,7 @@ from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, ane
                                       lesion_candidates, looks_like_lumen, lumen_in_place, plausible_auto, refine_tumor,
                                       shadowed_extent,
                                       strong_auto, competes)
-from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared, split_touching_steady
+from iousguide.analysis.vessels import VesselDetection, detect_vessels_prepared, lumens_mask, split_touching_steady
 from iousguide.errors import AnalysisError
 from iousguide.frames import Frame
 
@@ -513,10 +513,8 @@ class Tracker:
                 # lesion at the click; an anechoic lumen stays out of the lesion map (lumens_w)
                 kept = [v for v in vessels if not v.mask_w[yw, xw]]
                 if len(kept) < len(vessels):
-                    without = np.zeros(prep.work_shape, dtype=bool)
-                    for v in kept:
-                        without |= v.mask_w
-                    candidates = [c for c in lesion_candidates(prep, settings=s, vessel_mask_w=without,
+                    candidates = [c for c in lesion_candidates(prep, settings=s,
+                                                               vessel_mask_w=lumens_mask(kept, prep.work_shape),
                                                                lumen_mask_w=lumens_w) if c.mask_w[yw, xw]]
                     in_lumen = not candidates
             if in_lumen:

@@ -609,7 +609,7 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
             on_ring_l: set = set()
             labels_l, candidates_l = _dark_components(prep, lifted_mask.astype(np.uint8), settings=settings,
                                                       ring_labels=on_ring_l, memo=verdicts)
-            taken = _lumens_mask(found, prep.work_shape)
+            taken = lumens_mask(found, prep.work_shape)
             for label, bbox, _area in candidates_l:
                 x, y, bw, bh = bbox
                 core = labels_l == label
@@ -621,7 +621,7 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
                     # short); then this component's own outline replaces it, if it holds it
                     if LIFTED_REPLACES_PARTIAL and _replace_partial(found, prep, core, sub, (x, y, bw, bh), settings,
                                                                     on_ring=label in on_ring_l):
-                        taken = _lumens_mask(found, prep.work_shape)
+                        taken = lumens_mask(found, prep.work_shape)
                     continue
                 same = [d for c, r, d in tried.get(bbox, ()) if r == (label in on_ring_l) and np.array_equal(c, sub)]
                 det = same[0] if same else _lumen_from_core(prep, core, bbox, settings, on_ring=label in on_ring_l)
@@ -659,7 +659,7 @@ def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> li
     return found
 
 
-def _lumens_mask(found: list[VesselDetection], shape: tuple[int, int]) -> np.ndarray:
+def lumens_mask(found: list[VesselDetection], shape: tuple[int, int]) -> np.ndarray:
     """Union of the detections' working-grid masks (bool ``shape``, new array)."""
     out = np.zeros(shape, bool)
     for det in found:
