@@ -525,6 +525,41 @@ def _band_along_edge(mask: np.ndarray, off_fov: np.ndarray, band_px: float, *, i
     return shared_px > 0 and float(dist.max()) < EDGE_MIN_HEIGHT_FRACTION * shared_px
 
 
+#: the growth (mm) allowed to a coarse core by :func:`coarse_band_along_edge`: a refined lumen
+#: reaches past its dark core by the core's blurred rim, under a millimetre
+COARSE_BAND_GROWTH_MM = 1.0
+
+
+def coarse_band_along_edge(prep: Prepared, coarse: np.ndarray, bbox_w: tuple[int, int, int, int], *,
+                           margin_mm: float) -> bool:
+    """Whether a coarse region on the working grid, grown by ``COARSE_BAND_GROWTH_MM``, is
+    already a thin band along the bottom of the field of view (the test :func:`refine_region`
+    applies to its refined region with ``REFINE_WITHIN_FOV``, on the working grid).
+
+    A refined region lies within its core grown by the core's blurred rim, so a core that is
+    such a band even when grown is refined to one and given up at the end of
+    :func:`refine_region`. Asking first spares that refinement: the fan's darker bottom rows
+    break into several such cores per frame, each a full refinement (~1 ms) for nothing.
+    ``coarse``: (h, w) bool; ``bbox_w``: its bounding box (x, y, w, h); ``margin_mm``: the
+    refinement's context around the box (its window reaching the image's bottom makes that
+    bottom an edge too, as in :func:`refine_region`)."""
+    if not REFINE_WITHIN_FOV:
+        return False
+    bx, by, bw, bh = bbox_w
+    below = _below_view(prep, bx, by, bw, bh, margin_mm)
+    if below is None:
+        return False
+    h, w = prep.work_shape
+    pad = int(np.ceil((margin_mm + COARSE_BAND_GROWTH_MM) / prep.work_px_mm)) + 2
+    x0, y0, x1, y1 = max(bx - pad, 0), max(by - pad, 0), min(bx + bw + pad, w), min(by + bh + pad, h)
+    grown = cv2.dilate(coarse[y0:y1, x0:x1].astype(np.uint8), disc(COARSE_BAND_GROWTH_MM / prep.work_px_mm))
+    off = below[y0:y1, x0:x1].astype(bool)
+    grown[off] = 0
+    if not grown.any():
+        return False
+    return _band_along_edge(grown, off, max(1.0 / prep.work_px_mm, 2.0), image_bottom=y1 >= h)
+
+
 def _dist_to(mask: np.ndarray, limit_px: float) -> np.ndarray:
     """Distance of every pixel to the nearest non-zero pixel of a uint8 mask, as
     ``cv2.distanceTransform(1 - mask, DIST_L2, 3)`` (3x3 chamfer: axial step 0.955, diagonal

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from iousguide.analysis.imaging import Prepared, components_with_stats, disc, fill_holes, largest_contour, prepare
-from iousguide.analysis.refine import Refined, refine_region, smooth_contour
+from iousguide.analysis.refine import Refined, coarse_band_along_edge, refine_region, smooth_contour
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.vessel_radial import radial_lumen_boundary
 
@@ -1036,6 +1036,11 @@ LUMEN_ALONG_SMOOTHING_MM = 1.0
 LUMEN_VISIBLE_FROM_CORE = True
 
 
+#: A core that is a thin band along the bottom of the field of view even when grown by its rim
+#: is given up before its refinement (:func:`refine.coarse_band_along_edge`; switch for A/B runs)
+COARSE_BAND_FIRST = True
+
+
 def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int],
                      settings: TrackingSettings, *, on_ring: bool = False) -> VesselDetection | None:
     """Refine one lumen core at full resolution and measure it (None when it is no lumen).
@@ -1043,6 +1048,8 @@ def _lumen_from_core(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int
     ``on_ring``: the core was cut out of a dark ring (a lumen abutting a lesion halo); the
     refined region is opened back to the round lumen (the halo arcs it leaked into are thinner).
     """
+    if COARSE_BAND_FIRST and coarse_band_along_edge(prep, comp, bbox, margin_mm=2.5):
+        return None  # the fan's darker bottom rows: refine_region would give it up at its end
     upsample = max(1, settings.upsample_for(min(prep.unit_mm)) - VESSEL_UPSAMPLE_STEPS_LESS)
     # (a region whose first cut is a ring is given up below: refine_region stops there for it)
     # (and the second cut takes the first one's smoothed window: memo)
