@@ -189,6 +189,37 @@ def test_a_dark_disc_with_posterior_enhancement_is_lumen_like_and_not_proposed()
     assert not looks_like_lumen(prep, cand)
 
 
+def test_a_target_lesion_with_a_thick_dark_halo_is_not_lumen_like(monkeypatch):
+    """A target lesion whose dark halo is thick (3 mm of a 6 mm radius) fills most of a 1 mm
+    erosion of its outline with halo: judged on that, its "core" was dark and, with posterior
+    enhancement below it, it passed for a grey lumen and was not proposed (dev seed 8867: no
+    tumour in 12 frames). Its centre (LUMEN_LIKE_CORE_DEPTH of its inscribed radius in) is
+    echoic tissue: not lumen-like, and the tracker proposes it."""
+    from iousguide.analysis import tumor as tumor_mod
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.tumor import lesion_candidates, looks_like_lumen
+
+    settings = TrackingSettings()
+    halo = Disc((35.0, 22.0), 6.0, echo=0.25)
+    centre = Disc((35.0, 22.0), 3.0, echo=1.0)
+    enhancement = Disc((35.0, 32.0), 6.0, echo=1.6, radius_y_mm=3.0)  # 1-6 mm below the lesion
+    scene = Scene(shape_px=(500, 700), spacing_mm=SPACING_MM, discs=[enhancement, halo, centre])
+    frame = frames_of(scene, 1, 440)[0]
+    prep = prepare(np.ascontiguousarray(frame.gray), spacing_mm=frame.spacing_mm, settings=settings)
+    cands = [c for c in lesion_candidates(prep, settings=settings) if c.dark]
+    cand = min(cands, key=lambda c: np.hypot(c.centroid_w[0] * prep.work_px_mm - 35.0,
+                                              c.centroid_w[1] * prep.work_px_mm - 22.0))
+    assert cand.equivalent_diameter_mm > 9.0
+    assert not looks_like_lumen(prep, cand)
+    monkeypatch.setattr(tumor_mod, "LUMEN_LIKE_CORE_DEPTH", 0.0)
+    assert looks_like_lumen(prep, cand)  # the 1 mm erosion: mostly halo
+    monkeypatch.undo()
+    tracker = Tracker(settings)
+    results = [tracker.process(f) for f in frames_of(scene, 3, 450)]
+    assert results[-1].tumor is not None
+    assert disc_dice(results[-1].tumor.contour_px, halo, scene.shape_px, SPACING_MM) > 0.8
+
+
 def test_lowpass_contour_keeps_size_and_shape_and_removes_speckle_bumps():
     """The first outline's low-pass: a circle and an ellipse keep their size (a Gaussian would
     shrink them), a 1 mm-wide bump (speckle scale) is mostly removed, the input is untouched."""

@@ -804,6 +804,9 @@ def plausible_auto(candidate: TumorCandidate, *, settings: TrackingSettings, con
 
 #: a dark candidate whose core is this far under the tissue (dB) ...
 LUMEN_LIKE_CORE_DB = -4.0
+#: ... the core being the candidate's pixels at least this fraction of its largest inscribed
+#: radius (and >= 1 mm) from its edge (0: the 1 mm erosion, as before this switch)
+LUMEN_LIKE_CORE_DEPTH = 0.5
 #: ... and whose posterior band is this much brighter than beside it (dB) looks like a lumen
 LUMEN_LIKE_ENHANCEMENT_DB = 1.0
 #: ... or this many times as much brighter than beside it (the tissue above it not as much);
@@ -845,7 +848,17 @@ def looks_like_lumen(prep: Prepared, candidate: TumorCandidate, *,
     px = prep.work_px_mm
     rel = prep.smooth - prep.tissue_row[:, None].astype(np.float32)
     m = candidate.mask_w.astype(np.uint8)
-    core = cv2.erode(m, disc(1.0 / px)).astype(bool)
+    if LUMEN_LIKE_CORE_DEPTH > 0:
+        # the centre: a target lesion's thick dark halo fills much of a 1 mm erosion, its echoic
+        # centre is deeper in; a lumen is as dark at its centre as anywhere
+        x, y, w, h = candidate.bbox_w
+        sub = np.pad(m[y:y + h, x:x + w], 1)
+        dist = cv2.distanceTransform(sub, cv2.DIST_L2, 3)[1:-1, 1:-1]
+        depth_px = min(max(1.0 / px, LUMEN_LIKE_CORE_DEPTH * float(dist.max())), float(dist.max()))
+        core = np.zeros(m.shape, bool)
+        core[y:y + h, x:x + w] = dist >= depth_px
+    else:
+        core = cv2.erode(m, disc(1.0 / px)).astype(bool)
     if not core.any():
         core = m.astype(bool)
     if float(np.median(rel[core])) > LUMEN_LIKE_CORE_DB:
