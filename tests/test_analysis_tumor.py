@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.synthetic import Disc, Scene, render
@@ -218,6 +219,30 @@ def test_a_target_lesion_with_a_thick_dark_halo_is_not_lumen_like(monkeypatch):
     results = [tracker.process(f) for f in frames_of(scene, 3, 450)]
     assert results[-1].tumor is not None
     assert disc_dice(results[-1].tumor.contour_px, halo, scene.shape_px, SPACING_MM) > 0.8
+
+
+@pytest.mark.parametrize("centre_echo, rim_echo", [(2.5, 0.3), (3.0, 0.5)])
+def test_a_target_lesion_with_a_bright_centre_is_outlined_whole(centre_echo, rim_echo, monkeypatch):
+    """A target (bull's-eye) lesion: a dark rim around a hyperechoic centre. The centre is a bright
+    lesion candidate inside the dark one; proposed as a rival it won and only the centre was
+    outlined (Dice with the whole lesion 0.5-0.7). With tracker.BRIGHT_CENTRE_OF_DARK it is
+    part of its rim's lesion: the whole lesion is outlined, from the first frame."""
+    from iousguide.analysis import tracker as tracker_mod
+
+    rim = Disc((35.0, 22.0), 6.0, echo=rim_echo)
+    centre = Disc((35.0, 22.0), 3.5, echo=centre_echo)
+    scene = Scene(shape_px=(500, 700), spacing_mm=SPACING_MM, discs=[rim, centre])
+
+    def dices():
+        tracker = Tracker(TrackingSettings())
+        return [None if r.tumor is None else disc_dice(r.tumor.contour_px, rim, scene.shape_px, SPACING_MM)
+                for r in (tracker.process(f) for f in frames_of(scene, 3, 460))]
+
+    found = dices()
+    assert all(d is not None and d > 0.9 for d in found), found
+    monkeypatch.setattr(tracker_mod, "BRIGHT_CENTRE_OF_DARK", False)
+    without = dices()
+    assert max(d or 0.0 for d in without) < 0.8, without  # the centre alone
 
 
 def test_lowpass_contour_keeps_size_and_shape_and_removes_speckle_bumps():

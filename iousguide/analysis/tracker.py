@@ -67,6 +67,11 @@ STRONG_MAX_ENHANCEMENT_DB = 0.5
 #: candidates that are not proposed (cut by the edge of the view, elongated): while such a structure
 #: is in view the image does not show one clear lesion
 STRONG_RIVALS_UNPROPOSED = True
+#: a bright candidate lying within a proposable dark one (BRIGHT_CENTRE_INSIDE of its area) is
+#: the echoic centre of a target lesion (or echo within a grey lumen): neither proposed nor a
+#: rival of its dark rim
+BRIGHT_CENTRE_OF_DARK = True
+BRIGHT_CENTRE_INSIDE = 0.8
 #: the field of view (fan or linear image) is found again every this many frames
 FOV_REFRESH_FRAMES = 15
 #: While a lesion is followed, lesion candidates down to this fraction of tumor_min_diameter_mm
@@ -605,6 +610,7 @@ class Tracker:
         plausible = [c for c in candidates if plausible_auto(c, settings=s) or (
             st.pending is not None and st.pending.dark == c.dark and iou(st.pending.mask_w, c.mask_w) >= 0.3
             and plausible_auto(c, settings=s, contrast_scale=0.5))]
+        rims = [c for c in plausible if c.dark]  # (before the grey-lumen tests: BRIGHT_CENTRE_OF_DARK)
         # a grey lumen the vessel detector missed is not proposed as the tumour, nor the posterior
         # enhancement below it
         lumen_cache: dict[int, bool] = {}
@@ -636,6 +642,11 @@ class Tracker:
                 keep.append(c)
         self._lumen_memory = memory
         plausible = keep
+        if BRIGHT_CENTRE_OF_DARK:
+            # a target lesion's echoic centre inside its dark rim is that lesion, not another one
+            # (proposed alone it outlines the centre only and rivals the rim as a second lesion);
+            # and a bright blob within a dark one kept out as a remembered grey lumen is no lesion
+            plausible = [c for c in plausible if c.dark or not _inside_any(c, rims)]
         if any(not c.dark for c in plausible):
             lumen_like = [c for c in candidates if c.dark and lumen(c)]
             plausible = [c for c in plausible if not behind_lumen(prep, c, lumen_like)]
@@ -651,7 +662,8 @@ class Tracker:
         # a first-frame report has no rival among the plausible candidates nor among the lesion-like
         # structures that are not proposed (cut by the edge of the view, longer than a lesion)
         rivals = plausible + [c for c in candidates if STRONG_RIVALS_UNPROPOSED and competes(c, settings=s)
-                              and not any(c is p for p in plausible) and not (c.dark and lumen(c))]
+                              and not any(c is p for p in plausible) and not (c.dark and lumen(c))
+                              and not (BRIGHT_CENTRE_OF_DARK and not c.dark and _inside_any(c, rims))]
         if FOCAL_RATIO and any(c is not best and c.dark == best.dark and FOCAL_RATIO * c.score() > best.score()
                                for c in rivals):
             return None, ""  # look-alikes of the same echo: the liver's own pattern, not one focal lesion
@@ -1009,3 +1021,11 @@ def _off_measured(point_px, measured_contour_px: np.ndarray, unit_mm: tuple[floa
     t = np.clip(np.einsum("ij,ij->i", p - a, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-12), 0.0, 1.0)
     gap_mm = float(np.min(np.hypot(*(a + t[:, None] * ab - p).T)))
     return gap_mm > ASSUMED_EDGE_TOLERANCE_MM
+
+
+def _inside_any(candidate: TumorCandidate, others: list[TumorCandidate]) -> bool:
+    """Whether ``BRIGHT_CENTRE_INSIDE`` of a candidate's area (working grid) lies within one of
+    ``others``."""
+    area = np.count_nonzero(candidate.mask_w)
+    return bool(area) and any(np.count_nonzero(candidate.mask_w & o.mask_w) >= BRIGHT_CENTRE_INSIDE * area
+                              for o in others)
