@@ -848,10 +848,10 @@ def looks_like_lumen(prep: Prepared, candidate: TumorCandidate, *,
     px = prep.work_px_mm
     rel = prep.smooth - prep.tissue_row[:, None].astype(np.float32)
     m = candidate.mask_w.astype(np.uint8)
+    x, y, w, h = candidate.bbox_w
     if LUMEN_LIKE_CORE_DEPTH > 0:
         # the centre: a target lesion's thick dark halo fills much of a 1 mm erosion, its echoic
         # centre is deeper in; a lumen is as dark at its centre as anywhere
-        x, y, w, h = candidate.bbox_w
         sub = np.pad(m[y:y + h, x:x + w], 1)
         dist = cv2.distanceTransform(sub, cv2.DIST_L2, 3)[1:-1, 1:-1]
         depth_px = min(max(1.0 / px, LUMEN_LIKE_CORE_DEPTH * float(dist.max())), float(dist.max()))
@@ -863,7 +863,6 @@ def looks_like_lumen(prep: Prepared, candidate: TumorCandidate, *,
         core = m.astype(bool)
     if float(np.median(rel[core])) > LUMEN_LIKE_CORE_DB:
         return False
-    x, y, w, h = candidate.bbox_w
     y0, y1 = y + h - 1 + int(round(1.0 / px)), y + h - 1 + int(round(6.0 / px))
     if y0 >= rel.shape[0]:
         return False
