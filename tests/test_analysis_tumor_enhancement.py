@@ -132,9 +132,12 @@ def test_a_focus_followed_in_a_calcified_lesion_is_completed_by_its_extent(monke
     """When only one shadowing focus is found where a calcified lesion was, the lesion is its last
     extent around that focus, not the focus: with the completion (SHADOWED_FOLLOW_EXTENT) the mean
     Dice over the frames after the lesion is first reported is at least 0.5 in each case and 0.1
-    above the follow without it."""
+    above the follow without it. (The coarse-map hysteresis is off here: it keeps some of these
+    lesions followed on their own blob, and the focus path is not reached.)"""
     from iousguide.analysis import tracker as tracker_module
     from iousguide.phantom import generate_case
+
+    monkeypatch.setattr(tracker_module, "BRIGHT_FOLLOW_HYSTERESIS", False)
 
     def mean_dice(frames, truth) -> float:
         tracker = tracker_module.Tracker(TrackingSettings())
@@ -156,3 +159,41 @@ def test_a_focus_followed_in_a_calcified_lesion_is_completed_by_its_extent(monke
         monkeypatch.setattr(tracker_module, "SHADOWED_FOLLOW_EXTENT", False)
         off = mean_dice(frames, truth)
         assert on >= 0.5 and on >= off + 0.1, (seed, on, off)
+
+
+#: development cases (medium) with a faint hyperechoic or calcified lesion whose coarse-map blob
+#: failed the proposal's shape tests on single frames while it was followed (lost, re-acquired)
+FAINT_BRIGHT_FOLLOW_SEEDS = (8858, 10117, 10301)
+
+
+def test_a_faint_bright_lesion_being_followed_is_kept_on_weaker_shape_tests(monkeypatch):
+    """Hysteresis (tracker.BRIGHT_FOLLOW_HYSTERESIS): a coarse bright blob on the lesion being
+    followed needs fewer bright directions and less solidity than a new proposal. With it, no
+    frame after the first report is lost in these cases and every reported outline overlaps the
+    lesion (Dice >= 0.6); without it, at least one frame of each case is lost."""
+    from iousguide.analysis import tracker as tracker_module
+    from iousguide.phantom import generate_case
+
+    def follow(frames, truth) -> tuple[int, list[float]]:
+        tracker = tracker_module.Tracker(TrackingSettings())
+        lost, dices, started = 0, [], False
+        for f, tf in zip(frames, truth.frames):
+            r = tracker.process(f)
+            tt = tf.get("tumor") or next((t for t in tf.get("tumors") or [] if t.get("primary")), None)
+            started = started or r.tumor is not None
+            if started and tt is not None:
+                if r.tumor is None:
+                    lost += 1
+                    continue
+                lesion, shown = _mask(tt["contour_px"], f.shape), _mask(r.tumor.contour_px, f.shape)
+                dices.append(2.0 * np.count_nonzero(shown & lesion) / (shown.sum() + lesion.sum()))
+        return lost, dices
+
+    for seed in FAINT_BRIGHT_FOLLOW_SEEDS:
+        frames, truth = generate_case(seed, difficulty="medium", n_frames=12)
+        monkeypatch.setattr(tracker_module, "BRIGHT_FOLLOW_HYSTERESIS", True)
+        lost_on, dices_on = follow(frames, truth)
+        monkeypatch.setattr(tracker_module, "BRIGHT_FOLLOW_HYSTERESIS", False)
+        lost_off, _ = follow(frames, truth)
+        assert lost_on == 0 and min(dices_on) >= 0.6, (seed, lost_on, dices_on)
+        assert lost_off >= 1, (seed, lost_off)

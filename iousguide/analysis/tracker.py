@@ -87,6 +87,10 @@ SHADOWED_FOLLOW_INSIDE = 0.7
 #: (calcified dev seeds 8800-8899 and 8300-8399, 42 cases x 12 frames: tumour Dice 0.469 -> 0.493,
 #: 7 cases better, none worse)
 SHADOWED_FOLLOW_EXTENT = True
+#: a faint bright lesion being followed keeps its coarse-map blob on weaker shape tests
+#: (tumor.BRIGHT_FOLLOW_ALL_AROUND, BRIGHT_FOLLOW_MIN_SOLIDITY; only while tracking: also after a
+#: loss changed one dev case by 0.06 Dice, too little to widen a relaxed test)
+BRIGHT_FOLLOW_HYSTERESIS = True
 #: extra matching cost of a vessel track seen once (divided by its age in frames), mm
 YOUNG_TRACK_COST_MM = 2.0
 #: a detection whose outline shares at least this fraction of the smaller of the two areas with
@@ -365,9 +369,11 @@ class Tracker:
         # (a lesion being followed shrinks as the image plane leaves it: smaller sections are
         # looked for then; a proposal still needs the full tumour size, plausible_auto)
         following = self._tumor.mode == "tracking"
+        followed_bright = (self._tumor.mask_w if BRIGHT_FOLLOW_HYSTERESIS and following and not self._tumor.dark
+                           else None)
         candidates = lesion_candidates(prep, settings=s, vessel_mask_w=vessel_w, lumen_mask_w=lumens_w,
                                        min_diameter_mm=FOLLOW_MIN_DIAMETER_FRACTION * s.tumor_min_diameter_mm
-                                       if following else None)
+                                       if following else None, follow_w=followed_bright)
         tumor_cand, tumor_label = self._follow_tumor(prep, candidates, seed_px, vessel_frame, vessels, messages,
                                                      lumens_w=lumens_w)
 

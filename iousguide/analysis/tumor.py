@@ -87,7 +87,8 @@ class TumorCandidate:
 def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                       vessel_mask_w: np.ndarray | None = None,
                       lumen_mask_w: np.ndarray | None = None,
-                      min_diameter_mm: float | None = None) -> list[TumorCandidate]:
+                      min_diameter_mm: float | None = None,
+                      follow_w: np.ndarray | None = None) -> list[TumorCandidate]:
     """Hypo-, hyperechoic and halo lesion components of a prepared frame.
 
     Pixels whose speckle-averaged level (sigma ``tumor_smoothing_mm``) differs from the
@@ -118,6 +119,9 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     min_diameter_mm : float, optional
         Smallest equivalent diameter of a component of the fine map (default
         ``settings.tumor_min_diameter_mm``; the tracker asks for less while it follows a lesion).
+    follow_w : ndarray (h, w) bool, optional
+        The last mask of a bright lesion being followed (working grid): a coarse blob on it is
+        kept on the weaker tests of :func:`coarse_bright_candidates` (hysteresis). Not modified.
 
     Returns
     -------
@@ -221,7 +225,8 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                                       threshold_db=c, ring=ring,
                                       elongation=1.0 if dark else _elongation(sub.astype(np.uint8)),
                                       near_bottom=bottom))
-    coarse = coarse_bright_candidates(prep, settings=settings, lumen_w=lumen_b | lumen_d, border_w=border, edge_w=edge)
+    coarse = coarse_bright_candidates(prep, settings=settings, lumen_w=lumen_b | lumen_d, border_w=border, edge_w=edge,
+                                      follow_w=follow_w)
     for cb in coarse:
         # a faint hyperechoic lesion is found whole on the coarse map and in pieces on the fine one:
         # the coarse blob replaces its pieces unless they already cover most of it (the fine map
@@ -331,6 +336,15 @@ BRIGHT_MAX_ELONGATION = 2.5
 #: every direction (the enhancement band, once its beam gain is taken out, may leave a piece right
 #: behind the lumen; such a piece is not darker below it)
 BRIGHT_BELOW_LUMEN_ALL_AROUND = 8
+#: hysteresis: a coarse blob overlapping the bright lesion being followed (IoU >= BRIGHT_FOLLOW_IOU
+#: with its last mask) needs less to be kept than a new one to be proposed: this many of the 8
+#: directions and this solidity. A faint lesion's blob passes 6 or 7 directions, or a solidity
+#: of 0.85, by chance from frame to frame, and the follow lost it for a frame. Not for a blob
+#: right below a lumen: relaxed there, the follow kept the posterior enhancement between a lesion
+#: and the lumen above it as lesion (dev seeds 8819, 8893: distance errors 5-6 mm on more frames)
+BRIGHT_FOLLOW_IOU = 0.3
+BRIGHT_FOLLOW_ALL_AROUND = 5
+BRIGHT_FOLLOW_MIN_SOLIDITY = 0.75
 #: posterior enhancement is measured from this far (mm) below a lumen's lowest pixel in its column ...
 ENHANCEMENT_START_MM = 1.0
 #: ... over at least this length (mm) of valid tissue
@@ -470,7 +484,8 @@ def _posterior_enhancement_rows(rel: np.ndarray, lumen_w: np.ndarray, *, valid: 
 
 
 def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lumen_w: np.ndarray,
-                             border_w: np.ndarray, edge_w: np.ndarray | None = None) -> list[TumorCandidate]:
+                             border_w: np.ndarray, edge_w: np.ndarray | None = None,
+                             follow_w: np.ndarray | None = None) -> list[TumorCandidate]:
     """Faint hyperechoic lesions: bright blobs of a coarser, lower-contrast map.
 
     A hyperechoic metastasis may be only 2-4 dB brighter than the liver; in speckle averaged
@@ -493,6 +508,10 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
     edge_w : ndarray (h, w) bool, optional
         The border band with the image's own edges (a blob touching it is kept, marked
         ``touches_border``); None: ``border_w``.
+    follow_w : ndarray (h, w) bool, optional
+        The last mask of the bright lesion being followed: a blob overlapping it (IoU >=
+        ``BRIGHT_FOLLOW_IOU``), unless right below a lumen, needs only ``BRIGHT_FOLLOW_ALL_AROUND``
+        directions and ``BRIGHT_FOLLOW_MIN_SOLIDITY``.
 
     Returns
     -------
@@ -528,10 +547,16 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
         sub = labels[y:y + h, x:x + w] == label  # the full-grid mask only for the blobs kept
         if (border_w[y:y + h, x:x + w] & sub).any() or (lumen_w[y:y + h, x:x + w] & sub).any():
             continue
+        followed = False
+        if follow_w is not None and follow_w.shape == valid.shape:
+            inter = np.count_nonzero(follow_w[y:y + h, x:x + w] & sub)
+            followed = inter >= BRIGHT_FOLLOW_IOU * (area + np.count_nonzero(follow_w) - inter)
+            if followed and lumen_w.any():
+                followed = not _below_vessel(skirt, (x, y, w, h), px=px)
         contours, _ = cv2.findContours(sub.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         hull_area = cv2.contourArea(cv2.convexHull(np.vstack(contours))) if contours else area
         solidity = min(area / hull_area, 1.0) if hull_area > 0 else 0.0
-        if solidity < BRIGHT_MIN_SOLIDITY:
+        if solidity < (BRIGHT_FOLLOW_MIN_SOLIDITY if followed else BRIGHT_MIN_SOLIDITY):
             continue
         elongation = _elongation(sub.astype(np.uint8))
         if elongation > BRIGHT_MAX_ELONGATION:
@@ -541,7 +566,7 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
         comp = np.zeros_like(valid)
         comp[y:y + h, x:x + w] = sub
         around = _all_around(rel, comp, (x, y, w, h), valid=tissue, px=px)
-        if around < BRIGHT_ALL_AROUND:
+        if around < (BRIGHT_FOLLOW_ALL_AROUND if followed else BRIGHT_ALL_AROUND):
             continue
         if lumen_w.any() and _below_vessel(skirt, (x, y, w, h), px=px) and around < BRIGHT_BELOW_LUMEN_ALL_AROUND:
             continue  # what is left of the posterior enhancement right behind a lumen
