@@ -242,6 +242,7 @@ class Tracker:
         self._fov_age = 0
         self._lumen_memory: list[list] = []  # [mask_w, frames since it last looked like a lumen]
         self._split_pending: list = []  # part centroid pairs of last frame's unconfirmed splits
+        self._held: list[TumorCandidate] = []  # this frame's hysteresis candidates (lesion_candidates)
         self._spacing_mm: tuple[float, ...] | None | bool = False  # False: no frame seen yet
 
     def seed_tumor(self, x_src: float, y_src: float) -> None:
@@ -369,11 +370,13 @@ class Tracker:
         # (a lesion being followed shrinks as the image plane leaves it: smaller sections are
         # looked for then; a proposal still needs the full tumour size, plausible_auto)
         following = self._tumor.mode == "tracking"
-        followed_bright = (self._tumor.mask_w if BRIGHT_FOLLOW_HYSTERESIS and following and not self._tumor.dark
-                           else None)
+        followed = (self._tumor.mask_w if following and (self._tumor.dark or BRIGHT_FOLLOW_HYSTERESIS) else None)
         candidates = lesion_candidates(prep, settings=s, vessel_mask_w=vessel_w, lumen_mask_w=lumens_w,
                                        min_diameter_mm=FOLLOW_MIN_DIAMETER_FRACTION * s.tumor_min_diameter_mm
-                                       if following else None, follow_w=followed_bright)
+                                       if following else None, follow_w=followed, follow_dark=self._tumor.dark)
+        # the lower cut's components serve the follow only, when the regular ones give none
+        self._held = [c for c in candidates if c.hysteresis]
+        candidates = [c for c in candidates if not c.hysteresis]
         tumor_cand, tumor_label = self._follow_tumor(prep, candidates, seed_px, vessel_frame, vessels, messages,
                                                      lumens_w=lumens_w)
 
@@ -703,6 +706,8 @@ class Tracker:
         for v in vessels:
             lumens |= v.mask_w
         best = self._merge_near(prep, candidates, st.mask_w, lumens, foci=False)
+        if best is None and self._held:
+            best = self._merge_near(prep, candidates + self._held, st.mask_w, lumens, foci=False)
         if best is None and st.extent_w is not None and not st.dark and st.extent_frames >= s.tumor_confirm_frames:
             best = self._merge_near(prep, candidates, st.extent_w, lumens, foci=True)
         return best

@@ -61,6 +61,9 @@ class TumorCandidate:
     near_bottom : bool
         A bright component reaching the noisy bottom of the field of view (noise floor, the last
         TGC rows; also marked ``touches_border``): not lesion-like at all.
+    hysteresis : bool
+        Found only by the lower cut made for a dark lesion being followed (``DARK_FOLLOW_FRACTION``):
+        for that follow only, never a proposal or a rival.
     """
 
     mask_w: np.ndarray
@@ -75,6 +78,7 @@ class TumorCandidate:
     ring: bool = False
     elongation: float = 1.0
     near_bottom: bool = False
+    hysteresis: bool = False
 
     @property
     def equivalent_diameter_mm(self) -> float:
@@ -88,7 +92,7 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                       vessel_mask_w: np.ndarray | None = None,
                       lumen_mask_w: np.ndarray | None = None,
                       min_diameter_mm: float | None = None,
-                      follow_w: np.ndarray | None = None) -> list[TumorCandidate]:
+                      follow_w: np.ndarray | None = None, follow_dark: bool = False) -> list[TumorCandidate]:
     """Hypo-, hyperechoic and halo lesion components of a prepared frame.
 
     Pixels whose speckle-averaged level (sigma ``tumor_smoothing_mm``) differs from the
@@ -120,8 +124,13 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
         Smallest equivalent diameter of a component of the fine map (default
         ``settings.tumor_min_diameter_mm``; the tracker asks for less while it follows a lesion).
     follow_w : ndarray (h, w) bool, optional
-        The last mask of a bright lesion being followed (working grid): a coarse blob on it is
-        kept on the weaker tests of :func:`coarse_bright_candidates` (hysteresis). Not modified.
+        The last mask of the lesion being followed (working grid; hysteresis, not modified). A
+        bright one (``follow_dark`` False): a coarse blob on it is kept on the weaker tests of
+        :func:`coarse_bright_candidates`. A dark one: when no dark component of the map overlaps it
+        (IoU >= ``DARK_FOLLOW_IOU``), the dark map is cut again at ``DARK_FOLLOW_FRACTION`` of the
+        contrast and the components overlapping it are added, marked ``hysteresis``.
+    follow_dark : bool
+        The followed lesion is dark.
 
     Returns
     -------
@@ -159,10 +168,16 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     edge = border | (valid & ~cv2.erode(valid.astype(np.uint8), disc(1.0 / px), borderType=cv2.BORDER_CONSTANT,
                                         borderValue=0).astype(bool)) if IMAGE_EDGE_IS_BORDER else border
     r_open = 0.4 / px  # thinner than the thinnest halo (~1 mm) so a halo ring survives
-    for dark in (True, False):
+    # (polarity, map threshold dB, only components overlapping this mask); a hysteresis pass for
+    # a dark lesion being followed is added after the dark pass when that pass lost it
+    passes: list[tuple[bool, float, np.ndarray | None]] = [(True, c, None), (False, c, None)]
+    k_pass = 0
+    while k_pass < len(passes):
+        dark, thr, near_w = passes[k_pass]
+        k_pass += 1
         skirt = skirt_d if dark else skirt_b
         lumen_p = lumen_d if dark else lumen_b
-        m = (rel < -c) if dark else (rel > c)
+        m = (rel < -thr) if dark else (rel > thr)
         m = (m & valid & ~skirt).astype(np.uint8)
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, disc(r_open))
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, disc(1.0 / px))
@@ -179,6 +194,10 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                 continue
             x, y, w, h = (int(v) for v in stats[label, :4])
             in_box = labels[y:y + h, x:x + w] == label  # the component lies within its box
+            if near_w is not None:
+                inter = np.count_nonzero(in_box & near_w[y:y + h, x:x + w])
+                if inter < DARK_FOLLOW_IOU * (area + np.count_nonzero(near_w) - inter):
+                    continue
             if np.count_nonzero(in_box & lumen_p[y:y + h, x:x + w]) > 0.02 * area:
                 continue  # encloses a lumen: a bright sheath or the blur around a vessel, not a lesion
             comp = np.zeros_like(valid)
@@ -222,11 +241,15 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
             out.append(TumorCandidate(mask_w=comp, bbox_w=(x, y, w, h), area_mm2=area * px * px,
                                       centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=dark,
                                       contrast_db=contrast_db, solidity=float(solidity), touches_border=touches,
-                                      threshold_db=c, ring=ring,
+                                      threshold_db=thr, ring=ring,
                                       elongation=1.0 if dark else _elongation(sub.astype(np.uint8)),
-                                      near_bottom=bottom))
+                                      near_bottom=bottom, hysteresis=near_w is not None))
+        if (dark and near_w is None and DARK_FOLLOW_HYSTERESIS and follow_dark and follow_w is not None
+                and follow_w.shape == valid.shape and follow_w.any()
+                and not any(cand.dark and iou(cand.mask_w, follow_w) >= DARK_FOLLOW_IOU for cand in out)):
+            passes.insert(k_pass, (True, DARK_FOLLOW_FRACTION * c, follow_w))
     coarse = coarse_bright_candidates(prep, settings=settings, lumen_w=lumen_b | lumen_d, border_w=border, edge_w=edge,
-                                      follow_w=follow_w)
+                                      follow_w=None if follow_dark else follow_w)
     for cb in coarse:
         # a faint hyperechoic lesion is found whole on the coarse map and in pieces on the fine one:
         # the coarse blob replaces its pieces unless they already cover most of it (the fine map
@@ -240,6 +263,15 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
         out = [cand for cand in out if not any(cand is p for p in pieces)] + [cb]
     return out
 
+
+#: hysteresis for a dark lesion being followed (lesion_candidates ``follow_w``, ``follow_dark``):
+#: when no dark component of the map overlaps its last mask (IoU >= DARK_FOLLOW_IOU), the map is cut
+#: again at this fraction of tumor_contrast_db for the components overlapping that mask (marked
+#: ``hysteresis``; the tracker takes them only when the regular candidates give no follow). A faint
+#: lesion's contrast hovers at the cut, and the follow lost it on single frames
+DARK_FOLLOW_HYSTERESIS = True
+DARK_FOLLOW_FRACTION = 0.67
+DARK_FOLLOW_IOU = 0.3
 
 #: a calcium shadow has an echo >= tumor_contrast_db above tissue within this distance (mm) above
 #: its top in at least ``CALCIUM_ABOVE_FRACTION`` of its columns ...
