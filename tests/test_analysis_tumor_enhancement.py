@@ -90,6 +90,26 @@ def test_a_hyperechoic_lesion_below_a_vessel_is_proposed_and_outlined():
     assert good >= 2, good
 
 
+def _follow_after_first_report(frames, truth) -> tuple[int, list[float]]:
+    """Run a fresh tracker over a phantom case: (frames lost, Dice of each reported outline) over
+    the frames showing the (primary) tumour from its first report on."""
+    from iousguide.analysis.tracker import Tracker
+
+    tracker = Tracker(TrackingSettings())
+    lost, dices, started = 0, [], False
+    for f, tf in zip(frames, truth.frames):
+        r = tracker.process(f)
+        tt = tf.get("tumor") or next((t for t in tf.get("tumors") or [] if t.get("primary")), None)
+        started = started or r.tumor is not None
+        if started and tt is not None:
+            if r.tumor is None:
+                lost += 1
+                continue
+            lesion, shown = _mask(tt["contour_px"], f.shape), _mask(r.tumor.contour_px, f.shape)
+            dices.append(2.0 * np.count_nonzero(shown & lesion) / (shown.sum() + lesion.sum()))
+    return lost, dices
+
+
 #: development cases (phantom seeds, medium difficulty) with a calcified lesion whose bright foci
 #: change from frame to frame: the follow lost them on a third of the frames
 CALCIFIED_FLICKER_SEEDS = (8209, 8238, 8271)
@@ -139,18 +159,9 @@ def test_a_focus_followed_in_a_calcified_lesion_is_completed_by_its_extent(monke
 
     monkeypatch.setattr(tracker_module, "BRIGHT_FOLLOW_HYSTERESIS", False)
 
-    def mean_dice(frames, truth) -> float:
-        tracker = tracker_module.Tracker(TrackingSettings())
-        dices, started = [], False
-        for f, tf in zip(frames, truth.frames):
-            r = tracker.process(f)
-            tt = tf.get("tumor") or next((t for t in tf.get("tumors") or [] if t.get("primary")), None)
-            started = started or r.tumor is not None
-            if started and tt is not None:
-                lesion = _mask(tt["contour_px"], f.shape)
-                shown = _mask(r.tumor.contour_px, f.shape) if r.tumor is not None else np.zeros(f.shape, bool)
-                dices.append(2.0 * np.count_nonzero(shown & lesion) / (shown.sum() + lesion.sum()))
-        return float(np.mean(dices)) if dices else 0.0
+    def mean_dice(frames, truth) -> float:  # a lost frame counts as Dice 0
+        lost, dices = _follow_after_first_report(frames, truth)
+        return float(sum(dices) / (len(dices) + lost)) if dices or lost else 0.0
 
     for seed in CALCIFIED_FOCUS_SEEDS:
         frames, truth = generate_case(seed, difficulty="medium", n_frames=12)
@@ -174,27 +185,12 @@ def test_a_faint_bright_lesion_being_followed_is_kept_on_weaker_shape_tests(monk
     from iousguide.analysis import tracker as tracker_module
     from iousguide.phantom import generate_case
 
-    def follow(frames, truth) -> tuple[int, list[float]]:
-        tracker = tracker_module.Tracker(TrackingSettings())
-        lost, dices, started = 0, [], False
-        for f, tf in zip(frames, truth.frames):
-            r = tracker.process(f)
-            tt = tf.get("tumor") or next((t for t in tf.get("tumors") or [] if t.get("primary")), None)
-            started = started or r.tumor is not None
-            if started and tt is not None:
-                if r.tumor is None:
-                    lost += 1
-                    continue
-                lesion, shown = _mask(tt["contour_px"], f.shape), _mask(r.tumor.contour_px, f.shape)
-                dices.append(2.0 * np.count_nonzero(shown & lesion) / (shown.sum() + lesion.sum()))
-        return lost, dices
-
     for seed in FAINT_BRIGHT_FOLLOW_SEEDS:
         frames, truth = generate_case(seed, difficulty="medium", n_frames=12)
         monkeypatch.setattr(tracker_module, "BRIGHT_FOLLOW_HYSTERESIS", True)
-        lost_on, dices_on = follow(frames, truth)
+        lost_on, dices_on = _follow_after_first_report(frames, truth)
         monkeypatch.setattr(tracker_module, "BRIGHT_FOLLOW_HYSTERESIS", False)
-        lost_off, _ = follow(frames, truth)
+        lost_off, _ = _follow_after_first_report(frames, truth)
         assert lost_on == 0 and min(dices_on) >= 0.6, (seed, lost_on, dices_on)
         assert lost_off >= 1, (seed, lost_off)
 
@@ -210,28 +206,12 @@ def test_a_faint_dark_lesion_being_followed_is_found_on_a_lower_cut(monkeypatch)
     fewer frames after the first report are lost in each case, and every reported outline lies on
     the lesion (Dice >= 0.3)."""
     from iousguide.analysis import tumor as tumor_module
-    from iousguide.analysis.tracker import Tracker
     from iousguide.phantom import generate_case
-
-    def follow(frames, truth) -> tuple[int, list[float]]:
-        tracker = Tracker(TrackingSettings())
-        lost, dices, started = 0, [], False
-        for f, tf in zip(frames, truth.frames):
-            r = tracker.process(f)
-            tt = tf.get("tumor")
-            started = started or r.tumor is not None
-            if started and tt is not None:
-                if r.tumor is None:
-                    lost += 1
-                    continue
-                lesion, shown = _mask(tt["contour_px"], f.shape), _mask(r.tumor.contour_px, f.shape)
-                dices.append(2.0 * np.count_nonzero(shown & lesion) / (shown.sum() + lesion.sum()))
-        return lost, dices
 
     for seed in FAINT_DARK_FOLLOW_SEEDS:
         frames, truth = generate_case(seed, difficulty="hard", n_frames=12)
         monkeypatch.setattr(tumor_module, "DARK_FOLLOW_HYSTERESIS", True)
-        lost_on, dices_on = follow(frames, truth)
+        lost_on, dices_on = _follow_after_first_report(frames, truth)
         monkeypatch.setattr(tumor_module, "DARK_FOLLOW_HYSTERESIS", False)
-        lost_off, _ = follow(frames, truth)
+        lost_off, _ = _follow_after_first_report(frames, truth)
         assert lost_on < lost_off and min(dices_on) >= 0.3, (seed, lost_on, lost_off, dices_on)

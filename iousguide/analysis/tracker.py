@@ -242,7 +242,6 @@ class Tracker:
         self._fov_age = 0
         self._lumen_memory: list[list] = []  # [mask_w, frames since it last looked like a lumen]
         self._split_pending: list = []  # part centroid pairs of last frame's unconfirmed splits
-        self._held: list[TumorCandidate] = []  # this frame's hysteresis candidates (lesion_candidates)
         self._spacing_mm: tuple[float, ...] | None | bool = False  # False: no frame seen yet
 
     def seed_tumor(self, x_src: float, y_src: float) -> None:
@@ -375,10 +374,10 @@ class Tracker:
                                        min_diameter_mm=FOLLOW_MIN_DIAMETER_FRACTION * s.tumor_min_diameter_mm
                                        if following else None, follow_w=followed, follow_dark=self._tumor.dark)
         # the lower cut's components serve the follow only, when the regular ones give none
-        self._held = [c for c in candidates if c.hysteresis]
+        held = [c for c in candidates if c.hysteresis]
         candidates = [c for c in candidates if not c.hysteresis]
         tumor_cand, tumor_label = self._follow_tumor(prep, candidates, seed_px, vessel_frame, vessels, messages,
-                                                     lumens_w=lumens_w)
+                                                     lumens_w=lumens_w, held=held)
 
         tumor_geo = None
         tumor_result = None
@@ -515,7 +514,7 @@ class Tracker:
 
     def _follow_tumor(self, prep: Prepared, candidates: list[TumorCandidate], seed_px, vessel_frame: np.ndarray,
                       vessels: list[VesselDetection], messages: list[str], *,
-                      lumens_w: np.ndarray) -> tuple[TumorCandidate | None, str]:
+                      lumens_w: np.ndarray, held: list[TumorCandidate] = ()) -> tuple[TumorCandidate | None, str]:
         s = self.settings
         st = self._tumor
         px = prep.work_px_mm
@@ -562,7 +561,7 @@ class Tracker:
             self._accept(chosen, auto=False)
             return chosen, "seeded"
         if st.mode == "tracking":
-            best = self._merge_follow(prep, candidates, lumens_w, vessels)
+            best = self._merge_follow(prep, candidates, lumens_w, vessels, held=held)
             if best is None:
                 # a lesion section gone black (halo, necrosis) is found as a "lumen" right where
                 # the tumour was: a real lumen does not appear in place of the lesion
@@ -690,7 +689,8 @@ class Tracker:
         return None, ""
 
     def _merge_follow(self, prep: Prepared, candidates: list[TumorCandidate], lumens_w: np.ndarray,
-                      vessels: list[VesselDetection] = ()) -> TumorCandidate | None:
+                      vessels: list[VesselDetection] = (), *,
+                      held: list[TumorCandidate] = ()) -> TumorCandidate | None:
         """This frame's lesion where the tumour was: the union of same-polarity candidates lying
         mostly within 2 mm of the previous outline (the lesion map may break a lesion into
         pieces; following one piece would shrink the tumour). ``lumens_w``: the frame's solid
@@ -700,14 +700,16 @@ class Tracker:
         consecutive frames): its bright foci change size and place from frame to frame while the
         lesion does not. When the follow above finds nothing, one bright component lying mostly
         within 2 mm of the lesion's last extent (the assumed part too) and still casting a shadow
-        is the lesion, whatever its size change, completed by that extent (``SHADOWED_FOLLOW_EXTENT``)."""
+        is the lesion, whatever its size change, completed by that extent (``SHADOWED_FOLLOW_EXTENT``).
+        ``held``: the dark map's lower-cut components (``TumorCandidate.hysteresis``), tried with the
+        others only when the regular candidates give no follow."""
         s, st = self.settings, self._tumor
         lumens = lumens_w.copy()
         for v in vessels:
             lumens |= v.mask_w
         best = self._merge_near(prep, candidates, st.mask_w, lumens, foci=False)
-        if best is None and self._held:
-            best = self._merge_near(prep, candidates + self._held, st.mask_w, lumens, foci=False)
+        if best is None and held:  # (the dark map's lower cut: lesion_candidates' hysteresis)
+            best = self._merge_near(prep, list(candidates) + list(held), st.mask_w, lumens, foci=False)
         if best is None and st.extent_w is not None and not st.dark and st.extent_frames >= s.tumor_confirm_frames:
             best = self._merge_near(prep, candidates, st.extent_w, lumens, foci=True)
         return best

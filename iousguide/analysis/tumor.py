@@ -175,6 +175,7 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
     while k_pass < len(passes):
         dark, thr, near_w = passes[k_pass]
         k_pass += 1
+        near_area = np.count_nonzero(near_w) if near_w is not None else 0
         skirt = skirt_d if dark else skirt_b
         lumen_p = lumen_d if dark else lumen_b
         m = (rel < -thr) if dark else (rel > thr)
@@ -194,10 +195,8 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                 continue
             x, y, w, h = (int(v) for v in stats[label, :4])
             in_box = labels[y:y + h, x:x + w] == label  # the component lies within its box
-            if near_w is not None:
-                inter = np.count_nonzero(in_box & near_w[y:y + h, x:x + w])
-                if inter < DARK_FOLLOW_IOU * (area + np.count_nonzero(near_w) - inter):
-                    continue
+            if near_w is not None and _box_iou(in_box, (x, y), near_w, near_area) < DARK_FOLLOW_IOU:
+                continue
             if np.count_nonzero(in_box & lumen_p[y:y + h, x:x + w]) > 0.02 * area:
                 continue  # encloses a lumen: a bright sheath or the blur around a vessel, not a lesion
             comp = np.zeros_like(valid)
@@ -245,9 +244,12 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                                       elongation=1.0 if dark else _elongation(sub.astype(np.uint8)),
                                       near_bottom=bottom, hysteresis=near_w is not None))
         if (dark and near_w is None and DARK_FOLLOW_HYSTERESIS and follow_dark and follow_w is not None
-                and follow_w.shape == valid.shape and follow_w.any()
-                and not any(cand.dark and iou(cand.mask_w, follow_w) >= DARK_FOLLOW_IOU for cand in out)):
-            passes.insert(k_pass, (True, DARK_FOLLOW_FRACTION * c, follow_w))
+                and follow_w.shape == valid.shape and follow_w.any()):
+            follow_area = np.count_nonzero(follow_w)
+            if not any(_box_iou(cand.mask_w[cand.bbox_w[1]:cand.bbox_w[1] + cand.bbox_w[3],
+                                            cand.bbox_w[0]:cand.bbox_w[0] + cand.bbox_w[2]],
+                                cand.bbox_w[:2], follow_w, follow_area) >= DARK_FOLLOW_IOU for cand in out if cand.dark):
+                passes.insert(k_pass, (True, DARK_FOLLOW_FRACTION * c, follow_w))
     coarse = coarse_bright_candidates(prep, settings=settings, lumen_w=lumen_b | lumen_d, border_w=border, edge_w=edge,
                                       follow_w=None if follow_dark else follow_w)
     for cb in coarse:
@@ -571,6 +573,7 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
     max_area = np.pi * (0.5 * settings.tumor_max_diameter_mm / px) ** 2
     n, labels, stats, cents = components_with_stats(m)
     out: list[TumorCandidate] = []
+    follow_area = np.count_nonzero(follow_w) if follow_w is not None and follow_w.shape == valid.shape else 0
     for label in range(1, n):
         area = int(stats[label, cv2.CC_STAT_AREA])
         if area < min_area or area > max_area:
@@ -579,12 +582,9 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
         sub = labels[y:y + h, x:x + w] == label  # the full-grid mask only for the blobs kept
         if (border_w[y:y + h, x:x + w] & sub).any() or (lumen_w[y:y + h, x:x + w] & sub).any():
             continue
-        followed = False
-        if follow_w is not None and follow_w.shape == valid.shape:
-            inter = np.count_nonzero(follow_w[y:y + h, x:x + w] & sub)
-            followed = inter >= BRIGHT_FOLLOW_IOU * (area + np.count_nonzero(follow_w) - inter)
-            if followed and lumen_w.any():
-                followed = not _below_vessel(skirt, (x, y, w, h), px=px)
+        below_lumen = bool(lumen_w.any()) and _below_vessel(skirt, (x, y, w, h), px=px)
+        followed = (follow_area > 0 and not below_lumen
+                    and _box_iou(sub, (x, y), follow_w, follow_area) >= BRIGHT_FOLLOW_IOU)
         contours, _ = cv2.findContours(sub.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         hull_area = cv2.contourArea(cv2.convexHull(np.vstack(contours))) if contours else area
         solidity = min(area / hull_area, 1.0) if hull_area > 0 else 0.0
@@ -600,7 +600,7 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
         around = _all_around(rel, comp, (x, y, w, h), valid=tissue, px=px)
         if around < (BRIGHT_FOLLOW_ALL_AROUND if followed else BRIGHT_ALL_AROUND):
             continue
-        if lumen_w.any() and _below_vessel(skirt, (x, y, w, h), px=px) and around < BRIGHT_BELOW_LUMEN_ALL_AROUND:
+        if below_lumen and around < BRIGHT_BELOW_LUMEN_ALL_AROUND:
             continue  # what is left of the posterior enhancement right behind a lumen
         lab = comp.astype(np.int32)
         contrast_db = _edge_contrast_db(rel, lab, 1, (x, y, w, h), px=px, exclude=skirt)
@@ -1084,6 +1084,17 @@ def follow_template(mask_w: np.ndarray, previous_w: np.ndarray, *, px_mm: float,
             excl = cv2.dilate(excl, disc(exclude_margin_mm / px_mm))
         core &= ~excl.astype(bool)
     return mask_w | core
+
+
+def _box_iou(sub: np.ndarray, origin: tuple[int, int], mask_w: np.ndarray, mask_area: int) -> float:
+    """IoU of a component given inside its bounding box (``sub`` (h, w) bool at ``origin`` (x, y)
+    of the working grid; it has no pixel outside that box) with a full-grid mask of ``mask_area``
+    pixels: the intersection is counted in the box only."""
+    x, y = origin
+    h, w = sub.shape
+    inter = np.count_nonzero(sub & mask_w[y:y + h, x:x + w])
+    union = np.count_nonzero(sub) + mask_area - inter
+    return inter / union if union else 0.0
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
