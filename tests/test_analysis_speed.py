@@ -363,3 +363,23 @@ def test_pad0_equals_numpy_pad():
                 ref = np.pad(m, pad)
                 assert got.dtype == ref.dtype
                 np.testing.assert_array_equal(got, ref)
+
+
+def test_axis_ratios_from_one_spectrum_equal_the_public_functions():
+    """_measure_lumen takes both axis ratios from one Fourier series of the outline: the same
+    values as ellipse_axis_ratio and ellipse_axis_ratio_debiased, each computing its own."""
+    from iousguide.analysis import vessels as v
+
+    rng = np.random.default_rng(14)
+    for i in range(300):
+        n = int(rng.integers(3, 400))
+        theta = np.sort(rng.uniform(0, 2 * np.pi, n))
+        r = rng.uniform(0.5, 8.0) * (1.0 + 0.1 * rng.normal(size=n))
+        pts = np.stack([r * np.cos(theta), rng.uniform(0.1, 1.0) * r * np.sin(theta)], axis=1).astype(np.float32)
+        if i % 50 == 0:
+            pts[:] = pts[0]  # a degenerate outline (no length)
+        spectrum = v._outline_spectrum(pts.astype(np.float64))
+        assert v._axis_ratio_of(spectrum) == v.ellipse_axis_ratio(pts)
+        for sigma in (0.0, 0.4):
+            assert v._debiased_axis_ratio_of(spectrum, smoothing_mm=sigma) == \
+                v.ellipse_axis_ratio_debiased(pts, smoothing_mm=sigma)

@@ -1146,7 +1146,11 @@ def _outline_spectrum(pts: np.ndarray, *, n: int = 128) -> tuple[np.ndarray, flo
 
 
 def _first_harmonic_ratio(pts: np.ndarray) -> float:
-    got = _outline_spectrum(pts)
+    return _harmonic_ratio_of(_outline_spectrum(pts))
+
+
+def _harmonic_ratio_of(got: tuple[np.ndarray, float] | None) -> float:
+    """:func:`_first_harmonic_ratio` from the outline's :func:`_outline_spectrum` (0.0 for None)."""
     if got is None:
         return 0.0
     spec = got[0]
@@ -1184,8 +1188,12 @@ def ellipse_axis_ratio(contour: np.ndarray) -> float:
     -------
     float in [0, 1]
     """
-    pts = np.asarray(contour, dtype=np.float64).reshape(-1, 2)
-    return float(np.interp(_first_harmonic_ratio(pts), _HARMONIC_MEASURED, _HARMONIC_TRUE))
+    return _axis_ratio_of(_outline_spectrum(np.asarray(contour, dtype=np.float64).reshape(-1, 2)))
+
+
+def _axis_ratio_of(spectrum: tuple[np.ndarray, float] | None) -> float:
+    """:func:`ellipse_axis_ratio` from the outline's :func:`_outline_spectrum`."""
+    return float(np.interp(_harmonic_ratio_of(spectrum), _HARMONIC_MEASURED, _HARMONIC_TRUE))
 
 
 def ellipse_axis_ratio_debiased(contour: np.ndarray, *, smoothing_mm: float) -> float:
@@ -1219,7 +1227,12 @@ def ellipse_axis_ratio_debiased(contour: np.ndarray, *, smoothing_mm: float) -> 
     -------
     float in [0, 1]
     """
-    got = _outline_spectrum(np.asarray(contour, dtype=np.float64).reshape(-1, 2))
+    return _debiased_axis_ratio_of(_outline_spectrum(np.asarray(contour, dtype=np.float64).reshape(-1, 2)),
+                                   smoothing_mm=smoothing_mm)
+
+
+def _debiased_axis_ratio_of(got: tuple[np.ndarray, float] | None, *, smoothing_mm: float) -> float:
+    """:func:`ellipse_axis_ratio_debiased` from the outline's :func:`_outline_spectrum`."""
     if got is None:
         return 0.0
     spec, total = got
@@ -1269,7 +1282,10 @@ def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
     if moments["m00"] == 0:
         return None
     cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
-    ratio = ellipse_axis_ratio(pts_mm)
+    # one Fourier series of the outline serves both axis ratios (ellipse_axis_ratio and
+    # ellipse_axis_ratio_debiased of pts_mm)
+    spectrum = _outline_spectrum(pts_mm.astype(np.float64))
+    ratio = _axis_ratio_of(spectrum)
     long_axis = ratio < 1.0 / LONG_AXIS_ASPECT
     if long_axis:
         # a vessel cut along its length is widest where the plane passes through its axis (the
@@ -1285,7 +1301,7 @@ def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
         # smoothing along the contour shrank its size (its first harmonic) by a known gain
         limit_mm = 2.0 * np.sqrt(area_mm2 * ratio / np.pi)
         if DIAMETER_RATIO_DEBIASED:
-            ratio_d = ellipse_axis_ratio_debiased(pts_mm, smoothing_mm=settings.vessel_contour_smoothing_mm)
+            ratio_d = _debiased_axis_ratio_of(spectrum, smoothing_mm=settings.vessel_contour_smoothing_mm)
             diameter_mm = 2.0 * np.sqrt(area_mm2 * ratio_d / np.pi)
         else:
             diameter_mm = limit_mm
