@@ -526,7 +526,7 @@ def looks_like_shadow(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, in
     if y0 >= y:
         return False
     above = prep.smooth[y0:y, x:x + bw] - prep.tissue_row[y0:y, None]
-    return bool(np.percentile(above, 75) >= 6.0)
+    return bool(percentile_linear(above.ravel(), 75.0) >= 6.0)
 
 
 #: A dark component whose lowest pixel in a column lies within twice ``shadow_bottom_margin_mm``
@@ -571,7 +571,7 @@ def _enhanced_below(prep: Prepared, bbox: tuple[int, int, int, int]) -> bool:
     if np.count_nonzero(valid) < 3:
         return False
     above_tissue = prep.smooth[y0:y1, x:x + bw] - prep.tissue_row[y0:y1, None]
-    return bool(np.percentile(above_tissue[valid], 75) >= SHADOW_ENHANCED_BELOW_DB)
+    return bool(percentile_linear(above_tissue[valid], 75.0) >= SHADOW_ENHANCED_BELOW_DB)
 
 
 def detect_vessels_prepared(prep: Prepared, *, settings: TrackingSettings) -> list[VesselDetection]:
