@@ -383,3 +383,29 @@ def test_axis_ratios_from_one_spectrum_equal_the_public_functions():
         for sigma in (0.0, 0.4):
             assert v._debiased_axis_ratio_of(spectrum, smoothing_mm=sigma) == \
                 v.ellipse_axis_ratio_debiased(pts, smoothing_mm=sigma)
+
+
+def test_visible_from_does_not_depend_on_uninitialised_memory(monkeypatch):
+    """refine._visible_from's polar samples beyond the mask's window are 0, not what the output
+    array's memory held: the same result whatever warpPolar's new array contains."""
+    rng = np.random.default_rng(15)
+    cases = []
+    for mask in _masks(40, seed=16):
+        if mask.sum() < 4:
+            continue
+        ys, xs = np.nonzero(mask)
+        k = int(rng.integers(0, len(ys)))
+        # centres inside the mask, and beyond its window's edge (rays leave the window and come back)
+        for centre in ((float(xs[k]), float(ys[k])), (float(xs.min()) - 3.0, float(ys.mean()))):
+            cases.append((mask, centre))
+    real = cv2.warpPolar
+    results = {}
+    for fill in (0, 1, 255):
+        def prefilled(src, dsize, center, max_radius, flags, dst=None, fill=fill):
+            if dst is None:
+                dst = np.full((dsize[1], dsize[0]), fill, src.dtype)
+            return real(src, dsize, center, max_radius, flags, dst=dst)
+        monkeypatch.setattr(cv2, "warpPolar", prefilled)
+        results[fill] = [None if got is None else got.tobytes() for got in
+                         (refine_mod._visible_from(m, c, 2.0, np.flatnonzero(m)[:5]) for m, c in cases)]
+    assert results[0] == results[1] == results[255]

@@ -434,7 +434,10 @@ def _visible_from(mask: np.ndarray, centre: tuple[float, float], radius_px: floa
     n_r = int(np.ceil(max_r))
     n_a = int(np.ceil(np.pi * max_r))  # (a sample every 2 pixels of arc there: the grown back-projection covers)
     flags = cv2.INTER_NEAREST | cv2.WARP_POLAR_LINEAR
-    polar = cv2.warpPolar(sub, (n_r, n_a), (cx, cy), max_r, flags)  # (angles, radii)
+    # samples beyond the window are 0 (WARP_FILL_OUTLIERS): without it warpPolar leaves them as
+    # whatever memory its new output array held, and a ray that leaves the window and comes back
+    # (a centre near its edge) carried that into the result, which then varied from run to run
+    polar = cv2.warpPolar(sub, (n_r, n_a), (cx, cy), max_r, flags | cv2.WARP_FILL_OUTLIERS)  # (angles, radii)
     k0 = min(int(radius_px * n_r / max_r), n_r - 1)
     seen = polar.copy()
     seen[:, :k0] = 1
