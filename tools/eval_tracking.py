@@ -209,19 +209,21 @@ def eval_usgra(folder: str, *, part: str, overlay: str | None = None, overrides:
     return {"part": part, **report}
 
 
-def run_sweep(path: str, *, spacing_mm: float, overlay: str | None) -> dict:
+def run_sweep(path: str, *, spacing_mm: float, overlay: str | None, overrides: dict | None = None) -> dict:
     """The real liver sweep: every frame through the tracker; statuses, vessel counts, overlay sheet."""
     from collections import Counter
 
     from iousguide.acquisition import open_source
 
     statuses, counts, diameters, ms, sheet = Counter(), [], [], [], []
+    learned_outlines = 0
     with open_source(path, spacing_mm=(spacing_mm, spacing_mm)) as source:
-        tracker = Tracker(TrackingSettings())
+        tracker = Tracker(TrackingSettings(**(overrides or {})))
         ids = set()
         for frame in source:
             res = tracker.process(frame)
             statuses[res.status] += 1
+            learned_outlines += res.tumor is not None and res.tumor.outline == "learned"
             counts.append(len(res.vessels))
             diameters.extend(v.diameter_mm for v in res.vessels)
             ids.update(v.id for v in res.vessels)
@@ -246,6 +248,7 @@ def run_sweep(path: str, *, spacing_mm: float, overlay: str | None) -> dict:
         rows = [np.hstack(sheet[i:i + 4]) for i in range(0, len(sheet), 4)]
         cv2.imwrite(overlay, np.vstack(rows))
     return {"frames": sum(statuses.values()), "statuses": dict(statuses),
+            "tumour_outlines_learned": learned_outlines,
             "vessels_per_frame_median": float(np.median(counts)), "distinct_ids": len(ids),
             "diameter_mm_median": float(np.median(diameters)) if diameters else None,
             "ms_median": float(np.median(ms)), "ms_p95": float(np.percentile(ms, 95))}
@@ -274,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-spacing-mm", type=float, default=0.3148)
     args = ap.parse_args(argv)
     if args.sweep:
-        print(json.dumps(run_sweep(args.sweep, spacing_mm=args.sweep_spacing_mm, overlay=args.overlay)))
+        print(json.dumps(run_sweep(args.sweep, spacing_mm=args.sweep_spacing_mm, overlay=args.overlay,
+                                   overrides=parse_set(args.set))))
         return 0
     if args.usgra:
         print(json.dumps(eval_usgra(args.usgra, part=args.part, overlay=args.overlay, overrides=parse_set(args.set))))
