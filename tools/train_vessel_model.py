@@ -289,8 +289,22 @@ def fold_batchnorm(model):
     return model
 
 
+def _usgra_first(tag: str) -> int:
+    """Vessel model batches: usgra images (pool 0) and phantom/negative frames (pool 1)."""
+    return 0 if tag.startswith("usgra") else 1
+
+
+def _usgra_phantom_score(v: dict) -> float:
+    return 0.5 * v.get("usgra", 0) + 0.5 * v.get("phantom", 0)
+
+
 def train(data: dict, *, out: Path, minutes: float, crop: int, batch: int, seed: int, threads: int,
-          arch: dict | None = None) -> dict:
+          arch: dict | None = None, pool_of=_usgra_first, batch_pools: tuple[int, ...] = (0, 1),
+          score_of=_usgra_phantom_score) -> dict:
+    """Train, keep the best validation score, export. ``pool_of(tag)`` puts each training sample in
+    a pool; batch item ``b`` is drawn from pool ``batch_pools[b % len(batch_pools)]`` (the vessel
+    model: half usgra, half phantom/negative). ``score_of``: validation score from the per-kind
+    pixel Dice (``negative``: false-positive pixel count) of ``validate``."""
     import torch
     import torch.nn.functional as F
 
@@ -302,8 +316,9 @@ def train(data: dict, *, out: Path, minutes: float, crop: int, batch: int, seed:
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     train_set, val_set = data["train"], data["val"]
-    usgra_idx = [i for i, s in enumerate(train_set) if s[2].startswith("usgra")]
-    other_idx = [i for i, s in enumerate(train_set) if not s[2].startswith("usgra")]
+    pools: dict[int, list[int]] = {}
+    for i, s in enumerate(train_set):
+        pools.setdefault(pool_of(s[2]), []).append(i)
 
     # fixed validation crops: whole images padded to a multiple of 16
     def pad16(a):
@@ -333,10 +348,9 @@ def train(data: dict, *, out: Path, minutes: float, crop: int, batch: int, seed:
     t0 = time.time()
     model.train()
     while time.time() < t_end:
-        # half the batch real usgra images, half phantom/negative frames
         xs, ys = [], []
         for b in range(batch):
-            pool = usgra_idx if b % 2 == 0 else other_idx
+            pool = pools[batch_pools[b % len(batch_pools)]]
             x, y, _ = train_set[pool[int(rng.integers(0, len(pool)))]]
             cx, cy = random_crop(x, y, rng, crop, augment=True)
             xs.append(cx)
@@ -363,7 +377,7 @@ def train(data: dict, *, out: Path, minutes: float, crop: int, batch: int, seed:
             g["lr"] = 3e-3 * (0.03 + 0.97 * 0.5 * (1 + np.cos(np.pi * frac)))
         if step % 200 == 0:
             v = validate()
-            score = 0.5 * v.get("usgra", 0) + 0.5 * v.get("phantom", 0)
+            score = score_of(v)
             history.append({"step": step, "loss": float(loss), **v})
             print(f"step {step} loss {float(loss):.3f} val {v} score {score:.3f}", file=sys.stderr)
             if score > best:
