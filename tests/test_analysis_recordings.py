@@ -53,8 +53,9 @@ def test_vessels_meet_the_targets_on_a_bundled_recording(two_lesions_report):
     assert two_lesions_report["no_signal"]["false_no_signal_frames"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="distance error above the issue-5 target on these 50 frames (measured 2026-11-27: MAE 0.34 / p95 0.83 mm vs 0.3 / 0.8; tumour Dice 0.93 meets it)")
 def test_tumour_and_distances_meet_the_targets_on_a_bundled_recording(two_lesions_report):
+    # met since the learned lesion model outlines the hyperechoic lesion (2026-11-28: Dice 0.966,
+    # distance MAE 0.23 / p95 0.61 mm; with the classical outline MAE 0.34 / p95 0.83 mm)
     assert two_lesions_report["tumor"]["dice_mean"] >= 0.9
     d = two_lesions_report["distance_error_mm"]
     assert d["mae"] <= 0.3 and d["p95"] <= 0.8

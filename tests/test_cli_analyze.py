@@ -73,6 +73,7 @@ def test_calibrated_analysis_to_file(small_clip, tmp_path):
     ["--max-frames", "0"],
     ["--no-learned-vessels", "--learned-veto", "0.1"],
     ["--learned-vessels", "--no-learned-vessels"],
+    ["--learned-lesions", "--no-learned-lesions"],
     ["--learned-vessels", "--learned-veto", "1.5"],
 ])
 def test_bad_options_exit_2_with_one_line(small_clip, args):

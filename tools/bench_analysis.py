@@ -78,12 +78,14 @@ STAGES = (("iousguide.analysis.tracker", "prepare"), ("iousguide.analysis.tracke
           ("iousguide.analysis.tracker", "split_touching_steady"),
           ("iousguide.analysis.learned", "learned_frame_lumens"),
           ("iousguide.analysis.learned", "merge_learned_vessels"),
+          ("iousguide.analysis.tracker", "lesion_probability"),
+          ("iousguide.analysis.tracker", "learned_lesion_candidates"),
           ("iousguide.analysis.tracker", "anechoic_mask"),
           ("iousguide.analysis.tracker", "lesion_candidates"), ("iousguide.analysis.tracker.Tracker", "_follow_tumor"),
           ("iousguide.analysis.tracker", "refine_tumor"), ("iousguide.analysis.tracker.Tracker", "_assign_ids"))
-#: the stages that do not run on the thread calling Tracker.process (the learned model's worker;
+#: the stages that do not run on the thread calling Tracker.process (the learned models' worker;
 #: with --sequential merge_learned_vessels calls it and its time is within the merge's)
-OFF_MAIN = ("learned_frame_lumens",)
+OFF_MAIN = ("learned_frame_lumens", "lesion_probability")
 
 
 def _owner(path: str):

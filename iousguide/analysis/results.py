@@ -49,6 +49,9 @@ class TumorResult:
     confidence: float | None = None
     # part of the outline is assumed, not seen (a calcified lesion's deep part in its own shadow)
     assumed_edge: bool = False
+    # where the outline comes from: "image" (edges found on this frame) or "learned" (the learned
+    # lesion model's outline: iousguide/models/README.md)
+    outline: str = "image"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ class TumorResult:
             "state": self.state,
             "confidence": _r(self.confidence),
             "assumed_edge": bool(self.assumed_edge),
+            "outline": self.outline,
         }
 
 

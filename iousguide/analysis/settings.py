@@ -116,6 +116,10 @@ class TrackingSettings:
         With ``learned_vessels``: a classical lumen inside which the model's lumen probability
         nowhere reaches this is dropped (0 = never; 0.03 by default, which removed most of the
         classical detector's false lumens on the real liver sweep and the usgra images).
+    learned_lesions : bool
+        Also run the learned lesion model (``iousguide/analysis/learned_lesion.py``): where the
+        classical lesion maps give no plausible candidate, a lesion it finds may be proposed, and a
+        followed lesion the classical follow loses is followed on its map (outline: the model's).
     """
 
     tumor_seed_px: tuple[float, float] | None = None
@@ -163,6 +167,7 @@ class TrackingSettings:
     size_change_confirm_frames: int = 3
     learned_vessels: bool = True
     learned_veto_probability: float = 0.03
+    learned_lesions: bool = True
 
     def __post_init__(self) -> None:
         positive = (

@@ -21,18 +21,19 @@ from __future__ import annotations
 import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from iousguide.analysis.imaging import Prepared, check_signal, doppler_mask, largest_contour, prepare
+from iousguide.analysis.learned_lesion import learned_lesion_candidates, lesion_probability
 from iousguide.analysis.measure import TumorGeometry, distance_uncertainty_mm
-from iousguide.analysis.refine import _dist_to, smooth_contour
+from iousguide.analysis.refine import _dist_to, _shift_outward, smooth_contour
 from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
 from iousguide.analysis.settings import TrackingSettings
-from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, TumorCandidate, anechoic_mask, behind_lumen,
+from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, AUTO_SIZE_FACTOR, TumorCandidate, anechoic_mask, behind_lumen,
                                       follow_template, iou,
                                       lesion_candidates, looks_like_lumen, lumen_in_place, plausible_auto, refine_tumor,
                                       shadowed_extent,
@@ -91,6 +92,23 @@ SHADOWED_FOLLOW_EXTENT = True
 #: (tumor.BRIGHT_FOLLOW_ALL_AROUND, BRIGHT_FOLLOW_MIN_SOLIDITY; only while tracking: also after a
 #: loss changed one dev case by 0.06 Dice, too little to widen a relaxed test)
 BRIGHT_FOLLOW_HYSTERESIS = True
+#: a learned lesion candidate (``TrackingSettings.learned_lesions``) continues a follow the classical
+#: candidates lost when it overlaps the last outline by at least this IoU
+LEARNED_FOLLOW_IOU = 0.3
+#: boundary uncertainty (mm, one sigma) of a learned outline: the model's 0.5 iso-line, not an edge
+#: found on the image (its output grid is 0.8 mm). RMS offset from the true outline, dev seeds
+#: 8800-8839 x 6 frames: hyperechoic 0.55, hypoechoic 0.37, target and halo 0.22 mm, bias within
+#: +-0.03 mm; calcified 0.96 mm (its deep part, in the shadow, is flagged as assumed)
+LEARNED_EDGE_SIGMA_MM = 0.5
+#: which lesions the learned model outlines when both find them (its candidate overlapping the
+#: classical one by IoU >= LEARNED_FOLLOW_IOU): "bright" (hyperechoic, calcified), "all" or "none"
+LEARNED_OUTLINE = "bright"
+#: whether the learned model may propose a lesion on its own (no classical candidate plausible).
+#: Off: on the real healthy-liver sweep its map holds lesion-like components (peak probability
+#: 0.9-1.0, 4-16 mm) on most frames - real parenchyma is not the phantom's uniform speckle, and a
+#: brighter patch of it reads as a hyperechoic lesion - so only a click or the classical maps
+#: start a follow; the model continues and outlines it
+LEARNED_PROPOSALS = False
 #: extra matching cost of a vessel track seen once (divided by its age in frames), mm
 YOUNG_TRACK_COST_MM = 2.0
 #: a detection whose outline shares at least this fraction of the smaller of the two areas with
@@ -223,6 +241,7 @@ class Tracker:
         self.settings = settings or TrackingSettings()
         self._learned_pool: ThreadPoolExecutor | None = None  # made on first use, shut down with the tracker
         self._learned_job: Future | None = None  # this frame's learned_frame_lumens
+        self._lesion_job: Future | None = None  # this frame's lesion_probability
         self.reset()
 
     # -- public --------------------------------------------------------------
@@ -270,10 +289,11 @@ class Tracker:
             result = self._process(frame)
         except Exception as exc:  # a bug or an unforeseen frame: report it on this frame only
             result = self._empty(frame, "error", f"analysis failed on this frame: {type(exc).__name__}: {exc}")
-        finally:  # never leave this frame's model run behind (its error, if any, was reported above)
-            job, self._learned_job = self._learned_job, None
-            if job is not None and not job.cancel():
-                job.exception()  # waits for it to end; does not raise
+        finally:  # never leave this frame's model runs behind (an error, if any, was reported above)
+            jobs, self._learned_job, self._lesion_job = (self._learned_job, self._lesion_job), None, None
+            for job in jobs:
+                if job is not None and not job.cancel():
+                    job.exception()  # waits for it to end; does not raise
         result.processing_ms = (time.perf_counter() - start) * 1e3
         return result
 
@@ -337,6 +357,15 @@ class Tracker:
             from iousguide.analysis.learned import learned_frame_lumens
             self._learned_job = self._learned_worker().submit(learned_frame_lumens, gray,
                                                               spacing_mm=frame.spacing_mm, settings=s)
+        # the lesion model serves a follow, a click or a pending proposal (it proposes nothing on its
+        # own: LEARNED_PROPOSALS): on other frames it is not run
+        st = self._tumor
+        lesion_model = s.learned_lesions and (
+            LEARNED_PROPOSALS or st.mode != "none" or st.pending is not None or self._click is not None
+            or (not self._settings_seed_used and (s.tumor_seed_frame is None or frame.index >= s.tumor_seed_frame)))
+        if lesion_model and self.learned_in_worker:
+            self._lesion_job = self._learned_worker().submit(lesion_probability, gray, spacing_mm=frame.spacing_mm,
+                                                             uncalibrated_depth_mm=s.uncalibrated_depth_mm)
         calibrated = frame.spacing_mm is not None
         doppler = doppler_mask(frame.pixels, chroma_level=s.doppler_chroma_level) if frame.is_color else None
         fov = self._fov if self._fov_age < FOV_REFRESH_FRAMES else None
@@ -376,8 +405,21 @@ class Tracker:
         # the lower cut's components serve the follow only, when the regular ones give none
         held = [c for c in candidates if c.hysteresis]
         candidates = [c for c in candidates if not c.hysteresis]
+        learned: list[TumorCandidate] = []
+        if lesion_model:  # the learned lesion map's components: where the classical ones give none
+            job = self._lesion_job
+            prob = job.result() if job is not None else lesion_probability(
+                gray, spacing_mm=frame.spacing_mm, uncalibrated_depth_mm=s.uncalibrated_depth_mm)
+            learned = learned_lesion_candidates(prep, prob, settings=s, exclude_w=vessel_w | lumens_w,
+                                                min_diameter_mm=FOLLOW_MIN_DIAMETER_FRACTION * s.tumor_min_diameter_mm
+                                                if following else None)
         tumor_cand, tumor_label = self._follow_tumor(prep, candidates, seed_px, vessel_frame, vessels, messages,
-                                                     lumens_w=lumens_w, held=held)
+                                                     lumens_w=lumens_w, held=held, learned=learned)
+        if tumor_cand is not None and not tumor_cand.learned and learned and (
+                LEARNED_OUTLINE == "all" or (LEARNED_OUTLINE == "bright" and not tumor_cand.dark)):
+            same = max(learned, key=lambda c: iou(c.mask_w, tumor_cand.mask_w))
+            if iou(same.mask_w, tumor_cand.mask_w) >= LEARNED_FOLLOW_IOU:
+                tumor_cand = replace(same, dark=tumor_cand.dark)
 
         tumor_geo = None
         tumor_result = None
@@ -394,8 +436,16 @@ class Tracker:
                 for v in vessels:
                     cv2.fillPoly(vessel_frame, [np.round(v.contour_px * 16).astype(np.int32)], 1,
                                  lineType=cv2.LINE_8, shift=4)
-            refined = refine_tumor(prep, tumor_cand, settings=s, vessel_mask_frame=vessel_frame.astype(bool))
-            if refined is not None and cv2.contourArea(refined.contour_px.astype(np.float32)) > 0:
+            refined = None if tumor_cand.learned else refine_tumor(prep, tumor_cand, settings=s,
+                                                                   vessel_mask_frame=vessel_frame.astype(bool))
+            if tumor_cand.learned:  # the model's outline; its deep part is inferred when in a shadow
+                contour = _mask_contour_frame(prep, tumor_cand.mask_w, pixel_edge=True)
+                if contour is not None:
+                    contour = smooth_contour(contour, sigma_mm=s.tumor_contour_smoothing_mm, unit_mm=prep.unit_mm)
+                    if not tumor_cand.dark and shadowed_extent(prep, tumor_cand, shadow_db=s.tumor_contrast_db) is not None:
+                        measured_contour = contour[contour[:, 1] <= contour[:, 1].mean()]
+                edge_sigma_tumor = LEARNED_EDGE_SIGMA_MM
+            elif refined is not None and cv2.contourArea(refined.contour_px.astype(np.float32)) > 0:
                 contour = smooth_contour(refined.contour_px, sigma_mm=s.tumor_contour_smoothing_mm,
                                          unit_mm=prep.unit_mm)
                 edge_sigma_tumor = refined.edge_sigma_mm
@@ -418,6 +468,7 @@ class Tracker:
                     state=tumor_label,
                     confidence=float(min(tumor_cand.contrast_db / 6.0, 1.0)),
                     assumed_edge=measured_contour is not None,
+                    outline="learned" if tumor_cand.learned else "image",
                 )
                 if measured_contour is not None and self._tumor.mode == "tracking":
                     extent = np.zeros(prep.work_shape, np.uint8)
@@ -514,7 +565,11 @@ class Tracker:
 
     def _follow_tumor(self, prep: Prepared, candidates: list[TumorCandidate], seed_px, vessel_frame: np.ndarray,
                       vessels: list[VesselDetection], messages: list[str], *,
-                      lumens_w: np.ndarray, held: list[TumorCandidate] = ()) -> tuple[TumorCandidate | None, str]:
+                      lumens_w: np.ndarray, held: list[TumorCandidate] = (),
+                      learned: list[TumorCandidate] = ()) -> tuple[TumorCandidate | None, str]:
+        """The tumour on this frame and how it was found ("seeded", "auto", "tracked",
+        "reacquired"; "" with None). ``learned``: the learned lesion model's candidates
+        (``TrackingSettings.learned_lesions``), used only where the classical ones give none."""
         s = self.settings
         st = self._tumor
         px = prep.work_px_mm
@@ -541,7 +596,7 @@ class Tracker:
                 self._tumor = TumorState()
                 return None, ""
             chosen = None
-            for c in candidates:
+            for c in list(candidates) + list(learned):  # (a learned one only where no classical one is)
                 if c.mask_w[yw, xw]:
                     chosen = c
                     break
@@ -568,6 +623,8 @@ class Tracker:
                 best = lumen_in_place(st.mask_w, [v.mask_w for v in vessels], px_mm=px,
                                       max_area_change=s.tumor_max_area_change,
                                       contrast_db=st.score / max(np.sqrt(st.area_mm2), 1e-6))
+            if best is None and learned:
+                best = self._learned_near(learned, px_mm=px, gate_mm=None)
             if best is not None and st.auto:
                 # an automatic follow that keeps looking like a grey lumen (it was proposed on a
                 # frame where it did not) is given up: search again, report no tumour
@@ -612,6 +669,8 @@ class Tracker:
                          and np.count_nonzero(c.mask_w & st.mask_w) >= 0.7 * np.count_nonzero(st.mask_w))
                 if (ratio <= 2.5 or grown) and d <= gate_mm and c.solidity >= 0.7 and (best_d is None or d < best_d):
                     best, best_d = c, d
+            if best is None and learned:
+                best = self._learned_near(learned, px_mm=px, gate_mm=gate_mm)
             if best is not None:
                 self._accept(best, auto=st.auto)
                 return best, "reacquired"
@@ -664,6 +723,14 @@ class Tracker:
         if any(not c.dark for c in plausible):
             lumen_like = [c for c in candidates if c.dark and lumen(c)]
             plausible = [c for c in plausible if not behind_lumen(prep, c, lumen_like)]
+        from_model = False
+        if not plausible and learned and LEARNED_PROPOSALS:
+            # no classical lesion: the learned map's, held to the same size and view rules, not
+            # where a grey lumen is (or lately was); confirmed over tumor_confirm_frames, never at once
+            plausible = [c for c in learned if not c.touches_border
+                         and c.equivalent_diameter_mm >= s.tumor_min_diameter_mm * AUTO_SIZE_FACTOR
+                         and not (c.dark and lumen(c)) and not any(iou(c.mask_w, m[0]) >= 0.3 for m in memory)]
+            from_model = bool(plausible)
         if not plausible:
             st.pending, st.pending_count = None, 0
             return None, ""
@@ -673,6 +740,11 @@ class Tracker:
         else:
             st.pending_count = 1
         st.pending = best
+        if from_model:
+            if st.pending_count >= s.tumor_confirm_frames:
+                self._accept(best, auto=True)
+                return best, "auto"
+            return None, ""
         # a first-frame report has no rival among the plausible candidates nor among the lesion-like
         # structures that are not proposed (cut by the edge of the view, longer than a lesion)
         rivals = plausible + [c for c in candidates if STRONG_RIVALS_UNPROPOSED and competes(c, settings=s)
@@ -770,6 +842,31 @@ class Tracker:
                               centroid_w=(float(xs.mean()), float(ys.mean())), dark=st.dark,
                               contrast_db=max(c.contrast_db for c in parts),
                               solidity=min(c.solidity for c in parts), touches_border=any(c.touches_border for c in parts))
+
+    def _learned_near(self, learned: list[TumorCandidate], *, px_mm: float, gate_mm: float | None) -> TumorCandidate | None:
+        """The learned candidate that continues the followed lesion: overlapping its last mask by
+        IoU >= ``LEARNED_FOLLOW_IOU`` (``gate_mm`` None, a follow), or (a lost lesion) its centroid
+        within ``gate_mm`` of the last one; the area within ``tumor_max_area_change`` of the last.
+        It takes the follow's echo polarity (the model's outline holds a calcified lesion's
+        shadowed part, darker than its foci), so the classical follow goes on from it."""
+        s, st = self.settings, self._tumor
+        best, best_key = None, None
+        for c in learned:
+            ratio = max(c.area_mm2, st.area_mm2) / max(min(c.area_mm2, st.area_mm2), 1e-9)
+            if ratio > s.tumor_max_area_change:
+                continue
+            if gate_mm is None:
+                key = iou(c.mask_w, st.mask_w)
+                if key < LEARNED_FOLLOW_IOU:
+                    continue
+                key = -key
+            else:
+                key = float(np.hypot(c.centroid_w[0] - st.centroid_w[0], c.centroid_w[1] - st.centroid_w[1])) * px_mm
+                if key > gate_mm:
+                    continue
+            if best_key is None or key < best_key:
+                best, best_key = c, key
+        return None if best is None else replace(best, dark=st.dark)
 
     def _rival(self, current: TumorCandidate | None, candidates: list[TumorCandidate],
                prep: Prepared) -> TumorCandidate | None:
@@ -1021,10 +1118,15 @@ def _to_source(frame: Frame, contour: np.ndarray, *, max_points: int = 96) -> np
     return np.stack([np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)], axis=1)
 
 
-def _mask_contour_frame(prep: Prepared, mask_w: np.ndarray) -> np.ndarray | None:
+def _mask_contour_frame(prep: Prepared, mask_w: np.ndarray, *, pixel_edge: bool = False) -> np.ndarray | None:
+    """Outline of the largest component of a working-grid mask, frame pixels (x, y). ``pixel_edge``:
+    on the mask's pixel edges (the traced pixel centres moved out by half a pixel), as a mask
+    cut from a map at its boundary level has its boundary there."""
     c = largest_contour(mask_w.astype(np.uint8))
     if c is None:
         return None
+    if pixel_edge:
+        c = _shift_outward(c, 0.5)
     x, y = prep.to_frame(c[:, 0], c[:, 1])
     return np.stack([x, y], axis=1)
 

@@ -64,6 +64,12 @@ class TumorCandidate:
     hysteresis : bool
         Found only by the lower cut made for a dark lesion being followed (``DARK_FOLLOW_FRACTION``):
         for that follow only, never a proposal or a rival.
+    learned : bool
+        A component of the learned lesion model's probability map
+        (:func:`iousguide.analysis.learned_lesion.learned_lesion_candidates`): its outline is the
+        model's, not refined on the image's edges.
+    peak_probability : float
+        The model's highest lesion probability in it (0 for the classical candidates).
     """
 
     mask_w: np.ndarray
@@ -79,6 +85,8 @@ class TumorCandidate:
     elongation: float = 1.0
     near_bottom: bool = False
     hysteresis: bool = False
+    learned: bool = False
+    peak_probability: float = 0.0
 
     @property
     def equivalent_diameter_mm(self) -> float:

@@ -35,6 +35,16 @@ def add_tracking_options(parser: argparse.ArgumentParser) -> None:
         "--no-learned-vessels", action="store_true",
         help="classical anechoic-lumen detector only (~4 ms less per 800x600 frame)",
     )
+    lesions = group.add_mutually_exclusive_group()
+    lesions.add_argument(
+        "--learned-lesions", action="store_true",
+        help="also run the learned lesion model: proposes and follows a lesion where the classical "
+             "lesion maps find none (see iousguide/models/README.md)",
+    )
+    lesions.add_argument(
+        "--no-learned-lesions", action="store_true",
+        help="classical lesion maps only",
+    )
     group.add_argument(
         "--learned-veto", type=float, default=None, metavar="P",
         help="with the learned model: drop classical lumens where the model's probability stays below P "
@@ -52,6 +62,10 @@ def tracking_changes(args: argparse.Namespace) -> dict:
         changes["learned_vessels"] = True
     if getattr(args, "no_learned_vessels", False):
         changes["learned_vessels"] = False
+    if getattr(args, "learned_lesions", False):
+        changes["learned_lesions"] = True
+    if getattr(args, "no_learned_lesions", False):
+        changes["learned_lesions"] = False
     if veto is not None:
         if changes.get("learned_vessels") is False:
             raise SettingsError("--learned-veto needs the learned model (drop --no-learned-vessels)")

@@ -567,6 +567,9 @@ class GuidanceWindow(QtWidgets.QMainWindow):
         if result is not None and result.tumor is not None and result.tumor.assumed_edge and not (self.stale or self.no_signal):
             info.append("TUMOUR OUTLINE PARTLY ASSUMED — its deep part is hidden in an acoustic shadow\n"
                         "(distances from that part are marked *)")
+        if result is not None and result.tumor is not None and result.tumor.outline == "learned" and not (
+                self.stale or self.no_signal):
+            info.append("TUMOUR OUTLINE FROM THE LEARNED LESION MODEL — not an edge measured on this image")
         self.info_banner.setText("\n".join(info))
         self.info_banner.setVisible(bool(info))
         self._place_overlays()
