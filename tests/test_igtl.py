@@ -13,7 +13,7 @@ pyigtl = pytest.importorskip("pyigtl")
 
 from iousguide.acquisition import open_source  # noqa: E402
 from iousguide.acquisition.igtl import IgtlSource, counter_from_image, image_with_counter, parse_igtl_spec  # noqa: E402
-from iousguide.errors import SourceError, SourceTimeout, UnsupportedFormatError  # noqa: E402
+from iousguide.errors import SettingsError, SourceError, SourceTimeout, UnsupportedFormatError  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -92,6 +92,16 @@ def test_spec_parsing():
         parse_igtl_spec("igtl://")
     with pytest.raises(UnsupportedFormatError):
         parse_igtl_spec("igtl://h:1/" + "x" * 21)
+
+
+@pytest.mark.parametrize("option", ["max_body_mib=inf", "max_body_mib=nan", "max_body_mib=0",
+                                    "connect_timeout_s=inf", "connect_timeout_s=nan", "connect_timeout_s=-1",
+                                    "crc=2"])
+def test_bad_spec_options_are_a_settings_error(option):
+    """A bad option in the URL is one SettingsError before any connection (inf and nan too:
+    int(inf) raised OverflowError, and a nan timeout passed the positive check)."""
+    with pytest.raises(SettingsError, match="igtl://"):
+        IgtlSource(f"igtl://127.0.0.1:1/Image?{option}")
 
 
 def test_refused_connection_is_one_clear_error():

@@ -217,3 +217,17 @@ def test_fuzz_findings(tmp_path, header):
         with open_source(path) as source:
             for _ in source:
                 pass
+
+
+@pytest.mark.parametrize("number", ["inf", "-inf", "nan", "x"])
+def test_a_frame_number_that_is_no_integer_is_dropped_not_a_crash(tmp_path, number):
+    """Found by the fuzzer: ``Seq_Frame0000_FrameNumber = inf`` raised OverflowError from
+    int(float("inf")). The frame reads; it just carries no frame number."""
+    path = tmp_path / "f.mha"
+    header = ("ObjectType = Image\nNDims = 3\nDimSize = 4 3 1\nElementType = MET_UCHAR\n"
+              "UltrasoundImageOrientation = MF\n"
+              f"Seq_Frame0000_FrameNumber = {number}\nElementDataFile = LOCAL\n")
+    path.write_bytes(header.encode() + bytes(12))
+    with open_source(path) as source:
+        frames = list(source)
+    assert len(frames) == 1 and "frame_number" not in frames[0].extra

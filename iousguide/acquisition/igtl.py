@@ -136,9 +136,9 @@ class IgtlSource(LiveSource):
                 if options["crc"] not in ("0", "1"):
                     raise ValueError(f"crc must be 0 or 1, got {options['crc']!r}")
                 verify_crc = options["crc"] == "1"
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # OverflowError: max_body_mib=inf
             raise SettingsError(f"bad option in {spec!r}: {exc}") from None
-        if max_body_bytes < HEADER_SIZE or connect_timeout_s <= 0:
+        if max_body_bytes < HEADER_SIZE or not 0 < connect_timeout_s < float("inf"):
             raise SettingsError(f"max_body_bytes and connect_timeout_s must be positive in {spec!r}")
         self.host, self.port, self.device_name = host, port, device
         self.max_body_bytes = int(max_body_bytes)

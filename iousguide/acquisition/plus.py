@@ -1071,7 +1071,7 @@ class SequenceSource(IndexedSource):
         if number is not None:
             try:
                 extra["frame_number"] = int(float(number))
-            except ValueError:
+            except (ValueError, OverflowError):  # not a number, or inf: no frame number rather than a crash
                 pass
         if "UnfilteredTimestamp" in fields:
             try:
