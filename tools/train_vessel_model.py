@@ -20,8 +20,10 @@ Two stages, because the project never needs PyTorch at run time:
    /work/trainenv/bin/pip install torch==2.13.0 numpy opencv-python-headless onnx``): trains the
    tiny U-Net with augmentation (scale, gain, gamma, speckle, blur, left-right flip), keeps
    the epoch with the best validation Dice, folds BatchNorm into the convolutions and
-   exports ONNX (opset 13, dynamic height and width) plus a JSON metadata file; checks that
-   OpenCV's DNN module loads it and agrees with PyTorch.
+   exports ONNX (opset 13; a nominal 64x64 input in the graph, which OpenCV reshapes to each
+   frame's size: OpenCV 4.x's importer cannot read a graph with symbolic height and width) plus
+   a JSON metadata file; checks that OpenCV's DNN module loads it and agrees with PyTorch on
+   another input size.
 
    ``/work/trainenv/bin/python tools/train_vessel_model.py train --data /tmp/vessel_data.npz --out iousguide/models/vessel_lumen.onnx``
 
@@ -405,9 +407,10 @@ def export(model, out: Path, *, meta: dict | None = None) -> None:
 
     model = fold_batchnorm(model.eval())
     out.parent.mkdir(parents=True, exist_ok=True)
+    # no dynamic_axes: OpenCV 4.x's ONNX importer fails on symbolic height/width ("findCommonShape"
+    # at the decoder's Add), while a fixed nominal size is reshaped to any input by 4.x and 5.x alike
     torch.onnx.export(Export(model), torch.zeros(1, 1, 64, 64), str(out), input_names=["x"], output_names=["p"],
-                      dynamic_axes={"x": {2: "h", 3: "w"}, "p": {2: "h", 3: "w"}}, opset_version=13,
-                      do_constant_folding=True, dynamo=False)
+                      opset_version=13, do_constant_folding=True, dynamo=False)
     out.with_suffix(".json").write_text(json.dumps(meta or META, indent=1) + "\n")
     # OpenCV must load it and agree with torch
     net = cv2.dnn.readNetFromONNX(str(out))

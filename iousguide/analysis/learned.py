@@ -51,11 +51,13 @@ _NET_LOCK = threading.Lock()
 def _load(model_path: str) -> tuple[object, dict]:
     path = Path(model_path)
     if not path.exists():
-        raise AnalysisError(f"learned vessel model not found: {path}")
+        raise AnalysisError(f"learned model not found: {path}")
     try:
         net = cv2.dnn.readNetFromONNX(str(path))
     except cv2.error as exc:
-        raise AnalysisError(f"learned vessel model {path} could not be loaded by OpenCV: {exc}") from None
+        # OpenCV's message is several lines of its C++ call stack: the last line says what failed
+        detail = next((line.strip() for line in reversed(str(exc).splitlines()) if line.strip()), "")
+        raise AnalysisError(f"learned model {path} could not be loaded by OpenCV {cv2.__version__}: {detail}") from None
     meta = dict(DEFAULT_META)
     meta_path = path.with_suffix(".json")
     if meta_path.exists():
