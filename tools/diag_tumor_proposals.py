@@ -28,7 +28,7 @@ import numpy as np
 
 from iousguide.analysis.settings import TrackingSettings, parse_setting_overrides
 from iousguide.analysis.tracker import Tracker
-from iousguide.analysis.tumor import _all_around, _elongation, plausible_auto
+from iousguide.analysis.tumor import _all_around, elongation_of, plausible_auto
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_tracking import dice, parse_range, primary_tumor  # noqa: E402
@@ -89,7 +89,7 @@ def candidate_features(prep, c, *, vessel_w: np.ndarray, lumens_w: np.ndarray, s
         "lumen_adjacent": float(np.count_nonzero(near & lum) / max(np.count_nonzero(near), 1)),
         "compactness": float(compact),
         "ellipse_iou": ell_iou,
-        "axis_ratio": float(_elongation(m)),
+        "axis_ratio": float(elongation_of(m)),
     }
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from iousguide.analysis.imaging import Prepared, components_with_stats
 from iousguide.analysis.learned import MODEL_DIR, _load, lumen_probability
 from iousguide.analysis.settings import TrackingSettings
-from iousguide.analysis.tumor import TumorCandidate
+from iousguide.analysis.tumor import TumorCandidate, elongation_of
 
 LESION_MODEL_PATH = MODEL_DIR / "lesion.onnx"
 
@@ -124,12 +124,14 @@ def learned_lesion_candidates(prep: Prepared, prob: np.ndarray, *, settings: Tra
         hull_area = cv2.contourArea(cv2.convexHull(outline))
         solidity = cv2.contourArea(outline) / hull_area if hull_area > 0 else 0.0
         ys, xs = np.nonzero(comp)
+        dark = contrast < 0.0
         touches = bool(x0 == 0 or y0 == 0 or x0 + bw == w or y0 + bh == h
                        or not prep.valid[y0:y0 + bh, x0:x0 + bw][cv2.dilate(comp.astype(np.uint8),
                                                                               np.ones((3, 3), np.uint8)).view(bool)].all())
         out.append(TumorCandidate(
             mask_w=mask, bbox_w=(x0, y0, bw, bh), area_mm2=float(area) * px * px,
-            centroid_w=(float(xs.mean() + x0), float(ys.mean() + y0)), dark=contrast < 0.0,
+            centroid_w=(float(xs.mean() + x0), float(ys.mean() + y0)), dark=dark,
             contrast_db=abs(contrast), solidity=float(solidity), touches_border=touches,
+            elongation=1.0 if dark else elongation_of(comp.astype(np.uint8)),
             learned=True, peak_probability=peak))
     return out

@@ -249,7 +249,7 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                                       centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=dark,
                                       contrast_db=contrast_db, solidity=float(solidity), touches_border=touches,
                                       threshold_db=thr, ring=ring,
-                                      elongation=1.0 if dark else _elongation(sub.astype(np.uint8)),
+                                      elongation=1.0 if dark else elongation_of(sub.astype(np.uint8)),
                                       near_bottom=bottom, hysteresis=near_w is not None))
         if (dark and near_w is None and DARK_FOLLOW_HYSTERESIS and follow_dark and follow_w is not None
                 and follow_w.shape == valid.shape and follow_w.any()):
@@ -598,7 +598,7 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
         solidity = min(area / hull_area, 1.0) if hull_area > 0 else 0.0
         if solidity < (BRIGHT_FOLLOW_MIN_SOLIDITY if followed else BRIGHT_MIN_SOLIDITY):
             continue
-        elongation = _elongation(sub.astype(np.uint8))
+        elongation = elongation_of(sub.astype(np.uint8))
         if elongation > BRIGHT_MAX_ELONGATION:
             continue
         if _near_bottom(prep, sub, (x, y, w, h), margin_mm=settings.shadow_bottom_margin_mm):
@@ -620,7 +620,7 @@ def coarse_bright_candidates(prep: Prepared, *, settings: TrackingSettings, lume
     return out
 
 
-def _elongation(sub: np.ndarray) -> float:
+def elongation_of(sub: np.ndarray) -> float:
     """Axis ratio (long over short, >= 1) of a binary component (uint8) from its second moments;
     inf for a line one pixel thin."""
     mom = cv2.moments(sub, binaryImage=True)
