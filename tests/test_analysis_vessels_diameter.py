@@ -91,3 +91,44 @@ def test_round_phantom_lumens_read_round_and_full_size(monkeypatch):
     # and the diameter's short bias shrinks
     assert np.mean(err_off) < 0.0
     assert abs(np.mean(err_on)) < abs(np.mean(err_off))
+
+
+def _sheathed_vessel_errors(sheath_mm: float) -> list[float]:
+    """Diameter errors (reported - truth, mm) of round portal pedicles (3 and 4 mm lumens, a bright
+    +9 dB sheath of ``sheath_mm`` around each, no pulsation) rendered by the phantom, linear probe."""
+    from iousguide.phantom.imaging import ImagingParams, ProbeGeometry, Renderer
+    from iousguide.phantom.model import LiverModel, ProbePose, VesselBranch
+    from iousguide.phantom.truth import frame_truth
+
+    sp = 0.12
+    geom = ProbeGeometry(kind="linear", width_px=480, height_px=400, spacing_mm=(sp, sp))
+    vessels = [VesselBranch(id=i + 1, kind="portal_pedicle", start_mm=(x, -60.0, z), end_mm=(x, 60.0, z),
+                            radius_start_mm=r, radius_end_mm=r, pulse_fraction=0.0, sheath_mm=sheath_mm)
+               for i, (x, z, r) in enumerate(((-12.0, 18.0, 1.5), (10.0, 18.0, 2.0), (-10.0, 35.0, 2.0), (12.0, 35.0, 1.5)))]
+    model = LiverModel(vessels=tuple(vessels), tumors=(), seed=4711)
+    renderer = Renderer(model, geom, ImagingParams())
+    errors = []
+    for i in range(2):
+        pose = ProbePose(y_mm=-5.0 + 6.0 * i)
+        image, maps = renderer.render(pose, 0.0, i)
+        truth = frame_truth(model, pose, geom, maps, frame=i, t_s=0.0)
+        dets = detect_vessels(image, spacing_mm=(sp, sp), settings=TrackingSettings())
+        errors += [det.diameter_mm - tv["diameter_mm"] for tv, det in _matched(dets, truth, sp)]
+    return errors
+
+
+def test_a_thick_sheath_does_not_shrink_the_lumen():
+    """A 1.4 mm sheath (the phantom's default for large portal pedicles): the lumen reads full size
+    (its blurred level reaches the sheath's true level, and the edge is at half power between them)."""
+    errors = _sheathed_vessel_errors(1.4)
+    assert len(errors) >= 6 and abs(np.mean(errors)) < 0.2, errors
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness: a bright sheath thinner than the blur (here 0.5 mm) "
+                   "never reaches its true level in the image; the edge, at half power between lumen and the "
+                   "sheath's blurred peak, lands ~0.25 mm inside per side: 3-6 mm lumens read ~0.5 mm small "
+                   "(measured -0.46 to -0.52 mm; small_vessels recording -0.43 to -0.47 mm). A fit of the "
+                   "radial profile with the image's own PSF (speckle size) would remove it")
+def test_a_thin_sheath_does_not_shrink_the_lumen():
+    errors = _sheathed_vessel_errors(0.5)
+    assert len(errors) >= 6 and abs(np.mean(errors)) < 0.2, errors
