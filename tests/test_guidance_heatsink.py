@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iousguide.errors import AnalysisError
+from iousguide.errors import AnalysisError, SettingsError
 from iousguide.guidance.heatsink import classify_heat_sink, zone_distance_mm
 from iousguide.guidance.settings import GuidanceSettings
 
@@ -96,3 +96,31 @@ def test_uncertainty_band_reports_borderline_without_changing_the_class(
     assert ("borderline" in risk.basis) == risk.borderline
     assert risk.to_json()["borderline"] == risk.borderline
     assert plain.class_range is None and not plain.borderline
+
+
+def test_a_bright_wall_allowance_widens_only_the_severe_end():
+    """A lumen in a thin bright sheath reads ~0.5 mm small (README known limits): a 2.7 mm reading
+    2 mm from the zone edge is 'none', and with u = 0.2 mm it stays clear of the 3 mm rule; with the
+    0.5 mm allowance the band reaches 3.4 mm and the vessel is flagged borderline 'high'. The class,
+    and the band's mild end, are unchanged; a vessel well below 3 mm is not flagged."""
+    gap_mm = 2.0 + RFA.ablation_margin_mm
+    plain = classify_heat_sink(diameter_mm=2.7, gap_mm=gap_mm, settings=RFA, uncertainty_mm=0.2)
+    wide = classify_heat_sink(diameter_mm=2.7, gap_mm=gap_mm, settings=RFA, uncertainty_mm=0.2,
+                              diameter_allowance_mm=0.5)
+    assert plain.cls == wide.cls == "none"
+    assert plain.class_range == ("none", "none") and not plain.borderline
+    assert wide.class_range == ("none", "high") and wide.borderline
+    assert "bright wall" in wide.basis and "could be high" in wide.basis
+    alone = classify_heat_sink(diameter_mm=2.7, gap_mm=gap_mm, settings=RFA, diameter_allowance_mm=0.5)
+    assert alone.class_range == ("none", "high")  # the allowance alone fills the band
+    small = classify_heat_sink(diameter_mm=2.0, gap_mm=gap_mm, settings=RFA, uncertainty_mm=0.2,
+                               diameter_allowance_mm=0.5)
+    assert not small.borderline
+    with pytest.raises(AnalysisError):
+        classify_heat_sink(diameter_mm=2.7, gap_mm=gap_mm, settings=RFA, diameter_allowance_mm=-0.1)
+
+
+def test_the_allowance_is_a_setting_applied_to_vessels_not_read_as_bare_hepatic_veins():
+    with pytest.raises(SettingsError):
+        GuidanceSettings(bright_wall_diameter_allowance_mm=-0.5)
+    assert GuidanceSettings(bright_wall_diameter_allowance_mm=0.0).bright_wall_diameter_allowance_mm == 0.0

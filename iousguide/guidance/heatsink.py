@@ -19,6 +19,7 @@ as such instead of being silently rounded to one side.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -65,7 +66,7 @@ def zone_distance_mm(gap_mm: float, *, ablation_margin_mm: float) -> float:
 
 def classify_heat_sink(
     *, diameter_mm: float, gap_mm: float, settings: GuidanceSettings | None = None,
-    uncertainty_mm: float | None = None,
+    uncertainty_mm: float | None = None, diameter_allowance_mm: float = 0.0,
 ) -> HeatSinkRisk:
     """Heat-sink class of one vessel.
 
@@ -80,6 +81,10 @@ def classify_heat_sink(
     uncertainty_mm : float, optional
         Measurement uncertainty (mm, >= 0) of both the diameter and the gap; when given,
         ``class_range`` and ``borderline`` are filled (the class itself is unchanged).
+    diameter_allowance_mm : float
+        One-sided (mm, >= 0): the lumen may be up to this much wider than measured, a known
+        under-read (a lumen inside a thin bright sheath reads small); only the band's severe end
+        reaches further. With it > 0 the band is filled even without ``uncertainty_mm``.
 
     Returns
     -------
@@ -90,16 +95,20 @@ def classify_heat_sink(
     s = settings or GuidanceSettings()
     if diameter_mm is None or gap_mm is None:
         raise AnalysisError("heat-sink risk needs a diameter and a distance in mm (calibrated frame)")
+    allowance = float(diameter_allowance_mm)
+    if not (allowance >= 0.0 and math.isfinite(allowance)):
+        raise AnalysisError(f"diameter_allowance_mm must be a number >= 0, got {diameter_allowance_mm!r}")
     risk = _classify(float(diameter_mm), float(gap_mm), s)
-    if uncertainty_mm is None:
+    if uncertainty_mm is None and allowance == 0.0:
         return risk
-    u = abs(float(uncertainty_mm))
+    u = 0.0 if uncertainty_mm is None else abs(float(uncertainty_mm))
     least = _classify(max(float(diameter_mm) - u, 0.0), float(gap_mm) + u, s).cls
-    most = _classify(float(diameter_mm) + u, max(float(gap_mm) - u, 0.0), s).cls
+    most = _classify(float(diameter_mm) + u + allowance, max(float(gap_mm) - u, 0.0), s).cls
     risk = replace(risk, class_range=(least, most))
     if risk.borderline:
         other = most if most != risk.cls else least
-        risk = replace(risk, basis=f"{risk.basis}; borderline: within ±{u:.1f} mm it could be {other}")
+        band = f"±{u:.1f} mm" + (f" (diameter +{allowance:.1f} mm: a bright wall)" if allowance > 0 else "")
+        risk = replace(risk, basis=f"{risk.basis}; borderline: within {band} it could be {other}")
     return risk
 
 
