@@ -110,7 +110,7 @@ def test_a_bright_wall_allowance_widens_only_the_severe_end():
     assert plain.cls == wide.cls == "none"
     assert plain.class_range == ("none", "none") and not plain.borderline
     assert wide.class_range == ("none", "high") and wide.borderline
-    assert "bright wall" in wide.basis and "could be high" in wide.basis
+    assert "thin bright sheath" in wide.basis and "could be high" in wide.basis
     alone = classify_heat_sink(diameter_mm=2.7, gap_mm=gap_mm, settings=RFA, diameter_allowance_mm=0.5)
     assert alone.class_range == ("none", "high")  # the allowance alone fills the band
     small = classify_heat_sink(diameter_mm=2.0, gap_mm=gap_mm, settings=RFA, uncertainty_mm=0.2,
@@ -120,7 +120,7 @@ def test_a_bright_wall_allowance_widens_only_the_severe_end():
         classify_heat_sink(diameter_mm=2.7, gap_mm=gap_mm, settings=RFA, diameter_allowance_mm=-0.1)
 
 
-def test_the_allowance_is_a_setting_applied_to_vessels_not_read_as_bare_hepatic_veins():
+def test_the_allowance_is_a_setting():
     with pytest.raises(SettingsError):
-        GuidanceSettings(bright_wall_diameter_allowance_mm=-0.5)
-    assert GuidanceSettings(bright_wall_diameter_allowance_mm=0.0).bright_wall_diameter_allowance_mm == 0.0
+        GuidanceSettings(diameter_underread_allowance_mm=-0.5)
+    assert GuidanceSettings(diameter_underread_allowance_mm=0.0).diameter_underread_allowance_mm == 0.0

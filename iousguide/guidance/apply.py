@@ -151,11 +151,11 @@ def apply_guidance(
         if vessel.diameter_mm is not None:
             try:
                 gap = vessel_gap_mm(vessel, tumor_mm, spacing_mm=spacing)
-                # a lumen in a thin bright sheath reads small: unless the vessel reads as a bare-walled
-                # hepatic vein, the band reaches bright_wall_diameter_allowance_mm wider
-                allowance = 0.0 if vessel.kind == "hepatic_vein" else settings.bright_wall_diameter_allowance_mm
+                # a lumen in a thin bright sheath reads small, and the kind cannot tell a thin sheath
+                # (often typed hepatic_vein): every vessel's band reaches the allowance wider
                 risk = classify_heat_sink(diameter_mm=vessel.diameter_mm, gap_mm=gap, settings=settings,
-                                          uncertainty_mm=vessel.uncertainty_mm, diameter_allowance_mm=allowance)
+                                          uncertainty_mm=vessel.uncertainty_mm,
+                                          diameter_allowance_mm=settings.diameter_underread_allowance_mm)
                 poly = geo.clean_polygon(geo.to_mm(vessel.contour_px, spacing), tolerance_mm=geo.contour_tolerance_mm(spacing))
                 if len(poly) >= 3:
                     sinks.append(VesselSink(int(vessel.id), poly, float(vessel.diameter_mm)))

@@ -107,7 +107,7 @@ def classify_heat_sink(
     risk = replace(risk, class_range=(least, most))
     if risk.borderline:
         other = most if most != risk.cls else least
-        band = f"±{u:.1f} mm" + (f" (diameter +{allowance:.1f} mm: a bright wall)" if allowance > 0 else "")
+        band = f"±{u:.1f} mm" + (f" and diameter +{allowance:.1f} mm (a thin bright sheath reads small)" if allowance > 0 else "")
         risk = replace(risk, basis=f"{risk.basis}; borderline: within {band} it could be {other}")
     return risk
 
