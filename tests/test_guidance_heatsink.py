@@ -98,7 +98,7 @@ def test_uncertainty_band_reports_borderline_without_changing_the_class(
     assert plain.class_range is None and not plain.borderline
 
 
-def test_a_bright_wall_allowance_widens_only_the_severe_end():
+def test_a_diameter_allowance_widens_only_the_severe_end():
     """A lumen in a thin bright sheath reads ~0.5 mm small (README known limits): a 2.7 mm reading
     2 mm from the zone edge is 'none', and with u = 0.2 mm it stays clear of the 3 mm rule; with the
     0.5 mm allowance the band reaches 3.4 mm and the vessel is flagged borderline 'high'. The class,
