@@ -105,6 +105,12 @@ def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+#: plausible pixel sizes, mm: above 10 mm/px no structure of the liver is resolved; below 1 um/px
+#: is finer than any ultrasound (70 MHz preclinical scanners resolve ~30 um) - a unit slip (m, um)
+MIN_PLAUSIBLE_SPACING_MM = 0.001
+MAX_PLAUSIBLE_SPACING_MM = 10.0
+
+
 def _positive_pair(value: Any, key: str) -> tuple[float, float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = (value, value)
@@ -114,8 +120,10 @@ def _positive_pair(value: Any, key: str) -> tuple[float, float]:
         raise CalibrationError(f"{key} must be two numbers [x, y] in mm per pixel, got {value!r}") from None
     if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0):
         raise CalibrationError(f"{key} must be positive and finite, got {value!r}")
-    if sx > 10 or sy > 10:
-        raise CalibrationError(f"{key} = {value!r} mm/px is implausible for ultrasound (expected < 10 mm/px)")
+    if not (MIN_PLAUSIBLE_SPACING_MM <= sx <= MAX_PLAUSIBLE_SPACING_MM
+            and MIN_PLAUSIBLE_SPACING_MM <= sy <= MAX_PLAUSIBLE_SPACING_MM):
+        raise CalibrationError(f"{key} = {value!r} mm/px is implausible for ultrasound (expected "
+                               f"{MIN_PLAUSIBLE_SPACING_MM:g}-{MAX_PLAUSIBLE_SPACING_MM:g} mm/px)")
     return sx, sy
 
 

@@ -53,6 +53,8 @@ GOOD = 'name = "p"\nspacing_mm = [0.1, 0.1]\n'
         ('name = "p"\nspacing_mm = [0.1, -0.1]\n', "spacing_mm"),
         ('name = "p"\nspacing_mm = [0.1, "a"]\n', "spacing_mm"),
         ('name = "p"\nspacing_mm = [50, 50]\n', "spacing_mm"),  # implausible
+        ('name = "p"\nspacing_mm = [1e-300, 1e-300]\n', "spacing_mm"),  # implausibly fine (a unit slip)
+        ('name = "p"\nspacing_mm = [0.1, 0.0001]\n', "spacing_mm"),
         (GOOD + "crop_px = [0, 0, 10]\n", "crop_px"),
         (GOOD + "crop_px = [0, 0, 0, 10]\n", "crop_px"),
         (GOOD + "crop_px = [0.5, 0, 10, 10]\n", "crop_px"),

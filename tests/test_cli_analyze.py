@@ -65,6 +65,10 @@ def test_calibrated_analysis_to_file(small_clip, tmp_path):
 @pytest.mark.parametrize("args", [
     ["--tumor-seed", "abc"],
     ["--tumor-seed", "10,20@x"],
+    ["--tumor-seed", "nan,20"],
+    ["--tumor-seed", "1e309,20"],
+    ["--spacing-mm", "1e-300"],
+    ["--spacing-mm", "nan"],
     ["--spacing-mm", "-1"],
     ["--spacing-mm", "0.1,0.2,0.3"],
     ["--calibration", "/nonexistent/preset.toml"],

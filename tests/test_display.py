@@ -707,6 +707,9 @@ def test_cli_replay_unattended_writes_screenshot_and_stats(phantom_clip, tmp_pat
     bad = subprocess.run([sys.executable, "-m", "iousguide", "replay", str(path), "--speed", "8"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "speed" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    bad = subprocess.run([sys.executable, "-m", "iousguide", "replay", str(path), "--tumor-seed", "nan,5"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert bad.returncode == 2 and "--tumor-seed" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_cli_live_on_a_real_openigtlink_server(phantom_clip, tmp_path):

@@ -245,6 +245,20 @@ def test_image_to_transducer_transform_gives_spacing(tmp_path):
     assert info.extra["element_spacing"] == [0.5, 0.5, 1.0]  # reported, not used
 
 
+@pytest.mark.parametrize("scale", ["0.0002", "20"])
+def test_an_implausible_transform_scale_leaves_frames_uncalibrated(tmp_path, scale):
+    """A transform whose pixel size is finer than 1 um or coarser than 10 mm (a unit slip: metres,
+    micrometres) is reported and not used, never turned into millimetres."""
+    stack = _stack(1, 4, 5)
+    fields, frame_fields = _basic(1, 5, 4)
+    frame_fields += [f"Seq_Frame0000_ImageToTransducerTransform = {scale} 0 0 0 0 {scale} 0 0 0 0 1 0 0 0 0 1",
+                     "Seq_Frame0000_ImageToTransducerTransformStatus = OK"]
+    path = write_mha(tmp_path / "unit.igs.mha", fields, stack.tobytes(), frame_fields=frame_fields)
+    with open_source(path) as source:
+        assert source.read().spacing_mm is None
+        assert any("implausible" in w for w in source.warnings)
+
+
 def test_invalid_transform_status_leaves_frames_uncalibrated(tmp_path):
     stack = _stack(1, 4, 5)
     fields, frame_fields = _basic(1, 5, 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from contextlib import nullcontext
@@ -54,6 +55,8 @@ def parse_seed(text: str) -> tuple[float, float, int | None]:
         x, y = float(x_text), float(y_text)
     except ValueError:
         raise SettingsError(f"--tumor-seed expects X,Y[@FRAME] in source pixels, got {text!r}") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise SettingsError(f"--tumor-seed: X and Y must be finite numbers of source pixels, got {text!r}")
     return x, y, frame
 
 

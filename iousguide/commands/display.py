@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 from iousguide.acquisition.player import check_speed
@@ -49,6 +50,8 @@ def _parse_pair(text: str, name: str) -> tuple[float, float]:
         x, y = (float(v) for v in text.split(","))
     except ValueError:
         raise SettingsError(f"{name} must be X,Y (two numbers), got {text!r}") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise SettingsError(f"{name} must be X,Y (two finite numbers), got {text!r}")
     return x, y
 
 
