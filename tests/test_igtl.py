@@ -158,6 +158,24 @@ def test_rgb_images_and_uncalibrated_identity(server_port):
     assert any("identity" in w for w in source.warnings)
 
 
+def test_a_spacing_in_metres_is_uncalibrated_not_a_crash(server_port):
+    """An IJK-to-world matrix in metres (1e-4 m per pixel read as mm/px: a unit slip) is below any
+    ultrasound pixel: the frame is uncalibrated, with one warning. (Before, such a matrix passed the
+    source's own check and then raised CalibrationError in the consumer.)"""
+    server, port = server_port
+    with open_source(f"igtl://127.0.0.1:{port}/Metres") as source:
+        deadline = time.monotonic() + 5
+        while not server.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        image = image_with_counter(3, (60, 80))
+        server.send_message(pyigtl.ImageMessage(image[np.newaxis], device_name="Metres",
+                                                ijk_to_world_matrix=np.diag([1e-4, 1e-4, 1e-4, 1.0])), wait=True)
+        frame = source.read(timeout_s=3)
+        info = source.info()
+    assert frame.spacing_mm is None and info.spacing_source != "igtl_matrix"
+    assert any("implausible spacing" in w for w in source.warnings)
+
+
 def test_server_restart_reconnects(server_port):
     server, port = server_port
     streamer = Streamer(server).start()

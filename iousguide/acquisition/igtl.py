@@ -31,7 +31,7 @@ Geometry: the IMAGE message's 3x4 matrix (direction x spacing, centre) gives
 ``spacing_mm`` = norms of the i (column) and j (row) columns, source
 ``igtl_matrix``; the full IJK-to-world matrix (origin at pixel (0,0,0)) is in
 ``frame.extra["ijk_to_world"]``. An identity 3x3 part (a sender's default, 1 mm
-per pixel) and a spacing above 10 mm/px are treated as *uncalibrated*, with a
+per pixel) and a spacing outside 0.001-10 mm/px are treated as *uncalibrated*, with a
 warning. Pixels are kept as sent (no flip). Time: ``t_source_s`` is the
 message timestamp (UNIX seconds); the grab time is ``t_mono_ns``.
 """
@@ -50,7 +50,7 @@ import numpy as np
 
 from iousguide.acquisition.base import SourceInfo
 from iousguide.acquisition.live import ConnectionLost, Grab, LiveSettings, LiveSource
-from iousguide.calibration import Calibration
+from iousguide.calibration import MAX_PLAUSIBLE_SPACING_MM, MIN_PLAUSIBLE_SPACING_MM, Calibration
 from iousguide.errors import SettingsError, SourceError, UnsupportedFormatError
 from iousguide.frames import Frame
 
@@ -368,7 +368,8 @@ class IgtlSource(LiveSource):
             self._warn_once("identity", "identity IJK-to-world matrix (sender default): treated as uncalibrated")
             return None
         sx, sy = float(np.linalg.norm(linear[:, 0])), float(np.linalg.norm(linear[:, 1]))
-        if not (np.isfinite(sx) and np.isfinite(sy) and 0 < sx <= 10 and 0 < sy <= 10):
+        if not (np.isfinite(sx) and np.isfinite(sy) and MIN_PLAUSIBLE_SPACING_MM <= min(sx, sy)
+                and max(sx, sy) <= MAX_PLAUSIBLE_SPACING_MM):
             self._warn_once("spacing", f"implausible spacing {sx:g} x {sy:g} mm/px in the IJK-to-world matrix: uncalibrated")
             return None
         return sx, sy
