@@ -111,6 +111,11 @@ MIN_PLAUSIBLE_SPACING_MM = 0.001
 MAX_PLAUSIBLE_SPACING_MM = 10.0
 
 
+def plausible_spacing_mm(sx: float, sy: float) -> bool:
+    """Whether a pixel size (x, y, mm) is finite and within the plausible ultrasound range."""
+    return all(math.isfinite(v) and MIN_PLAUSIBLE_SPACING_MM <= v <= MAX_PLAUSIBLE_SPACING_MM for v in (sx, sy))
+
+
 def _positive_pair(value: Any, key: str) -> tuple[float, float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = (value, value)
@@ -120,8 +125,7 @@ def _positive_pair(value: Any, key: str) -> tuple[float, float]:
         raise CalibrationError(f"{key} must be two numbers [x, y] in mm per pixel, got {value!r}") from None
     if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0):
         raise CalibrationError(f"{key} must be positive and finite, got {value!r}")
-    if not (MIN_PLAUSIBLE_SPACING_MM <= sx <= MAX_PLAUSIBLE_SPACING_MM
-            and MIN_PLAUSIBLE_SPACING_MM <= sy <= MAX_PLAUSIBLE_SPACING_MM):
+    if not plausible_spacing_mm(sx, sy):
         raise CalibrationError(f"{key} = {value!r} mm/px is implausible for ultrasound (expected "
                                f"{MIN_PLAUSIBLE_SPACING_MM:g}-{MAX_PLAUSIBLE_SPACING_MM:g} mm/px)")
     return sx, sy

@@ -98,7 +98,6 @@ def test_settings_reach_the_outputs():
     assert v3["heat_sink"]["deficit_mm"] is None
 
 
-
 def test_every_vessel_gets_the_underread_allowance():
     """Three 2.7 mm vessels 7 mm from the tumour (2 mm from a 5 mm-margin zone), u = 0.1 mm: all
     'none', and all flagged borderline 'high' (a thin sheath reads ~0.5 mm small and is often typed
@@ -110,6 +109,7 @@ def test_every_vessel_gets_the_underread_allowance():
         by_id = {v["id"]: v["heat_sink"] for v in data["vessels"]}
         assert all(h["class"] == "none" for h in by_id.values())
         assert {i for i, h in by_id.items() if h["borderline"]} == flagged, by_id
+
 
 def test_pipeline_marks_flow_through_apply():
     """Pipeline.set_preserve edits the same settings fields apply_guidance reads."""

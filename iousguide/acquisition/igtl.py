@@ -50,7 +50,7 @@ import numpy as np
 
 from iousguide.acquisition.base import SourceInfo
 from iousguide.acquisition.live import ConnectionLost, Grab, LiveSettings, LiveSource
-from iousguide.calibration import MAX_PLAUSIBLE_SPACING_MM, MIN_PLAUSIBLE_SPACING_MM, Calibration
+from iousguide.calibration import Calibration, plausible_spacing_mm
 from iousguide.errors import SettingsError, SourceError, UnsupportedFormatError
 from iousguide.frames import Frame
 
@@ -368,8 +368,7 @@ class IgtlSource(LiveSource):
             self._warn_once("identity", "identity IJK-to-world matrix (sender default): treated as uncalibrated")
             return None
         sx, sy = float(np.linalg.norm(linear[:, 0])), float(np.linalg.norm(linear[:, 1]))
-        if not (np.isfinite(sx) and np.isfinite(sy) and MIN_PLAUSIBLE_SPACING_MM <= min(sx, sy)
-                and max(sx, sy) <= MAX_PLAUSIBLE_SPACING_MM):
+        if not plausible_spacing_mm(sx, sy):
             self._warn_once("spacing", f"implausible spacing {sx:g} x {sy:g} mm/px in the IJK-to-world matrix: uncalibrated")
             return None
         return sx, sy

@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 
 from iousguide.acquisition.base import IndexedSource, SourceInfo, monotonic_ns
-from iousguide.calibration import MAX_PLAUSIBLE_SPACING_MM, MIN_PLAUSIBLE_SPACING_MM, Calibration
+from iousguide.calibration import Calibration, plausible_spacing_mm
 from iousguide.errors import CorruptDataError, IousguideError, UnsupportedFormatError
 from iousguide.frames import Frame
 
@@ -958,7 +958,7 @@ class SequenceSource(IndexedSource):
                 spacings.append(parsed)
         if spacings:
             sx, sy, ox, oy = spacings[0]
-            if not (MIN_PLAUSIBLE_SPACING_MM <= min(sx, sy) and max(sx, sy) <= MAX_PLAUSIBLE_SPACING_MM):
+            if not plausible_spacing_mm(sx, sy):
                 self.warnings.append(
                     f"ImageToTransducerTransform gives {sx:.4g} x {sy:.4g} mm/px, implausible for ultrasound; not used"
                 )
