@@ -12,11 +12,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.synthetic import Disc, Scene, render
 from iousguide.analysis.tracker import Tracker
-from iousguide.analysis.tumor import close_ring, follow_template, lumen_in_place
+from iousguide.analysis.tumor import _column_medians, close_ring, follow_template, lumen_in_place
 from iousguide.frames import Frame
 
 SPACING_MM = 0.1
@@ -684,3 +687,22 @@ def test_followed_lesion_is_kept_as_its_section_shrinks(monkeypatch):
     monkeypatch.setattr(tracker_mod, "FOLLOW_MIN_DIAMETER_FRACTION", 1.0)
     as_proposal = run()
     assert any(as_proposal[i].tumor is None for i in small)
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 12), nan_rate=st.sampled_from([0.0, 0.02]),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_column_medians_equal_numpy_median_per_segment(seed, k, nan_rate, dtype):
+    # calcium_shadow's one-sort column medians must give exactly what np.median gave per column
+    rng = np.random.default_rng(seed)
+    values = rng.normal(0, 6, (40, 15)).astype(dtype)
+    values[rng.random(values.shape) < nan_rate] = np.nan
+    before = values.copy()
+    cols = rng.integers(0, 15, k)
+    starts = rng.integers(0, 39, k)
+    stops = np.array([rng.integers(s + 1, 41) for s in starts])
+    got = _column_medians(values, cols, starts, stops)
+    want = np.array([np.median(values[a:b, c]) for c, a, b in zip(cols, starts, stops)], dtype=dtype)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)  # NaN where a segment holds NaN, bit-equal elsewhere
+    np.testing.assert_array_equal(values, before)

@@ -336,13 +336,34 @@ def calcium_shadow(prep: Prepared, rel: np.ndarray, comp: np.ndarray, bbox: tupl
     if np.count_nonzero((bottom >= 0) & (lowest >= bottom - SHADOW_REACH_MM / px)) >= 0.5 * len(cols):
         return True  # it reaches (nearly) down to the bottom: the noise floor may hide its lower end
     need = int(np.ceil(3.0 / px))
-    dark = n = 0
-    for col, lo, bo in zip(x + cols, lowest, bottom):
-        if bo - lo < need:
-            continue
-        n += 1
-        dark += float(np.median(rel[lo + 1:bo + 1, col])) <= -0.5 * contrast_db
-    return bool(n and dark >= SHADOW_BELOW_FRACTION * n)
+    tall = bottom - lowest >= need
+    n = int(np.count_nonzero(tall))
+    if not n:
+        return False
+    below = _column_medians(rel, x + cols[tall], lowest[tall] + 1, bottom[tall] + 1)
+    dark = int(np.count_nonzero(below <= -0.5 * contrast_db))
+    return bool(dark >= SHADOW_BELOW_FRACTION * n)
+
+
+def _column_medians(values: np.ndarray, cols: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """``np.median(values[starts[i]:stops[i], cols[i]])`` for every i, in one sort (a loop of
+    medians cost ~1 ms per candidate on a large real frame): same dtype and value as np.median
+    (the mean of the two middle values, NaN when a segment holds NaN). ``values`` (h, w) float,
+    ``cols``, ``starts``, ``stops`` (k,) int with ``starts < stops``; returns (k,) of ``values``'
+    dtype."""
+    r0, r1 = int(starts.min()), int(stops.max())
+    block = values[r0:r1, cols]  # (rows, k) copy
+    rows = np.arange(r0, r1)[:, None]
+    inside = (rows >= starts[None, :]) & (rows < stops[None, :])
+    has_nan = (np.isnan(block) & inside).any(axis=0)
+    block[~inside] = np.inf
+    block.sort(axis=0)
+    count = stops - starts
+    k = np.arange(len(cols))
+    lo, hi = block[(count - 1) // 2, k], block[count // 2, k]
+    med = (lo + hi) / block.dtype.type(2) if np.issubdtype(block.dtype, np.floating) else (lo + hi) / 2
+    med[has_nan] = np.nan
+    return med
 
 
 def _near_bottom(prep: Prepared, comp: np.ndarray, bbox: tuple[int, int, int, int], *, margin_mm: float) -> bool:
