@@ -44,6 +44,14 @@ from iousguide.errors import CorruptDataError, SettingsError, UnsupportedFormatE
 BANDS = ("<3", "3-5", ">5")
 NEAR_MM = 15.0
 
+#: A truth lumen whose contrast-to-noise in its frame (:func:`lumen_contrast_to_noise`) is below
+#: this is *faint*: deep in the image the receiver noise fills a lumen and the tissue alike, and a
+#: lumen at CNR < 2 is within the speckle's own fluctuation at the lumen's scale (tissue spots as
+#: dark are common at that depth). Faint vessels stay in every recall figure; the recall over the
+#: others is reported beside it, so a miss of an invisible vessel and a miss of a visible one
+#: can be told apart.
+FAINT_CNR = 2.0
+
 
 # ----------------------------------------------------------------------------- geometry
 def rasterize(polygon, shape: tuple[int, int]) -> np.ndarray:
@@ -197,7 +205,8 @@ def match_vessels(result_vessels: list[dict], truth_vessels: list[dict]) -> list
     return pairs
 
 
-def evaluate_results(results: Iterable[dict], truth, *, modality: str = "rfa", near_mm: float = NEAR_MM) -> dict:
+def evaluate_results(results: Iterable[dict], truth, *, modality: str = "rfa", near_mm: float = NEAR_MM,
+                     images=None) -> dict:
     """Score one recording.
 
     Parameters
@@ -209,6 +218,11 @@ def evaluate_results(results: Iterable[dict], truth, *, modality: str = "rfa", n
         Heat-sink modality used when a result's ``heat_sink`` does not name one.
     near_mm : float
         Distance errors are scored for vessels whose true distance is <= this (mm).
+    images : mapping or callable, optional
+        Frame index -> the frame's grey pixels ((rows, cols) uint8; None when not available).
+        When given, each truth vessel >= 3 mm is also scored for visibility
+        (:func:`lumen_contrast_to_noise` < ``FAINT_CNR``: faint) and the report's vessels gain
+        ``recall_ge3mm_visible`` and ``faint_ge3mm``; every other figure is the same.
 
     Returns
     -------
@@ -232,6 +246,9 @@ def evaluate_results(results: Iterable[dict], truth, *, modality: str = "rfa", n
     hs_confusion: dict[str, int] = {}
     lift_total = lift_hit = false_no_signal = 0
     missing = 0
+    faint_counts = [0, 0]  # matched, total truth vessels >= 3 mm that are faint
+    get_image = None if images is None else (images if callable(images) else images.get)
+    spacing = header.get("spacing_mm")
     for tf in truth.frames:
         index = int(tf["frame"])
         rf = by_frame.get(index)
@@ -269,11 +286,19 @@ def evaluate_results(results: Iterable[dict], truth, *, modality: str = "rfa", n
         pairs = match_vessels(rv_list, tv_list)
         matched_t = {j: i for i, j in pairs}
         matched_r = {i for i, _ in pairs}
+        gray = get_image(index) if get_image is not None and spacing else None
         for j, tv in enumerate(tv_list):
             band = band_of(tv.get("diameter_mm"))
             recall_counts[band][1] += 1
             if j in matched_t:
                 recall_counts[band][0] += 1
+            if gray is not None and band != "<3":
+                others = [o["contour_px"] for o in tv_list if o is not tv] + [p for t in truth_tumors for p in _polygons(t)]
+                cnr = lumen_contrast_to_noise(gray, tv["contour_px"], spacing_mm=_pair(spacing),
+                                              diameter_mm=float(tv["diameter_mm"]), others=others)
+                if cnr is not None and cnr < FAINT_CNR:
+                    faint_counts[1] += 1
+                    faint_counts[0] += j in matched_t
         for i, rv in enumerate(rv_list):
             if i in matched_r:
                 tv = tv_list[next(j for ii, j in pairs if ii == i)]
@@ -334,6 +359,9 @@ def evaluate_results(results: Iterable[dict], truth, *, modality: str = "rfa", n
             "precision_by_band": precision,
             "recall_ge3mm": ratio(m3, t3),
             "precision_ge3mm": ratio(tp3, n3),
+            **({} if get_image is None or not spacing else {
+                "recall_ge3mm_visible": ratio(m3 - faint_counts[0], t3 - faint_counts[1]),
+                "faint_ge3mm": {"matched": faint_counts[0], "truth": faint_counts[1], "cnr_below": FAINT_CNR}}),
             "matching_rule": "result centroid inside truth lumen or truth centroid inside result outline; "
                              "one-to-one, nearest centroids first",
         },
@@ -382,6 +410,10 @@ def format_table(report: dict) -> str:
         counts_p = f"({p['true_positive']}/{p['results']})"
         lines.append(f"           {band:<10}  {_fmt(r['recall']):>6} {counts_r:<18}{_fmt(p['precision']):>6} {counts_p}")
     lines.append(f"           >=3 mm      {_fmt(v['recall_ge3mm']):>6} {'':<18}{_fmt(v['precision_ge3mm']):>6}")
+    if "faint_ge3mm" in v:
+        f = v["faint_ge3mm"]
+        lines.append(f"           >=3 mm visible {_fmt(v['recall_ge3mm_visible']):>6}  (faint, CNR < {f['cnr_below']:g}: "
+                     f"{f['matched']}/{f['truth']} matched, left out)")
     lines.append(f"  distance error (<= {d['near_mm']:g} mm)  MAE {_fmt(d['mae'])}  p95 {_fmt(d['p95'])}  "
                  f"bias {_fmt(d['bias'])}  n={d['n']}")
     lines.append(f"  diameter error (>= 3 mm)  MAE {_fmt(di['mae'])}  p95 {_fmt(di['p95'])}  bias {_fmt(di['bias'])}  "
@@ -391,6 +423,111 @@ def format_table(report: dict) -> str:
                  f"   heat-sink agreement {_fmt(hs['agreement'])} (n={hs['compared']})"
                  f"   no-signal {ns['detected']}/{ns['lift_frames']} (false {ns['false_no_signal_frames']})")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- visibility
+def _pair(spacing) -> tuple[float, float]:
+    """A truth header's ``spacing_mm`` (x, y) or one number -> (x, y) floats."""
+    if isinstance(spacing, (int, float)):
+        return float(spacing), float(spacing)
+    return float(spacing[0]), float(spacing[1])
+
+
+def lumen_contrast_to_noise(gray: np.ndarray, contour_px, *, spacing_mm: tuple[float, float], diameter_mm: float,
+                            others=()) -> float | None:
+    """How far a truth lumen stands out of the speckle of its own frame.
+
+    The frame's grey levels (log-compressed: proportional to dB) are averaged by a Gaussian of
+    sigma 0.3 x the lumen's radius (0.3-1.5 mm: the scale at which a lumen of that size is
+    seen). CNR = (mean of that average 1-3 mm outside the lumen - mean over the lumen's core,
+    deeper than 0.4 x its radius) / the robust spread (1.4826 x MAD) of that average over the
+    tissue at the lumen's depth
+    (its rows, within 16 mm beside it, 3 mm or more from it). Pixels within 1 mm of black
+    (outside a convex fan, below the view) and inside ``others`` are left out of all three.
+
+    Parameters
+    ----------
+    gray : ndarray (rows, cols) uint8
+        The frame (not modified).
+    contour_px : array-like (N, 2)
+        The lumen outline, frame pixels (x, y).
+    spacing_mm : (float, float)
+        Pixel size x, y in mm.
+    diameter_mm : float
+        The lumen's diameter (sets the averaging scale).
+    others : iterable of array-like (M, 2)
+        Outlines of the frame's other structures (vessels, tumours), frame pixels.
+
+    Returns
+    -------
+    float or None
+        The contrast-to-noise ratio (positive: darker than its surroundings); None when the
+        lumen's core, its ring or the tissue beside it has too few pixels in the view.
+    """
+    sx, sy = float(spacing_mm[0]), float(spacing_mm[1])
+    pts = np.asarray(contour_px, dtype=np.float64).reshape(-1, 2)
+    if len(pts) < 3 or not (sx > 0 and sy > 0) or not diameter_mm > 0:
+        return None
+    rows, cols = gray.shape[:2]
+    radius_mm = 0.5 * float(diameter_mm)
+    margin_mm = max(16.0, radius_mm + 4.0)
+    x0 = max(int(np.floor(pts[:, 0].min() - margin_mm / sx)), 0)
+    x1 = min(int(np.ceil(pts[:, 0].max() + margin_mm / sx)) + 1, cols)
+    y0 = max(int(np.floor(pts[:, 1].min() - 4.0 / sy)), 0)
+    y1 = min(int(np.ceil(pts[:, 1].max() + 4.0 / sy)) + 1, rows)
+    if x1 - x0 < 3 or y1 - y0 < 3:
+        return None
+    import cv2  # (only this function needs OpenCV)
+
+    roi = np.ascontiguousarray(gray[y0:y1, x0:x1], dtype=np.float32)
+    sigma_mm = min(max(0.3 * radius_mm, 0.3), 1.5)
+    smooth = cv2.GaussianBlur(roi, (0, 0), sigmaX=sigma_mm / sx, sigmaY=sigma_mm / sy, borderType=cv2.BORDER_REFLECT)
+    shift = np.array([x0, y0], dtype=np.float64)
+
+    def fill(polygon) -> np.ndarray:
+        mask = np.zeros(roi.shape, np.uint8)
+        p = np.round((np.asarray(polygon, dtype=np.float64).reshape(-1, 2) - shift) * 16).astype(np.int32)
+        if len(p) >= 3:
+            cv2.fillPoly(mask, [p], 1, shift=4)
+        return mask
+
+    # mm-true distances on an anisotropic grid: scale rows to the column pixel size
+    def dist_mm(mask_outside: np.ndarray) -> np.ndarray:
+        """Distance (mm) of every pixel to the nearest zero of ``mask_outside`` (uint8)."""
+        if sy == sx:
+            return cv2.distanceTransform(mask_outside, cv2.DIST_L2, 5) * sx
+        h = max(int(round(mask_outside.shape[0] * sy / sx)), 1)
+        big = cv2.resize(mask_outside, (mask_outside.shape[1], h), interpolation=cv2.INTER_NEAREST)
+        d = cv2.distanceTransform(big, cv2.DIST_L2, 5) * sx
+        return cv2.resize(d, (mask_outside.shape[1], mask_outside.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+    lumen = fill(pts)
+    if not lumen.any():
+        return None
+    depth_in = dist_mm(lumen)  # inside the lumen: mm to its edge
+    depth_out = dist_mm(1 - lumen)  # outside: mm to the lumen
+    other = np.zeros(roi.shape, np.uint8)
+    for polygon in others:
+        other |= fill(polygon)
+    near_other = dist_mm(1 - other) <= 1.0 if other.any() else np.zeros(roi.shape, bool)
+    # black outside the view (beside a fan, below it): not an anechoic lumen's own black core
+    black = ((roi <= 0) & (depth_out > 1.0) & ~near_other).astype(np.uint8)
+    in_view = dist_mm(1 - black) > 1.0 if black.any() else np.ones(roi.shape, bool)
+    free = in_view & ~near_other
+    core = (depth_in > 0.4 * radius_mm) & in_view
+    ring = (depth_out >= 1.0) & (depth_out <= 3.0) & free
+    lumen_rows = np.flatnonzero(lumen.any(axis=1))
+    band = np.zeros(roi.shape, bool)
+    band[lumen_rows[0]:lumen_rows[-1] + 1, :] = True
+    tissue = band & (depth_out >= 3.0) & free
+    if np.count_nonzero(core) < 3 or np.count_nonzero(ring) < 10 or np.count_nonzero(tissue) < 50:
+        return None
+    # robust spread (1.4826 x MAD): a shadow or an unlisted structure beside the lumen is not noise
+    vals = smooth[tissue]
+    noise = 1.4826 * float(np.median(np.abs(vals - np.median(vals))))
+    if not noise > 0:
+        return None
+    return (float(np.mean(smooth[ring])) - float(np.mean(smooth[core]))) / noise
 
 
 # ----------------------------------------------------------------------------- real vessel images

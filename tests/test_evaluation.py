@@ -167,3 +167,77 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys):
         from iousguide.evaluation import load_results
 
         load_results(bad)
+
+
+# ----------------------------------------------------------------------------- visibility of a truth lumen
+def _lumen_scene(echo: float, *, seed: int = 3, black_left_px: int = 0):
+    """A 4 mm lumen of amplitude ``echo`` (tissue 1) at 12 mm depth in 0.1 mm/px speckle; the
+    image's first ``black_left_px`` columns black (outside a fan). -> (gray, contour_px)."""
+    from iousguide.analysis.synthetic import Disc, Scene, render
+
+    scene = Scene(shape_px=(300, 400), spacing_mm=0.1, discs=[Disc((20.0, 12.0), 2.0, echo=echo)])
+    gray = render(scene, seed=seed)
+    gray[:, :black_left_px] = 0
+    return gray, circle(200, 120, 20.0)
+
+
+def test_lumen_contrast_to_noise_tells_anechoic_faint_and_absent_lumens_apart():
+    from iousguide.evaluation import FAINT_CNR, lumen_contrast_to_noise
+
+    def cnr(echo, seed=3, **kw):
+        gray, contour = _lumen_scene(echo, seed=seed, **kw)
+        before = gray.copy()
+        value = lumen_contrast_to_noise(gray, contour, spacing_mm=(0.1, 0.1), diameter_mm=4.0)
+        assert np.array_equal(gray, before)
+        return value
+
+    def mean_cnr(echo):  # one lumen's CNR is itself one noisy sample: the mean over 6 speckle draws
+        return float(np.mean([cnr(echo, seed=s) for s in range(6)]))
+
+    anechoic = cnr(0.0)
+    assert anechoic > 10 and mean_cnr(0.5) > 2 * FAINT_CNR  # -6 dB: plainly visible
+    assert abs(mean_cnr(1.0)) < 0.5 * FAINT_CNR  # the same echo as tissue: nothing there
+    assert 0 < mean_cnr(0.9) < FAINT_CNR  # -0.9 dB: within the speckle's own fluctuation at 4 mm
+    # black beside the view (a fan's outside) is not tissue: the same lumen scores about the same
+    assert cnr(0.0, black_left_px=140) == pytest.approx(anechoic, rel=0.25)
+    # too little image around the lumen to tell
+    from iousguide.evaluation import lumen_contrast_to_noise as f
+    assert f(np.zeros((300, 400), np.uint8), circle(200, 120, 20), spacing_mm=(0.1, 0.1), diameter_mm=4.0) is None
+
+
+def test_faint_truth_vessels_are_reported_beside_recall(truth):
+    # frame images where vessel 1 (6 mm) is drawn anechoic and vessel 3 (4 mm) not at all
+    from iousguide.analysis.synthetic import Disc, Scene, render
+
+    scene = Scene(shape_px=(100, 100), spacing_mm=0.5, discs=[Disc((35.0, 15.0), 3.0, echo=0.0)])
+    images = {i: render(scene, seed=i) for i in range(5)}
+    results = as_results(truth)
+    for r in results:  # vessel 3 missed everywhere
+        r["vessels"] = [v for v in r["vessels"] if v["id"] != 103]
+    plain = evaluate_results(results, truth)
+    report = evaluate_results(results, truth, images=images)
+    assert "faint_ge3mm" not in plain["vessels"] and "recall_ge3mm_visible" not in plain["vessels"]
+    assert report["vessels"]["recall_ge3mm"] == plain["vessels"]["recall_ge3mm"] == 0.5
+    assert report["vessels"]["faint_ge3mm"]["truth"] == 4 and report["vessels"]["faint_ge3mm"]["matched"] == 0
+    assert report["vessels"]["recall_ge3mm_visible"] == 1.0
+    assert {k: v for k, v in report.items() if k != "vessels"} == {k: v for k, v in plain.items() if k != "vessels"}
+
+
+def test_eval_tool_places_a_cropped_flipped_frame_in_source_pixels():
+    # tools/eval_tracking.py scores visibility on the source frame (truth and results are in source pixels)
+    import sys
+    from pathlib import Path
+
+    from iousguide.frames import Frame
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from eval_tracking import source_image
+
+    pixels = np.arange(12, dtype=np.uint8).reshape(3, 4) + 1
+    frame = Frame(pixels=pixels, index=0, t_mono_ns=0, origin_px=(5, 2), extra={"flip_xy": (True, False)})
+    canvas = source_image(frame)
+    assert canvas.shape == (5, 9) and not canvas[:2].any() and not canvas[:, :5].any()
+    for y in range(3):
+        for x in range(4):
+            sx, sy = frame.to_source_px(x, y)
+            assert canvas[int(sy), int(sx)] == pixels[y, x]

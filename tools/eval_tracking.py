@@ -134,8 +134,25 @@ def summarize(all_stats: list[dict]) -> dict:
     }
 
 
-def run_recording(path: str, *, max_frames: int | None = None, overrides: dict | None = None) -> tuple[list[dict], float]:
-    """Tracker-only analysis of a bundled recording with its preset; (result dicts, ms/frame)."""
+def source_image(frame) -> np.ndarray:
+    """The frame's grey pixels placed where they lie in the source's full frame (results and
+    truth are in source pixels): un-flipped, shifted by the crop origin, black around it."""
+    gray = frame.gray
+    flip_x, flip_y = frame.extra.get("flip_xy", (False, False))
+    if flip_x:
+        gray = gray[:, ::-1]
+    if flip_y:
+        gray = gray[::-1, :]
+    ox, oy = frame.origin_px
+    canvas = np.zeros((oy + gray.shape[0], ox + gray.shape[1]), np.uint8)
+    canvas[oy:, ox:] = gray
+    return canvas
+
+
+def run_recording(path: str, *, max_frames: int | None = None, overrides: dict | None = None,
+                  images: dict | None = None) -> tuple[list[dict], float]:
+    """Tracker-only analysis of a bundled recording with its preset; (result dicts, ms/frame).
+    ``images``: filled with frame index -> the frame's grey pixels (for the visibility score)."""
     from pathlib import Path
 
     from iousguide.acquisition import open_source
@@ -155,13 +172,33 @@ def run_recording(path: str, *, max_frames: int | None = None, overrides: dict |
             res = tracker.process(frame)
             times.append((time.perf_counter() - t0) * 1e3)
             out.append(res.to_json())
+            if images is not None:
+                images[frame.index] = source_image(frame)
     return out, float(np.median(times)) if times else 0.0
 
 
-def official(results: list[dict], truth) -> dict:
+def pool_official(reports: list[dict]) -> dict:
+    """Vessel recall and precision (>= 3 mm) pooled over official per-case reports, with the
+    recall over visible vessels (faint ones left out) and the tumour Dice mean of the cases."""
+    bands = ("3-5", ">5")
+    matched = sum(r["vessels"]["recall_by_band"][b]["matched"] for r in reports for b in bands)
+    truth = sum(r["vessels"]["recall_by_band"][b]["truth"] for r in reports for b in bands)
+    tp = sum(r["vessels"]["precision_by_band"][b]["true_positive"] for r in reports for b in bands)
+    n = sum(r["vessels"]["precision_by_band"][b]["results"] for r in reports for b in bands)
+    faint_m = sum(r["vessels"].get("faint_ge3mm", {}).get("matched", 0) for r in reports)
+    faint_t = sum(r["vessels"].get("faint_ge3mm", {}).get("truth", 0) for r in reports)
+    dices = [r["tumor"]["dice_mean"] for r in reports if r["tumor"]["dice_mean"] is not None]
+    return {"recall_ge3mm": matched / truth if truth else None, "precision_ge3mm": tp / n if n else None,
+            "recall_ge3mm_visible": (matched - faint_m) / (truth - faint_t) if truth - faint_t else None,
+            "faint_ge3mm": {"matched": faint_m, "truth": faint_t},
+            "vessel_frames_ge3mm": truth, "id_switches": sum(r["id_switches"] for r in reports),
+            "tumor_dice_mean_of_cases": float(np.mean(dices)) if dices else None}
+
+
+def official(results: list[dict], truth, images: dict | None = None) -> dict:
     from iousguide.evaluation import evaluate_results
 
-    return evaluate_results(results, truth)
+    return evaluate_results(results, truth, images=images)
 
 
 def eval_usgra(folder: str, *, part: str, overlay: str | None = None, overrides: dict | None = None) -> dict:
@@ -294,9 +331,10 @@ def main(argv: list[str] | None = None) -> int:
                                           if p.suffix in (".mp4", ".dcm", ".mha") and "truth" not in p.name)
         reports = []
         for path in paths:
-            results, ms = run_recording(path, overrides=parse_set(args.set))
+            images: dict = {}
+            results, ms = run_recording(path, overrides=parse_set(args.set), images=images)
             truth = read_truth(str(path).rsplit(".", 2 if path.endswith(".igs.mha") else 1)[0] + ".truth.jsonl.gz")
-            report = official(results, truth)
+            report = official(results, truth, images)
             report["tracker_ms_median"] = ms
             report["recording"] = Path(path).name
             reports.append(report)
@@ -327,18 +365,27 @@ def main(argv: list[str] | None = None) -> int:
         results = [tracker.process(f) for f in frames]
         ms = (time.perf_counter() - t0) * 1e3 / max(len(frames), 1)
         st = score_case(frames, truth, results, spacing_mm=frames[0].spacing_mm[0])
+        report = None
         if args.official:
             from iousguide.evaluation import format_table
 
-            print(format_table(official([r.to_json() for r in results], truth)))
+            report = official([r.to_json() for r in results], truth,
+                              {int(tf["frame"]): source_image(f) for tf, f in zip(truth.frames, frames)})
+            print(format_table(report))
         all_stats.append(st)
         summ = summarize([st])
         summ.update(seed=seed, description=truth.header.get("description"), ms_per_frame=ms,
                     spacing_mm=frames[0].spacing_mm[0])
+        if report is not None:
+            summ["official"] = report
         per_case.append(summ)
         if args.verbose:
-            print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in summ.items()}))
+            print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in summ.items()
+                              if k != "official"}))
     total = summarize(all_stats)
+    reports = [c["official"] for c in per_case if "official" in c]
+    if reports:
+        total["official_pooled"] = pool_official(reports)
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in total.items()}))
     if args.json:
         with open(args.json, "w") as fh:
