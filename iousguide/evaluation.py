@@ -376,13 +376,40 @@ def evaluate_results(results: Iterable[dict], truth, *, modality: str = "rfa", n
 
 
 def evaluate_files(results_path: str | Path, truth_path: str | Path, **options) -> dict:
-    """Load and score one (results, truth) pair; see :func:`evaluate_results`."""
+    """Load and score one (results, truth) pair; see :func:`evaluate_results`. When
+    ``truth_path`` is the recording itself (its truth file beside it), its frames are decoded
+    too and the faint vessels are scored (``images``)."""
     from iousguide.phantom import read_truth
 
-    report = evaluate_results(load_results(results_path), read_truth(truth_path_for(truth_path)), **options)
+    truth = read_truth(truth_path_for(truth_path))
+    results = load_results(results_path)
+    if Path(truth_path).name.endswith((".truth.jsonl.gz", ".truth.jsonl")) or "images" in options:
+        report = evaluate_results(results, truth, **options)
+    else:
+        from iousguide.acquisition import open_source
+
+        with open_source(str(truth_path)) as source:  # no calibration: frames in source pixels
+            report = evaluate_results(results, truth, images=_SequentialImages(iter(source)), **options)
     report["results_file"] = str(results_path)
     report["truth_file"] = str(truth_path_for(truth_path))
     return report
+
+
+class _SequentialImages:
+    """Frame index -> grey pixels, read forward from a source's frames (truth frames come in
+    order; only the current frame is held). None for an index the source skipped or ended before."""
+
+    def __init__(self, frames):
+        self._frames = frames
+        self._current = None
+
+    def __call__(self, index: int):
+        while self._current is None or self._current.index < index:
+            self._current = next(self._frames, None)
+            if self._current is None:
+                self._frames = iter(())
+                return None
+        return np.ascontiguousarray(self._current.gray) if self._current.index == index else None
 
 
 def _fmt(value, digits=3) -> str:

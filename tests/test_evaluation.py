@@ -241,3 +241,31 @@ def test_eval_tool_places_a_cropped_flipped_frame_in_source_pixels():
         for x in range(4):
             sx, sy = frame.to_source_px(x, y)
             assert canvas[int(sy), int(sx)] == pixels[y, x]
+
+
+def test_cli_given_the_recording_scores_faint_vessels_from_its_frames(truth, tmp_path, capsys):
+    # a real mp4 beside its truth: vessel 1 drawn anechoic, vessel 3 (4 mm) not drawn at all
+    import cv2
+
+    from iousguide.analysis.synthetic import Disc, Scene, render
+
+    scene = Scene(shape_px=(100, 100), spacing_mm=0.5, discs=[Disc((35.0, 15.0), 3.0, echo=0.0)])
+    video = tmp_path / "case.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (100, 100))
+    for i in range(len(truth.frames)):
+        writer.write(cv2.cvtColor(render(scene, seed=i), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    write_truth(tmp_path / "case.truth.jsonl.gz", truth)
+    results = [dict(r, vessels=[v for v in r["vessels"] if v["id"] != 103]) for r in as_results(truth)]
+    results_path = tmp_path / "results.jsonl"
+    results_path.write_text("\n".join(json.dumps(r) for r in results) + "\n")
+    out_json = tmp_path / "report.json"
+    assert main(["evaluate", str(results_path), str(video), "--json", str(out_json)]) == 0
+    assert "visible" in capsys.readouterr().out
+    vessels = json.loads(out_json.read_text())["recordings"][0]["vessels"]
+    assert vessels["recall_ge3mm"] == 0.5
+    assert vessels["faint_ge3mm"] == {"matched": 0, "truth": 4, "cnr_below": 2.0}
+    assert vessels["recall_ge3mm_visible"] == 1.0
+    # given the truth file, there are no pixels: no visibility fields
+    assert main(["evaluate", str(results_path), str(tmp_path / "case.truth.jsonl.gz"), "--json", str(out_json)]) == 0
+    assert "faint_ge3mm" not in json.loads(out_json.read_text())["recordings"][0]["vessels"]
