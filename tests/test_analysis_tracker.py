@@ -289,3 +289,24 @@ def test_setting_overrides_parse_booleans_by_word_and_name_bad_items():
     for bad in (["learned_vessels=maybe"], ["no_such_setting=1"], ["learned_veto_probability"], ["working_spacing_mm=abc"]):
         with pytest.raises(SettingsError, match="--set"):
             parse_setting_overrides(bad)
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_lost_lesion_is_reacquired_grown_only_when_the_new_outline_is_whole(whole):
+    # a followed 10 mm lesion is lost, then a dark region containing it appears: taken as the same
+    # lesion seen whole when it lies inside the view, not when the edge of the view cuts it (on the
+    # real liver sweep a 72 mm wedge of parenchyma out to the fan's edge was taken for a 26 mm follow)
+    x_mm = 40.0 if whole else 64.0
+    lesion = Disc((x_mm, 30.0), 5.0, echo=0.4)
+    grown = Disc((x_mm + (3.0 if whole else 10.0), 30.0), 9.0 if whole else 14.0, echo=0.4, radius_y_mm=7.0 if whole else 10.0)
+    vessel = Disc((20.0, 45.0), 2.5)
+    scenes = [[lesion, vessel], [lesion, vessel], [vessel], [grown, vessel], [grown, vessel]]
+    frames = [make_frame(render(Scene(shape_px=(600, 800), spacing_mm=0.1, discs=d), seed=30 + i), index=i)
+              for i, d in enumerate(scenes)]
+    _, out = run(frames, TrackingSettings(tumor_seed_px=(x_mm / 0.1, 300.0)))
+    assert [r.status for r in out[:3]] == ["ok", "ok", "lost"]
+    if whole:
+        assert out[3].status == "ok" and out[3].tumor.state == "reacquired"
+        assert out[3].tumor.equivalent_diameter_mm > 12.0  # the whole region, not the old outline
+    else:
+        assert [r.status for r in out[3:]] == ["lost", "lost"]

@@ -669,8 +669,10 @@ class Tracker:
                 ratio = max(c.area_mm2, st.area_mm2) / max(min(c.area_mm2, st.area_mm2), 1e-9)
                 d = np.hypot(c.centroid_w[0] - st.centroid_w[0], c.centroid_w[1] - st.centroid_w[1]) * px
                 # a lesion first seen in part (a piece of its halo) and now whole: the new
-                # outline contains most of the old one, however much larger it is
-                grown = (c.area_mm2 > st.area_mm2 and c.solidity >= 0.8
+                # outline contains most of the old one, however much larger it is - but a whole
+                # lesion is not cut by the edge of the view (on the real liver sweep a 72 mm wedge
+                # of dark parenchyma out to the fan's edge was "re-acquired" for a 26 mm follow)
+                grown = (c.area_mm2 > st.area_mm2 and c.solidity >= 0.8 and not c.touches_border
                          and np.count_nonzero(c.mask_w & st.mask_w) >= 0.7 * np.count_nonzero(st.mask_w))
                 if (ratio <= 2.5 or grown) and d <= gate_mm and c.solidity >= 0.7 and (best_d is None or d < best_d):
                     best, best_d = c, d
