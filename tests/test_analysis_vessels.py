@@ -416,3 +416,38 @@ def test_dark_region_stopping_short_of_the_bottom_over_darker_tissue_is_a_shadow
     found = [_near(detect_vessels(_short_shadow_image(tail=True, seed=seed), spacing_mm=(SPACING, SPACING),
                                   settings=s), 30.0, 37.0) for seed in (2, 3)]
     assert all(d is not None for d in found)
+
+
+# three lumens touching in a row (seed 10620: an 8 mm vein beside two pedicles): one elongated
+# region, measured as a band (axis ratio < 1 / LONG_AXIS_ASPECT)
+ROW = (Disc((20.0, 22.0), 3.0), Disc((25.5, 22.0), 2.6), Disc((30.5, 22.0), 2.6))
+
+
+def test_band_holding_tracked_lumens_is_split_on_the_tracked_path(monkeypatch):
+    """A region read as a band that holds two or more tracks of the previous frame is touching
+    round lumens, not one vessel along its length: split_touching_steady cuts it there, the first
+    lumen with its own centre and diameter (3 of 4 speckle seeds here: asked 2), each part holding
+    a track; without tracks, or with one, the band stays whole, and off (SPLIT_LONG_AXIS_TRACKED)
+    it is never cut."""
+    s = TrackingSettings()
+    points = [(d.center_mm[0] / SPACING, d.center_mm[1] / SPACING) for d in ROW]
+    split = 0
+    for seed in (1, 2, 3, 4):
+        prep = prepare(render(Scene(shape_px=(500, 700), spacing_mm=SPACING, discs=list(ROW)), seed=seed),
+                       spacing_mm=(SPACING, SPACING), settings=s)
+        dets = vessels_mod.detect_vessels_prepared(prep, settings=s)
+        assert len(dets) == 1 and dets[0].long_axis
+        for few in ([], points[:1]):
+            assert vessels_mod.split_touching_steady(dets, few, [], prep, settings=s)[0] == dets
+        monkeypatch.setattr(vessels_mod, "SPLIT_LONG_AXIS_TRACKED", False)
+        assert vessels_mod.split_touching_steady(dets, points, [], prep, settings=s)[0] == dets
+        monkeypatch.setattr(vessels_mod, "SPLIT_LONG_AXIS_TRACKED", True)
+        out, _ = vessels_mod.split_touching_steady(dets, points, [], prep, settings=s)
+        if len(out) == 2:
+            split += 1
+            first = _near(out, *ROW[0].center_mm)
+            assert first is not None and abs(first.diameter_mm - 2 * ROW[0].radius_mm) <= 2 * TOL_MM
+            for part in out:
+                outline = np.asarray(part.contour_px, np.float32).reshape(-1, 1, 2)
+                assert any(cv2.pointPolygonTest(outline, (float(x), float(y)), False) >= 0 for x, y in points)
+    assert split >= 2

@@ -731,6 +731,11 @@ SPLIT_CONFIRM_MM = 1.0
 #: sweep moves lumens by about a millimetre per frame, and a pair that kept its shape while it
 #: moved was not confirmed (switch for A/B measurements).
 SPLIT_CONFIRM_MOVING = True
+#: A region measured as a band (long axis) that holds two tracks of the previous frame is two
+#: touching round lumens (a band is one vessel and one track): it is split on that tracked path
+#: too, each part holding at least one of them (a third lumen may touch one part: seed 10620's
+#: 8 mm vein and two pedicles merged into one elongated region, axis ratio 0.30-0.39).
+SPLIT_LONG_AXIS_TRACKED = True
 #: ... at this notch depth (fraction of the smaller part's equivalent radius; the tracked split
 #: that keeps two established lumens apart asks only ``SPLIT_NOTCH_FRACTION_TRACKED``). Measured
 #: (official harness, free_parenchyma, learned model on, steady split on): 0.45 recall >= 3 mm
@@ -796,15 +801,21 @@ def split_touching_steady(dets: list[VesselDetection], track_points_px: list[tup
 
     out, pending = [], []
     for det in dets:
-        if det.split_part or det.long_axis:
+        held = [p for p in track_points_px if inside(p, det.contour_px)] if not det.split_part else []
+        band_of_tracks = det.long_axis and SPLIT_LONG_AXIS_TRACKED and len(held) >= 2
+        if det.split_part or (det.long_axis and not band_of_tracks):
             out.append(det)
             continue
         parts = None
-        held = [p for p in track_points_px if inside(p, det.contour_px)]
         if len(held) >= 2:  # two lumens tracked apart: kept apart at the lower notch depth
-            cut = split_touching_lumen(det, prep, settings=settings, notch_fraction=SPLIT_NOTCH_FRACTION_TRACKED)
-            if len(cut) == 2 and all(sum(inside(p, c.contour_px) for p in held) == 1 for c in cut):
+            cut = split_touching_lumen(replace(det, long_axis=False) if band_of_tracks else det, prep,
+                                       settings=settings, notch_fraction=SPLIT_NOTCH_FRACTION_TRACKED)
+            per_part = [sum(inside(p, c.contour_px) for p in held) for c in cut]
+            if len(cut) == 2 and all(n >= 1 if band_of_tracks else n == 1 for n in per_part):
                 parts = cut
+        if parts is None and band_of_tracks:
+            out.append(det)  # (a band is split only on the tracked path)
+            continue
         if parts is None:
             cut = split_touching_lumen(det, prep, settings=settings, notch_fraction=SPLIT_NOTCH_FRACTION_START)
             if len(cut) == 2:
