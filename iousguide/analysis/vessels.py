@@ -731,16 +731,16 @@ SPLIT_CONFIRM_MM = 1.0
 #: sweep moves lumens by about a millimetre per frame, and a pair that kept its shape while it
 #: moved was not confirmed (switch for A/B measurements).
 SPLIT_CONFIRM_MOVING = True
-#: A region measured as a band (long axis) that holds two tracks of the previous frame is two
-#: touching round lumens (a band is one vessel and one track): it is split on that tracked path
-#: too, each part holding at least one of them (a third lumen may touch one part: seed 10620's
-#: 8 mm vein and two pedicles merged into one elongated region, axis ratio 0.30-0.39).
-SPLIT_LONG_AXIS_TRACKED = True
 #: ... at this notch depth (fraction of the smaller part's equivalent radius; the tracked split
 #: that keeps two established lumens apart asks only ``SPLIT_NOTCH_FRACTION_TRACKED``). Measured
 #: (official harness, free_parenchyma, learned model on, steady split on): 0.45 recall >= 3 mm
 #: 0.916, 0.3 0.940, 0.25 0.951, id switches 0.67 /100 at each (1 switch, as without the split).
 SPLIT_NOTCH_FRACTION_START = 0.25
+#: A region measured as a band (long axis) that holds two tracks of the previous frame is two
+#: touching round lumens (a band is one vessel and one track): it is split on that tracked path
+#: too, each part holding at least one of them (a third lumen may touch one part: seed 10620's
+#: 8 mm vein and two pedicles merged into one elongated region, axis ratio 0.30-0.39).
+SPLIT_LONG_AXIS_TRACKED = True
 
 
 def split_touching_steady(dets: list[VesselDetection], track_points_px: list[tuple[float, float]],
@@ -751,7 +751,8 @@ def split_touching_steady(dets: list[VesselDetection], track_points_px: list[tup
 
     A region holding two tracked lumens (``track_points_px``, the centroids of the previous
     frame) is cut at the low tracked notch depth (``SPLIT_NOTCH_FRACTION_TRACKED``) when each
-    part holds one of them . Any other region is cut (:func:`split_touching_lumen` at
+    part holds one of them (a region measured as a band too, when it holds two or more: each
+    part then holds at least one, ``SPLIT_LONG_AXIS_TRACKED``). Any other region is cut (:func:`split_touching_lumen` at
     ``SPLIT_NOTCH_FRACTION_START``) only when the same pair of parts was found in the previous
     frame (``pending_px``: both centroids within ``SPLIT_CONFIRM_MM``); otherwise it is reported
     whole, as before, and its pair is remembered for the next frame. A region that cannot be
