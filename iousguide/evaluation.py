@@ -541,8 +541,13 @@ def lumen_contrast_to_noise(gray: np.ndarray, contour_px, *, spacing_mm: tuple[f
     for polygon in others:
         other |= fill(polygon)
     near_other = dist_mm(1 - other) <= 1.0 if other.any() else np.zeros(roi.shape, bool)
-    # black outside the view (beside a fan, below it): not an anechoic lumen's own black core
+    # black outside the view (beside a fan, below it): not an anechoic lumen's own black core, nor
+    # a dark speckle spot (regions narrower than 1 mm are opened away)
     black = ((roi <= 0) & (depth_out > 1.0) & ~near_other).astype(np.uint8)
+    if black.any():
+        kx, ky = max(int(round(0.5 / sx)), 1), max(int(round(0.5 / sy)), 1)
+        black = cv2.morphologyEx(black, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE,
+                                                                                   (2 * kx + 1, 2 * ky + 1)))
     in_view = dist_mm(1 - black) > 1.0 if black.any() else np.ones(roi.shape, bool)
     free = in_view & ~near_other
     core = (depth_in > 0.4 * radius_mm) & in_view
