@@ -381,9 +381,10 @@ def evaluate_files(results_path: str | Path, truth_path: str | Path, **options) 
     too and the faint vessels are scored (``images``)."""
     from iousguide.phantom import read_truth
 
-    truth = read_truth(truth_path_for(truth_path))
+    truth_file = truth_path_for(truth_path)
+    truth = read_truth(truth_file)
     results = load_results(results_path)
-    if Path(truth_path).name.endswith((".truth.jsonl.gz", ".truth.jsonl")) or "images" in options:
+    if truth_file == Path(truth_path) or "images" in options:  # (given the truth file: no pixels)
         report = evaluate_results(results, truth, **options)
     else:
         from iousguide.acquisition import open_source
@@ -391,7 +392,7 @@ def evaluate_files(results_path: str | Path, truth_path: str | Path, **options) 
         with open_source(str(truth_path)) as source:  # no calibration: frames in source pixels
             report = evaluate_results(results, truth, images=_SequentialImages(iter(source)), **options)
     report["results_file"] = str(results_path)
-    report["truth_file"] = str(truth_path_for(truth_path))
+    report["truth_file"] = str(truth_file)
     return report
 
 

@@ -361,7 +361,7 @@ def _column_medians(values: np.ndarray, cols: np.ndarray, starts: np.ndarray, st
     count = stops - starts
     k = np.arange(len(cols))
     lo, hi = block[(count - 1) // 2, k], block[count // 2, k]
-    med = (lo + hi) / block.dtype.type(2) if np.issubdtype(block.dtype, np.floating) else (lo + hi) / 2
+    med = (lo + hi) / block.dtype.type(2)  # (in the values' float dtype, as np.median's mean)
     med[has_nan] = np.nan
     return med
 
