@@ -128,7 +128,12 @@ def test_a_thick_sheath_does_not_shrink_the_lumen():
                    "never reaches its true level in the image; the edge, at half power between lumen and the "
                    "sheath's blurred peak, lands ~0.25 mm inside per side: 3-6 mm lumens read ~0.5 mm small "
                    "(measured -0.46 to -0.52 mm; small_vessels recording -0.43 to -0.47 mm). A fit of the "
-                   "radial profile with the image's own PSF (speckle size) would remove it")
+                   "radial power profile (lumen, sheath, tissue blurred by a Gaussian; axial and lateral halves "
+                   "apart) was tried on 2026-11-29 and not kept: under a blur wider than the sheath, a thin "
+                   "bright sheath and a thicker dimmer one look alike, and they put the lumen edge up to half "
+                   "the sheath's thickness apart; the fitted correction scattered 0.10-0.29 mm per vessel "
+                   "(0.07-0.10 without it), over-corrected 1.0-1.4 mm sheaths by 0.15-0.31 mm and fitted "
+                   "sheaths to veins that have none (+0.10 -> +0.30 mm)")
 def test_a_thin_sheath_does_not_shrink_the_lumen():
     errors = _sheathed_vessel_errors(0.5)
     assert len(errors) >= 6 and abs(np.mean(errors)) < 0.2, errors

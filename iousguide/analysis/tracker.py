@@ -247,6 +247,10 @@ class TumorState:
     # bright foci change from frame to frame, the lesion does not (None: the outline was all seen)
     extent_w: np.ndarray | None = None
     extent_frames: int = 0  # consecutive frames the outline was assumed in part (a shadowed lesion)
+    # the learned model's outline reported in place of the accepted classical candidate on the last
+    # frame (None: it was not replaced): a learned component continues *it*, like to like - a
+    # calcified lesion's classical candidate is its bright focus, a third of the model's outline
+    learned_outline: TumorCandidate | None = None
 
 
 def _learned_outlines(cand: TumorCandidate) -> str | None:
@@ -479,6 +483,7 @@ class Tracker:
                     learned_if_unsure = replace(same, dark=tumor_cand.dark)
             elif same is not None:
                 tumor_cand = replace(same, dark=tumor_cand.dark)
+                self._tumor.learned_outline = tumor_cand
 
         tumor_geo = None
         tumor_result = None
@@ -499,6 +504,7 @@ class Tracker:
                                                                    vessel_mask_frame=vessel_frame.astype(bool))
             if learned_if_unsure is not None and (refined is None or refined.edge_sigma_mm >= LEARNED_EDGE_SIGMA_MM):
                 tumor_cand, refined = learned_if_unsure, None
+                self._tumor.learned_outline = tumor_cand
             if tumor_cand.learned:  # the model's outline; its deep part is inferred when in a shadow
                 contour = _mask_contour_frame(prep, tumor_cand.mask_w, pixel_edge=True)
                 if contour is not None:
@@ -913,20 +919,25 @@ class Tracker:
         IoU >= ``LEARNED_FOLLOW_IOU`` (``gate_mm`` None, a follow), or (a lost lesion) its centroid
         within ``gate_mm`` of the last one; the area within ``tumor_max_area_change`` of the last.
         It takes the follow's echo polarity (the model's outline holds a calcified lesion's
-        shadowed part, darker than its foci), so the classical follow goes on from it."""
+        shadowed part, darker than its foci), so the classical follow goes on from it. When the
+        last frame reported the model's outline in place of the classical candidate, the
+        comparison is with that outline (``TumorState.learned_outline``), like to like."""
         s, st = self.settings, self._tumor
+        last = st.learned_outline
+        last_mask, last_area_mm2, last_centroid = ((last.mask_w, last.area_mm2, last.centroid_w) if last is not None
+                                                   else (st.mask_w, st.area_mm2, st.centroid_w))
         best, best_key = None, None
         for c in learned:
-            ratio = max(c.area_mm2, st.area_mm2) / max(min(c.area_mm2, st.area_mm2), 1e-9)
+            ratio = max(c.area_mm2, last_area_mm2) / max(min(c.area_mm2, last_area_mm2), 1e-9)
             if ratio > s.tumor_max_area_change:
                 continue
             if gate_mm is None:
-                key = iou(c.mask_w, st.mask_w)
+                key = iou(c.mask_w, last_mask)
                 if key < LEARNED_FOLLOW_IOU:
                     continue
                 key = -key
             else:
-                key = float(np.hypot(c.centroid_w[0] - st.centroid_w[0], c.centroid_w[1] - st.centroid_w[1])) * px_mm
+                key = float(np.hypot(c.centroid_w[0] - last_centroid[0], c.centroid_w[1] - last_centroid[1])) * px_mm
                 if key > gate_mm:
                     continue
             if best_key is None or key < best_key:
@@ -973,6 +984,7 @@ class Tracker:
         st.lost_frames = 0
         st.pending, st.pending_count = None, 0
         st.extent_w = None  # set again by _process when this frame's outline is assumed in part
+        st.learned_outline = None  # set again by _process when the model's outline replaces c's
 
     def _assign_ids(self, vessels: list[VesselDetection], prep: Prepared) -> list[VesselTrack]:
         """Match detections to tracks (Hungarian on centroid distance in mm plus half the diameter
