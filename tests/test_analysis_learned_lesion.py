@@ -296,3 +296,37 @@ def test_learned_follow_compares_like_with_like():
     assert tracker._learned_near([whole_c], px_mm=0.3, gate_mm=None) is None  # 4x the focus's area
     tracker._tumor.learned_outline = whole_c
     assert tracker._learned_near([whole_c], px_mm=0.3, gate_mm=None) is not None
+
+
+def test_a_lost_lesion_that_grows_back_is_reacquired_on_the_model(monkeypatch):
+    """Hard development case 10101 (hypoechoic, clicked): the plane leaves the lesion (sections of
+    35 -> 11 mm^2) and comes back (18 -> 61 mm^2). The follow is lost at the smallest section; the
+    model's component there is 3-9x the last (small) outline, which the area-change rule alone
+    refused, so the lesion was reported lost on every later frame. A component holding most of the
+    last outline is the lesion grown back (as for the classical candidates)."""
+    import iousguide.analysis.tracker as tracker_module
+
+    seed = 10101
+    assert "hypoechoic" in random_case(seed, difficulty="hard", n_frames=1).description
+    results, dices = _clicked_dice(seed, "hard", tracker_module.LEARNED_OUTLINE, monkeypatch, 12,
+                                   contains_fraction=tracker_module.LEARNED_CONTAINS_FRACTION)
+    assert all(r.status == "ok" for r in results[8:]), [r.status for r in results]
+    assert all(d >= 0.7 for d in dices[8:]), dices
+
+
+def test_learned_reacquisition_takes_a_grown_section_holding_the_last_outline():
+    from iousguide.analysis.tracker import TumorState
+
+    yy, xx = np.mgrid[:80, :80]
+    small = ((xx - 40) ** 2 + (yy - 40) ** 2 <= 4 ** 2).astype(np.uint8)
+    grown = ((xx - 42) ** 2 + (yy - 40) ** 2 <= 11 ** 2).astype(np.uint8)
+    beside = ((xx - 60) ** 2 + (yy - 40) ** 2 <= 11 ** 2).astype(np.uint8)  # near, not holding it
+    tracker = Tracker(TrackingSettings())
+    last = _candidate(small)
+    tracker._tumor = TumorState(mode="lost", mask_w=small, area_mm2=last.area_mm2, dark=True,
+                                centroid_w=last.centroid_w, lost_frames=1)
+    assert tracker._learned_near([_candidate(beside)], px_mm=0.3, gate_mm=20.0) is None
+    assert tracker._learned_near([_candidate(grown)], px_mm=0.3, gate_mm=20.0) is not None
+    # a follow (not lost) keeps the area-change rule
+    tracker._tumor.mode = "tracking"
+    assert tracker._learned_near([_candidate(grown)], px_mm=0.3, gate_mm=None) is None

@@ -917,7 +917,8 @@ class Tracker:
     def _learned_near(self, learned: list[TumorCandidate], *, px_mm: float, gate_mm: float | None) -> TumorCandidate | None:
         """The learned candidate that continues the followed lesion: overlapping its last mask by
         IoU >= ``LEARNED_FOLLOW_IOU`` (``gate_mm`` None, a follow), or (a lost lesion) its centroid
-        within ``gate_mm`` of the last one; the area within ``tumor_max_area_change`` of the last.
+        within ``gate_mm`` of the last one; the area within ``tumor_max_area_change`` of the last,
+        or (lost) larger and holding 70 % of the last outline (a section that grew back).
         It takes the follow's echo polarity (the model's outline holds a calcified lesion's
         shadowed part, darker than its foci), so the classical follow goes on from it. When the
         last frame reported the model's outline in place of the classical candidate, the
@@ -929,7 +930,12 @@ class Tracker:
         best, best_key = None, None
         for c in learned:
             ratio = max(c.area_mm2, last_area_mm2) / max(min(c.area_mm2, last_area_mm2), 1e-9)
-            if ratio > s.tumor_max_area_change:
+            # (lost) a lesion last seen as a small section and now whole, as for the classical
+            # candidates: it holds most of the last outline, however much larger it is
+            grown = (gate_mm is not None and c.area_mm2 > last_area_mm2 and c.solidity >= 0.8
+                     and not c.touches_border
+                     and np.count_nonzero(c.mask_w & last_mask) >= 0.7 * np.count_nonzero(last_mask))
+            if ratio > s.tumor_max_area_change and not grown:
                 continue
             if gate_mm is None:
                 key = iou(c.mask_w, last_mask)
