@@ -133,6 +133,10 @@ LEARNED_FAINT_EDGE_DB = 4.0
 #: distance MAE 0.628 -> 0.600 mm, no case worse; hard 10100-10129 Dice 0.542 -> 0.568.
 #: The model then runs on every frame (~2.6 ms CPU in the worker thread)
 LEARNED_PROPOSALS: bool | str = "agree"
+#: an automatic proposal is made on its first frame (``strong_auto``) only where the learned model
+#: sees the same lesion (``_learned_same_lesion``); one it does not see waits the confirm frames
+#: like any other. "bright": only bright candidates are held to it; "all"; None: never
+LEARNED_CONFIRMS_AT_ONCE: str | None = "all"
 #: extra matching cost of a vessel track seen once (divided by its age in frames), mm
 YOUNG_TRACK_COST_MM = 2.0
 #: a detection whose outline shares at least this fraction of the smaller of the two areas with
@@ -824,8 +828,12 @@ class Tracker:
         if FOCAL_RATIO and any(c is not best and c.dark == best.dark and FOCAL_RATIO * c.score() > best.score()
                                for c in rivals):
             return None, ""  # look-alikes of the same echo: the liver's own pattern, not one focal lesion
+        # (with the lesion model on, a first-frame report needs it to see the lesion too)
+        unseen = (s.learned_lesions and LEARNED_CONFIRMS_AT_ONCE is not None
+                  and (LEARNED_CONFIRMS_AT_ONCE == "all" or not best.dark)
+                  and (not learned or _learned_same_lesion(best, learned) is None))
         if st.pending_count >= s.tumor_confirm_frames or (
-                strong_auto(best, rivals, settings=s)
+                strong_auto(best, rivals, settings=s) and not unseen
                 and not looks_like_lumen(prep, best, enhancement_db=STRONG_MAX_ENHANCEMENT_DB, either=True)):
             self._accept(best, auto=True)
             return best, "auto"
