@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from iousguide.analysis.imaging import Prepared, check_signal, doppler_mask, largest_contour, prepare
+from iousguide.analysis.imaging import Prepared, check_signal, disc, doppler_mask, largest_contour, prepare
 from iousguide.analysis.learned_lesion import learned_lesion_candidates, lesion_probability
 from iousguide.analysis.measure import TumorGeometry, distance_uncertainty_mm
 from iousguide.analysis.refine import _dist_to, _shift_outward, smooth_contour
@@ -743,7 +743,11 @@ class Tracker:
                 if (ratio <= 2.5 or grown) and d <= gate_mm and c.solidity >= 0.7 and (best_d is None or d < best_d):
                     best, best_d = c, d
             if best is None and learned:
-                best = self._learned_near(learned, px_mm=px, gate_mm=gate_mm)
+                # (a grown section must lie 2 mm inside the view: the model's outline of a region
+                # the view's edge cuts may stop short of that edge)
+                inner_view = cv2.erode(prep.valid.astype(np.uint8), disc(2.0 / px), borderType=cv2.BORDER_CONSTANT,
+                                       borderValue=0).view(bool)
+                best = self._learned_near(learned, px_mm=px, gate_mm=gate_mm, inner_view_w=inner_view)
             if best is not None:
                 self._accept(best, auto=st.auto)
                 return best, "reacquired"
@@ -922,11 +926,13 @@ class Tracker:
                               contrast_db=max(c.contrast_db for c in parts),
                               solidity=min(c.solidity for c in parts), touches_border=any(c.touches_border for c in parts))
 
-    def _learned_near(self, learned: list[TumorCandidate], *, px_mm: float, gate_mm: float | None) -> TumorCandidate | None:
+    def _learned_near(self, learned: list[TumorCandidate], *, px_mm: float, gate_mm: float | None,
+                      inner_view_w: np.ndarray | None = None) -> TumorCandidate | None:
         """The learned candidate that continues the followed lesion: overlapping its last mask by
         IoU >= ``LEARNED_FOLLOW_IOU`` (``gate_mm`` None, a follow), or (a lost lesion) its centroid
         within ``gate_mm`` of the last one; the area within ``tumor_max_area_change`` of the last,
-        or (lost) larger and holding 70 % of the last outline (a section that grew back).
+        or (lost) larger and holding 70 % of the last outline (a section that grew back; within
+        ``inner_view_w``, working grid bool, when given: a whole section, not one the view cuts).
         It takes the follow's echo polarity (the model's outline holds a calcified lesion's
         shadowed part, darker than its foci), so the classical follow goes on from it. When the
         last frame reported the model's outline in place of the classical candidate, the
@@ -941,7 +947,7 @@ class Tracker:
             # (lost) a lesion last seen as a small section and now whole, as for the classical
             # candidates: it holds most of the last outline, however much larger it is
             grown = (gate_mm is not None and c.area_mm2 > last_area_mm2 and c.solidity >= 0.8
-                     and not c.touches_border
+                     and not c.touches_border and (inner_view_w is None or not np.any(c.mask_w & ~inner_view_w))
                      and np.count_nonzero(c.mask_w & last_mask) >= 0.7 * np.count_nonzero(last_mask))
             if ratio > s.tumor_max_area_change and not grown:
                 continue
