@@ -274,7 +274,6 @@ def test_a_follow_on_the_model_outline_continues_on_the_model_outline(monkeypatc
     assert "calcified" in random_case(seed, difficulty="hard", n_frames=1).description
     _, dices = _clicked_dice(seed, "hard", tracker_module.LEARNED_OUTLINE, monkeypatch, 12,
                              contains_fraction=tracker_module.LEARNED_CONTAINS_FRACTION)
-    frames, _ = generate_case(seed, difficulty="hard", n_frames=12)
     found = next(i for i, d in enumerate(dices) if d > 0)
     assert found <= 4, dices
     # from the frame it is found on, it is reported on every frame, and in the right place

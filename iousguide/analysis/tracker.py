@@ -283,6 +283,16 @@ def _learned_same_lesion(cand: TumorCandidate, learned: list[TumorCandidate]) ->
     return None
 
 
+def _grew_back(c: TumorCandidate, last_mask_w: np.ndarray, last_area_mm2: float, *,
+               inner_view_w: np.ndarray | None = None) -> bool:
+    """Whether ``c`` is a lost lesion's section seen whole again, however much larger than its
+    last outline (``last_mask_w``, working grid): larger, solid, not cut by the view's edge (and
+    within ``inner_view_w`` when given) and holding 70 % of the last outline."""
+    return (c.area_mm2 > last_area_mm2 and c.solidity >= 0.8 and not c.touches_border
+            and (inner_view_w is None or not np.any(c.mask_w & ~inner_view_w))
+            and np.count_nonzero(c.mask_w & last_mask_w) >= 0.7 * np.count_nonzero(last_mask_w))
+
+
 class Tracker:
     """Tumour and vessel tracking with distances in mm (or pixels when uncalibrated).
 
@@ -738,8 +748,7 @@ class Tracker:
                 # outline contains most of the old one, however much larger it is - but a whole
                 # lesion is not cut by the edge of the view (on the real liver sweep a 72 mm wedge
                 # of dark parenchyma out to the fan's edge was "re-acquired" for a 26 mm follow)
-                grown = (c.area_mm2 > st.area_mm2 and c.solidity >= 0.8 and not c.touches_border
-                         and np.count_nonzero(c.mask_w & st.mask_w) >= 0.7 * np.count_nonzero(st.mask_w))
+                grown = _grew_back(c, st.mask_w, st.area_mm2)
                 if (ratio <= 2.5 or grown) and d <= gate_mm and c.solidity >= 0.7 and (best_d is None or d < best_d):
                     best, best_d = c, d
             if best is None and learned:
@@ -946,9 +955,7 @@ class Tracker:
             ratio = max(c.area_mm2, last_area_mm2) / max(min(c.area_mm2, last_area_mm2), 1e-9)
             # (lost) a lesion last seen as a small section and now whole, as for the classical
             # candidates: it holds most of the last outline, however much larger it is
-            grown = (gate_mm is not None and c.area_mm2 > last_area_mm2 and c.solidity >= 0.8
-                     and not c.touches_border and (inner_view_w is None or not np.any(c.mask_w & ~inner_view_w))
-                     and np.count_nonzero(c.mask_w & last_mask) >= 0.7 * np.count_nonzero(last_mask))
+            grown = gate_mm is not None and _grew_back(c, last_mask, last_area_mm2, inner_view_w=inner_view_w)
             if ratio > s.tumor_max_area_change and not grown:
                 continue
             if gate_mm is None:
