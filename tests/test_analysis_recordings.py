@@ -75,3 +75,7 @@ def test_real_liver_sweep_runs_through_every_frame():
             for v in res.vessels:
                 assert v.diameter_mm is not None and 0 < v.diameter_mm < 30
     assert len(statuses) == 140
+    # a healthy volunteer: every reported tumour is false. 15 of 140 frames on 2026-11-29; a rule
+    # letting the learned lesion model out-propose the classical maps without the focal test made
+    # it 32 (the model sees the liver's bright structures as lesions)
+    assert statuses.count("ok") <= 20, statuses.count("ok")

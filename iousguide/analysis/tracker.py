@@ -137,6 +137,13 @@ LEARNED_PROPOSALS: bool | str = "agree"
 #: sees the same lesion (``_learned_same_lesion``); one it does not see waits the confirm frames
 #: like any other. "bright": only bright candidates are held to it; "all"; None: never
 LEARNED_CONFIRMS_AT_ONCE: str | None = "all"
+#: where the classical proposal is one the learned model does not see and the model proposes a
+#: lesion (``LEARNED_PROPOSALS`` rules) with a higher ``score()``, the model's is proposed instead
+LEARNED_COMPETES = True
+#: a learned proposal the classical detector agreed with on the frame before (it is pending) needs
+#: no classical candidate on this frame to be confirmed (the classical map sees a faint lesion on
+#: some frames only)
+LEARNED_PENDING_AGREES = True
 #: extra matching cost of a vessel track seen once (divided by its age in frames), mm
 YOUNG_TRACK_COST_MM = 2.0
 #: a detection whose outline shares at least this fraction of the smaller of the two areas with
@@ -810,15 +817,31 @@ class Tracker:
             lumen_like = [c for c in candidates if c.dark and lumen(c)]
             plausible = [c for c in plausible if not behind_lumen(prep, c, lumen_like)]
         from_model = False
-        if not plausible and learned and LEARNED_PROPOSALS:
-            # no classical lesion: the learned map's, held to the same size and view rules, not
-            # where a grey lumen is (or lately was); confirmed over tumor_confirm_frames, never at once
-            plausible = [c for c in learned if not c.touches_border
-                         and c.equivalent_diameter_mm >= s.tumor_min_diameter_mm * AUTO_SIZE_FACTOR
-                         and (c.dark or c.elongation <= AUTO_BRIGHT_MAX_ELONGATION)
-                         and not (c.dark and lumen(c)) and not any(iou(c.mask_w, m[0]) >= 0.3 for m in memory)
-                         and (LEARNED_PROPOSALS != "agree" or any(iou(c.mask_w, k.mask_w) >= 0.3 for k in candidates))]
-            from_model = bool(plausible)
+        if learned and LEARNED_PROPOSALS and (not plausible or LEARNED_COMPETES):
+            # the learned map's lesions, held to the same size and view rules, not where a grey
+            # lumen is (or lately was); confirmed over tumor_confirm_frames, never at once
+            by_model = [c for c in learned if not c.touches_border
+                        and c.equivalent_diameter_mm >= s.tumor_min_diameter_mm * AUTO_SIZE_FACTOR
+                        and (c.dark or c.elongation <= AUTO_BRIGHT_MAX_ELONGATION)
+                        and not (c.dark and lumen(c)) and not any(iou(c.mask_w, m[0]) >= 0.3 for m in memory)
+                        and (LEARNED_PROPOSALS != "agree" or any(iou(c.mask_w, k.mask_w) >= 0.3 for k in candidates)
+                             or (LEARNED_PENDING_AGREES and st.pending is not None and st.pending.learned
+                                 and iou(c.mask_w, st.pending.mask_w) >= 0.3))]
+            if not plausible:
+                plausible, from_model = by_model, bool(by_model)
+            elif by_model:
+                # both detectors propose: a classical lesion the model does not see yields to a
+                # stronger one both see (a faint speckle patch must not win by being first)
+                # - where it is focal: no classical look-alike of the same echo, other than its own
+                # pieces, has more than 1 / FOCAL_RATIO of its score (FOCAL_RATIO below)
+                lead = max(plausible, key=lambda c: c.score())
+                rival = max(by_model, key=lambda c: c.score())
+                look_alikes = [c for c in candidates if c.dark == rival.dark
+                               and (any(c is p for p in plausible) or competes(c, settings=s))
+                               and _learned_same_lesion(c, [rival]) is None]
+                if (_learned_same_lesion(lead, learned) is None and rival.score() > lead.score()
+                        and not (FOCAL_RATIO and any(FOCAL_RATIO * c.score() > rival.score() for c in look_alikes))):
+                    plausible, from_model = [rival], True
         if not plausible:
             st.pending, st.pending_count = None, 0
             return None, ""
