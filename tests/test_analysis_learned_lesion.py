@@ -399,3 +399,32 @@ def test_the_model_does_not_win_against_look_alikes(monkeypatch):
 
     assert proposal([classical_piece, faint_patch]) is model
     assert proposal([classical_piece, faint_patch, rival]) is not model
+
+
+def test_a_classical_piece_of_the_models_lesion_agrees_with_it():
+    """Hard development case 10115 (a faint hypoechoic lesion, convex, no click): the classical map
+    saw a 4-5 mm piece of the 9-10 mm lesion the model outlined whole (IoU ~0.25 < 0.3), so the two
+    detectors did not "agree" and nothing was proposed until frame 10. A classical candidate the
+    model's component holds (as ``_learned_same_lesion`` counts it) now agrees with it."""
+    assert "hypoechoic" in random_case(10115, difficulty="hard", n_frames=1).description
+    frames, truth = generate_case(10115, difficulty="hard", n_frames=12)
+    tracker = Tracker(TrackingSettings())
+    results = [tracker.process(f) for f in frames[:5]]
+    on_lesion = [dice(rasterize(r.tumor.contour_px, f.shape), _truth_mask(tf, f.shape)) >= 0.8
+                 for r, f, tf in zip(results, frames, truth.frames) if r.tumor is not None]
+    assert len(on_lesion) >= 3 and all(on_lesion)
+
+
+def test_agreement_rules():
+    import iousguide.analysis.tracker as tracker_module
+
+    whole = np.zeros((60, 60), bool)
+    whole[10:40, 10:40] = True
+    piece = np.zeros((60, 60), bool)
+    piece[18:32, 18:32] = True  # inside, IoU 0.22
+    beside = np.zeros((60, 60), bool)
+    beside[30:50, 30:50] = True  # overlaps a corner only
+    model = _candidate(whole)
+    assert tracker_module._agrees(model, _candidate(piece))
+    assert not tracker_module._agrees(model, _candidate(beside))
+    assert tracker_module._agrees(model, _candidate(whole))

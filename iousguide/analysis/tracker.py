@@ -144,6 +144,9 @@ LEARNED_COMPETES = True
 #: no classical candidate on this frame to be confirmed (the classical map sees a faint lesion on
 #: some frames only)
 LEARNED_PENDING_AGREES = True
+#: a classical candidate that the learned one holds (``LEARNED_CONTAINS_FRACTION`` of it) agrees
+#: with it, as one overlapping by IoU >= 0.3 does
+LEARNED_AGREE_CONTAINS = True
 #: extra matching cost of a vessel track seen once (divided by its age in frames), mm
 YOUNG_TRACK_COST_MM = 2.0
 #: a detection whose outline shares at least this fraction of the smaller of the two areas with
@@ -288,6 +291,15 @@ def _learned_same_lesion(cand: TumorCandidate, learned: list[TumorCandidate]) ->
     if shared[k] >= LEARNED_FOLLOW_IOU * union or shared[k] >= LEARNED_CONTAINS_FRACTION * own:
         return learned[k]
     return None
+
+
+def _agrees(learned: TumorCandidate, classical: TumorCandidate) -> bool:
+    """Whether a classical candidate agrees with a learned one (``LEARNED_PROPOSALS = "agree"``):
+    IoU >= 0.3, or (``LEARNED_AGREE_CONTAINS``) the learned one holds the classical one as
+    ``_learned_same_lesion`` counts it - a faint lesion's classical candidate is often a piece of it."""
+    if LEARNED_AGREE_CONTAINS:
+        return _learned_same_lesion(classical, [learned]) is not None
+    return iou(learned.mask_w, classical.mask_w) >= 0.3
 
 
 def _grew_back(c: TumorCandidate, last_mask_w: np.ndarray, last_area_mm2: float, *,
@@ -824,7 +836,7 @@ class Tracker:
                         and c.equivalent_diameter_mm >= s.tumor_min_diameter_mm * AUTO_SIZE_FACTOR
                         and (c.dark or c.elongation <= AUTO_BRIGHT_MAX_ELONGATION)
                         and not (c.dark and lumen(c)) and not any(iou(c.mask_w, m[0]) >= 0.3 for m in memory)
-                        and (LEARNED_PROPOSALS != "agree" or any(iou(c.mask_w, k.mask_w) >= 0.3 for k in candidates)
+                        and (LEARNED_PROPOSALS != "agree" or any(_agrees(c, k) for k in candidates)
                              or (LEARNED_PENDING_AGREES and st.pending is not None and st.pending.learned
                                  and iou(c.mask_w, st.pending.mask_w) >= 0.3))]
             if not plausible:
