@@ -428,3 +428,32 @@ def test_agreement_rules():
     assert tracker_module._agrees(model, _candidate(piece))
     assert not tracker_module._agrees(model, _candidate(beside))
     assert tracker_module._agrees(model, _candidate(whole))
+
+
+def test_a_calcified_lesion_pending_on_its_focus_is_confirmed_on_the_models_outline():
+    """Hard development case 10106 (calcified, no click): the classical map saw the bright focus
+    (4-5 mm) on some frames only, the model the whole lesion (10-12 mm, as the truth) on every
+    frame. The pending proposal went from the model's outline to the focus and back, and each
+    change restarted its count (IoU < 0.3), so nothing was proposed for 9 frames. A candidate
+    holding the pending one, or held by it, now continues it."""
+    assert "calcified" in random_case(10106, difficulty="hard", n_frames=1).description
+    frames, truth = generate_case(10106, difficulty="hard", n_frames=12)
+    tracker = Tracker(TrackingSettings())
+    results = [tracker.process(f) for f in frames[:6]]
+    on_lesion = [dice(rasterize(r.tumor.contour_px, f.shape), _truth_mask(tf, f.shape)) >= 0.7
+                 for r, f, tf in zip(results, frames, truth.frames) if r.tumor is not None]
+    assert len(on_lesion) >= 4 and all(on_lesion)
+
+
+def test_pending_continuity_rules():
+    import iousguide.analysis.tracker as tracker_module
+
+    whole = np.zeros((60, 60), bool)
+    whole[10:40, 10:40] = True
+    focus = np.zeros((60, 60), bool)
+    focus[12:20, 15:30] = True  # inside, IoU 0.13
+    beside = np.zeros((60, 60), bool)
+    beside[35:55, 35:55] = True
+    assert tracker_module._same_lesion(_candidate(whole), _candidate(focus))
+    assert tracker_module._same_lesion(_candidate(focus), _candidate(whole))
+    assert not tracker_module._same_lesion(_candidate(whole), _candidate(beside))

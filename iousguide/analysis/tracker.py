@@ -147,6 +147,11 @@ LEARNED_PENDING_AGREES = True
 #: a classical candidate that the learned one holds (``LEARNED_CONTAINS_FRACTION`` of it) agrees
 #: with it, as one overlapping by IoU >= 0.3 does
 LEARNED_AGREE_CONTAINS = True
+#: a pending proposal goes on (its count rises) on a candidate that holds it or that it holds
+#: (``_same_lesion``), not only on one overlapping it by IoU >= 0.3; and a pending classical
+#: proposal lets the model's outline of the same lesion stand on the next frame (as a pending
+#: learned one does, ``LEARNED_PENDING_AGREES``)
+PENDING_SAME_LESION = True
 #: extra matching cost of a vessel track seen once (divided by its age in frames), mm
 YOUNG_TRACK_COST_MM = 2.0
 #: a detection whose outline shares at least this fraction of the smaller of the two areas with
@@ -300,6 +305,18 @@ def _agrees(learned: TumorCandidate, classical: TumorCandidate) -> bool:
     if LEARNED_AGREE_CONTAINS:
         return _learned_same_lesion(classical, [learned]) is not None
     return iou(learned.mask_w, classical.mask_w) >= 0.3
+
+
+def _same_lesion(a: TumorCandidate, b: TumorCandidate) -> bool:
+    """Whether two candidates of consecutive frames are one lesion for a pending proposal: IoU >= 0.3,
+    or (``PENDING_SAME_LESION``) the larger holds ``LEARNED_CONTAINS_FRACTION`` of the smaller - a
+    calcified lesion's classical candidate is its bright focus, the model's outline the whole."""
+    if iou(a.mask_w, b.mask_w) >= 0.3:
+        return True
+    if not PENDING_SAME_LESION:
+        return False
+    shared = np.count_nonzero(a.mask_w & b.mask_w)
+    return shared >= LEARNED_CONTAINS_FRACTION * min(np.count_nonzero(a.mask_w), np.count_nonzero(b.mask_w))
 
 
 def _grew_back(c: TumorCandidate, last_mask_w: np.ndarray, last_area_mm2: float, *,
@@ -837,8 +854,9 @@ class Tracker:
                         and (c.dark or c.elongation <= AUTO_BRIGHT_MAX_ELONGATION)
                         and not (c.dark and lumen(c)) and not any(iou(c.mask_w, m[0]) >= 0.3 for m in memory)
                         and (LEARNED_PROPOSALS != "agree" or any(_agrees(c, k) for k in candidates)
-                             or (LEARNED_PENDING_AGREES and st.pending is not None and st.pending.learned
-                                 and iou(c.mask_w, st.pending.mask_w) >= 0.3))]
+                             or (LEARNED_PENDING_AGREES and st.pending is not None
+                                 and (st.pending.learned or PENDING_SAME_LESION)
+                                 and _same_lesion(c, st.pending)))]
             if not plausible:
                 plausible, from_model = by_model, bool(by_model)
             elif by_model:
@@ -858,7 +876,7 @@ class Tracker:
             st.pending, st.pending_count = None, 0
             return None, ""
         best = max(plausible, key=lambda c: c.score())
-        if st.pending is not None and st.pending.dark == best.dark and iou(st.pending.mask_w, best.mask_w) >= 0.3:
+        if st.pending is not None and st.pending.dark == best.dark and _same_lesion(st.pending, best):
             st.pending_count += 1
         else:
             st.pending_count = 1
