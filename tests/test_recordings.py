@@ -65,7 +65,12 @@ def test_file_metadata_calibrates_dicom_and_plus():
 
 @pytest.mark.parametrize("name", ["portal_pedicle.dcm", "occult_lesion.igs.mha", "hepatic_vein_abutting.mp4"])
 def test_regenerating_reproduces_frames_and_truth(name):
-    """First frames re-rendered from the seed equal the file (lossless: bit for bit; mp4: within codec error)."""
+    """First frames re-rendered from the seed equal the file (lossless: but for float rounding; mp4:
+    within codec error). The renderer's float maths (exp, log, trigonometry) runs on other SIMD code
+    paths on other CPUs: the files, written on an AVX-512 machine, re-rendered on an AMD EPYC without
+    it (2026-11-29) differed in one pixel of the 81,920 of a frame, by one grey level. So a lossless
+    file may differ from its re-rendering in at most 1 of 5,000 pixels, by at most one grey level;
+    the truth must be equal."""
     entry = MANIFEST["recordings"][name]
     case = scenarios.build(entry["scenario"])
     truth = read_truth(truth_path_for(RECORDINGS / name))
@@ -79,7 +84,9 @@ def test_regenerating_reproduces_frames_and_truth(name):
             if name.endswith(".mp4"):
                 assert np.mean(np.abs(stored.astype(int) - pixels)) < 8
             else:
-                assert stored.tobytes() == pixels.tobytes()
+                diff = np.abs(stored.astype(int) - pixels.astype(int))
+                assert diff.max() <= 1 and np.count_nonzero(diff) <= max(1, diff.size // 5000), (
+                    int(diff.max()), int(np.count_nonzero(diff)))
             regenerated = frame_truth(case.model, case.poses[i], case.geometry, maps, frame=i, t_s=i / case.fps,
                                       offset_px=case.offset_px)
             assert json.loads(json.dumps(regenerated)) == truth.frames[i]
