@@ -283,6 +283,14 @@ def _learned_outlines(cand: TumorCandidate) -> str | None:
     return None
 
 
+def _holds(outer: TumorCandidate, inner: TumorCandidate) -> bool:
+    """Whether ``outer`` holds at least ``LEARNED_CONTAINS_FRACTION`` of ``inner``'s pixels (False
+    for masks of two working grids, as ``iou`` gives 0 for them)."""
+    if outer.mask_w.shape != inner.mask_w.shape:
+        return False
+    return np.count_nonzero(outer.mask_w & inner.mask_w) >= LEARNED_CONTAINS_FRACTION * np.count_nonzero(inner.mask_w)
+
+
 def _learned_same_lesion(cand: TumorCandidate, learned: list[TumorCandidate]) -> TumorCandidate | None:
     """The learned candidate that is the same lesion as the classical ``cand``: the one sharing most
     of its pixels, when their IoU is at least ``LEARNED_FOLLOW_IOU`` or it holds at least
@@ -300,23 +308,16 @@ def _learned_same_lesion(cand: TumorCandidate, learned: list[TumorCandidate]) ->
 
 def _agrees(learned: TumorCandidate, classical: TumorCandidate) -> bool:
     """Whether a classical candidate agrees with a learned one (``LEARNED_PROPOSALS = "agree"``):
-    IoU >= 0.3, or (``LEARNED_AGREE_CONTAINS``) the learned one holds the classical one as
-    ``_learned_same_lesion`` counts it - a faint lesion's classical candidate is often a piece of it."""
-    if LEARNED_AGREE_CONTAINS:
-        return _learned_same_lesion(classical, [learned]) is not None
-    return iou(learned.mask_w, classical.mask_w) >= 0.3
+    IoU >= 0.3, or (``LEARNED_AGREE_CONTAINS``) the learned one holds it - a faint lesion's
+    classical candidate is often a piece of it."""
+    return iou(learned.mask_w, classical.mask_w) >= 0.3 or (LEARNED_AGREE_CONTAINS and _holds(learned, classical))
 
 
 def _same_lesion(a: TumorCandidate, b: TumorCandidate) -> bool:
     """Whether two candidates of consecutive frames are one lesion for a pending proposal: IoU >= 0.3,
-    or (``PENDING_SAME_LESION``) the larger holds ``LEARNED_CONTAINS_FRACTION`` of the smaller - a
-    calcified lesion's classical candidate is its bright focus, the model's outline the whole."""
-    if iou(a.mask_w, b.mask_w) >= 0.3:
-        return True
-    if not PENDING_SAME_LESION:
-        return False
-    shared = np.count_nonzero(a.mask_w & b.mask_w)
-    return shared >= LEARNED_CONTAINS_FRACTION * min(np.count_nonzero(a.mask_w), np.count_nonzero(b.mask_w))
+    or (``PENDING_SAME_LESION``) one holds the other - a calcified lesion's classical candidate is
+    its bright focus, the model's outline the whole."""
+    return iou(a.mask_w, b.mask_w) >= 0.3 or (PENDING_SAME_LESION and (_holds(a, b) or _holds(b, a)))
 
 
 def _grew_back(c: TumorCandidate, last_mask_w: np.ndarray, last_area_mm2: float, *,
@@ -863,7 +864,8 @@ class Tracker:
                 # both detectors propose: a classical lesion the model does not see yields to a
                 # stronger one both see (a faint speckle patch must not win by being first)
                 # - where it is focal: no classical look-alike of the same echo, other than its own
-                # pieces, has more than 1 / FOCAL_RATIO of its score (FOCAL_RATIO below)
+                # pieces, has more than 1 / FOCAL_RATIO of its score (the test a classical
+                # proposal passes further down)
                 lead = max(plausible, key=lambda c: c.score())
                 rival = max(by_model, key=lambda c: c.score())
                 look_alikes = [c for c in candidates if c.dark == rival.dark
