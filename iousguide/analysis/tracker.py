@@ -152,6 +152,18 @@ LEARNED_AGREE_CONTAINS = True
 #: proposal lets the model's outline of the same lesion stand on the next frame (as a pending
 #: learned one does, ``LEARNED_PENDING_AGREES``)
 PENDING_SAME_LESION = True
+#: a dark candidate lying for this fraction within a detected lumen that its outline would not
+#: take in is not proposed automatically (0: no such test): the vessel detector saw the lumen whole,
+#: the lesion map its grey interior. A lumen the outline takes in (``INNER_LUMEN_FRACTION``) is a
+#: piece of the lesion instead (a halo arc); a click still overrules (``SEED_OVERRULES_GREY_LUMEN``)
+DARK_INSIDE_LUMEN_FRACTION = 0.8
+#: a detected lumen with this fraction of its area within the tumour's convex hull is part of the
+#: lesion (a halo arc, necrosis), not a vessel
+INNER_LUMEN_FRACTION = 0.6
+#: a lost automatic follow is re-acquired only on a candidate of the shape a proposal has: not cut
+#: by the edge of the view, and a bright one not longer than AUTO_BRIGHT_MAX_ELONGATION (a proposed
+#: compact blob is not found again as a band along the fan's edge)
+AUTO_REACQUIRE_AS_PROPOSED = True
 #: extra matching cost of a vessel track seen once (divided by its age in frames), mm
 YOUNG_TRACK_COST_MM = 2.0
 #: a detection whose outline shares at least this fraction of the smaller of the two areas with
@@ -318,6 +330,21 @@ def _same_lesion(a: TumorCandidate, b: TumorCandidate) -> bool:
     or (``PENDING_SAME_LESION``) one holds the other - a calcified lesion's classical candidate is
     its bright focus, the model's outline the whole."""
     return iou(a.mask_w, b.mask_w) >= 0.3 or (PENDING_SAME_LESION and (_holds(a, b) or _holds(b, a)))
+
+
+def _inside_lumen(cand: TumorCandidate, vessels: list[VesselDetection]) -> bool:
+    """Whether a dark candidate lies within a detected lumen (``DARK_INSIDE_LUMEN_FRACTION`` of it)
+    that its outline would not take in (less than ``INNER_LUMEN_FRACTION`` of that lumen inside its
+    hull): the grey interior of a lumen, not a lesion beside it."""
+    own = np.count_nonzero(cand.mask_w)
+    hull = None
+    for v in vessels:
+        if np.count_nonzero(cand.mask_w & v.mask_w) < DARK_INSIDE_LUMEN_FRACTION * own:
+            continue
+        hull = _hull_mask(cand.mask_w) if hull is None else hull
+        if np.count_nonzero(v.mask_w & hull) < INNER_LUMEN_FRACTION * np.count_nonzero(v.mask_w):
+            return True
+    return False
 
 
 def _grew_back(c: TumorCandidate, last_mask_w: np.ndarray, last_area_mm2: float, *,
@@ -544,7 +571,7 @@ class Tracker:
         if tumor_cand is not None:
             # dark pieces inside the lesion's outline (halo arcs, necrosis) are lesion, not lumens
             hull = _hull_mask(tumor_cand.mask_w)
-            inner = [v for v in vessels if np.count_nonzero(v.mask_w & hull) >= 0.6 * np.count_nonzero(v.mask_w)]
+            inner = [v for v in vessels if np.count_nonzero(v.mask_w & hull) >= INNER_LUMEN_FRACTION * np.count_nonzero(v.mask_w)]
             if inner:
                 vessels = [v for v in vessels if not any(v is w for w in inner)]
                 vessel_frame = np.zeros(frame.shape, dtype=np.uint8)
@@ -786,6 +813,9 @@ class Tracker:
                 # lesion is not cut by the edge of the view (on the real liver sweep a 72 mm wedge
                 # of dark parenchyma out to the fan's edge was "re-acquired" for a 26 mm follow)
                 grown = _grew_back(c, st.mask_w, st.area_mm2)
+                if st.auto and AUTO_REACQUIRE_AS_PROPOSED and (
+                        c.touches_border or (not c.dark and c.elongation > AUTO_BRIGHT_MAX_ELONGATION)):
+                    continue
                 if (ratio <= 2.5 or grown) and d <= gate_mm and c.solidity >= 0.7 and (best_d is None or d < best_d):
                     best, best_d = c, d
             if best is None and learned:
@@ -825,6 +855,8 @@ class Tracker:
         keep = []
         for c in plausible:
             if c.dark and lumen(c):
+                continue
+            if c.dark and DARK_INSIDE_LUMEN_FRACTION and _inside_lumen(c, vessels):
                 continue
             if c.ring and RING_CLEARS_LUMEN_MEMORY:
                 # a halo closed around tissue-like echoes is a lesion: a lumen has no echoic centre,
