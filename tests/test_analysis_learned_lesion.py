@@ -348,6 +348,21 @@ def test_no_first_frame_proposal_the_model_does_not_see(seed):
         assert dice(rasterize(r.tumor.contour_px, f.shape), _truth_mask(tf, f.shape)) >= 0.4, r.frame
 
 
+def _auto_dice(seed, difficulty, *, n_frames, run=None):
+    """A phantom case analysed without a click, its first ``run`` frames (all by default): per frame
+    the reported tumour's Dice against the true lesion (0.0 where the truth has none), or None where
+    no tumour is reported."""
+    frames, truth = generate_case(seed, difficulty=difficulty, n_frames=n_frames)
+    tracker = Tracker(TrackingSettings())
+    out = []
+    for f, tf in list(zip(frames, truth.frames))[:run]:
+        r = tracker.process(f)
+        has_truth = tf.get("tumor") is not None or any(t.get("primary") for t in tf.get("tumors") or [])
+        out.append(None if r.tumor is None else dice(rasterize(r.tumor.contour_px, f.shape), _truth_mask(tf, f.shape))
+                   if has_truth else 0.0)
+    return out
+
+
 @pytest.mark.parametrize("seed", [8034, 8037])
 def test_a_stronger_lesion_the_model_sees_beats_a_faint_patch_it_does_not(seed):
     """Medium development cases 8034 and 8037 (a faint hyperechoic lesion, no click): a faint bright
@@ -357,13 +372,10 @@ def test_a_stronger_lesion_the_model_sees_beats_a_faint_patch_it_does_not(seed):
     proposal the classical map agreed with on the frame before is confirmed on the model's map.
     Every reported tumour lies on the lesion, from the third frame on."""
     assert "hyperechoic" in random_case(seed, difficulty="medium", n_frames=1).description
-    frames, truth = generate_case(seed, difficulty="medium", n_frames=12)
-    tracker = Tracker(TrackingSettings())
-    results = [tracker.process(f) for f in frames]
-    for r, f, tf in zip(results, frames, truth.frames):
-        if r.tumor is not None:
-            assert dice(rasterize(r.tumor.contour_px, f.shape), _truth_mask(tf, f.shape)) >= 0.6, r.frame
-    assert all(r.tumor is not None for r in results[2:])
+    per_frame = _auto_dice(seed, "medium", n_frames=12)
+    for k, d in enumerate(per_frame):
+        assert d is None or d >= 0.6, k
+    assert all(d is not None for d in per_frame[2:])
 
 
 def test_the_model_does_not_win_against_look_alikes(monkeypatch):
@@ -393,7 +405,7 @@ def test_the_model_does_not_win_against_look_alikes(monkeypatch):
 
     def proposal(candidates):
         tracker = Tracker(TrackingSettings())
-        got, how = tracker._follow_tumor(prep, candidates, None, np.zeros(frames[0].gray.shape, bool), [], [],
+        tracker._follow_tumor(prep, candidates, None, np.zeros(frames[0].gray.shape, bool), [], [],
                                          lumens_w=np.zeros((h, w), bool), learned=[model])
         return tracker._tumor.pending
 
@@ -407,11 +419,7 @@ def test_a_classical_piece_of_the_models_lesion_agrees_with_it():
     detectors did not "agree" and nothing was proposed until frame 10. A classical candidate the
     model's component holds (as ``_learned_same_lesion`` counts it) now agrees with it."""
     assert "hypoechoic" in random_case(10115, difficulty="hard", n_frames=1).description
-    frames, truth = generate_case(10115, difficulty="hard", n_frames=12)
-    tracker = Tracker(TrackingSettings())
-    results = [tracker.process(f) for f in frames[:5]]
-    on_lesion = [dice(rasterize(r.tumor.contour_px, f.shape), _truth_mask(tf, f.shape)) >= 0.8
-                 for r, f, tf in zip(results, frames, truth.frames) if r.tumor is not None]
+    on_lesion = [d >= 0.8 for d in _auto_dice(10115, "hard", n_frames=12, run=5) if d is not None]
     assert len(on_lesion) >= 3 and all(on_lesion)
 
 
@@ -437,11 +445,7 @@ def test_a_calcified_lesion_pending_on_its_focus_is_confirmed_on_the_models_outl
     change restarted its count (IoU < 0.3), so nothing was proposed for 9 frames. A candidate
     holding the pending one, or held by it, now continues it."""
     assert "calcified" in random_case(10106, difficulty="hard", n_frames=1).description
-    frames, truth = generate_case(10106, difficulty="hard", n_frames=12)
-    tracker = Tracker(TrackingSettings())
-    results = [tracker.process(f) for f in frames[:6]]
-    on_lesion = [dice(rasterize(r.tumor.contour_px, f.shape), _truth_mask(tf, f.shape)) >= 0.7
-                 for r, f, tf in zip(results, frames, truth.frames) if r.tumor is not None]
+    on_lesion = [d >= 0.7 for d in _auto_dice(10106, "hard", n_frames=12, run=6) if d is not None]
     assert len(on_lesion) >= 4 and all(on_lesion)
 
 
@@ -468,14 +472,10 @@ def test_no_proposal_inside_a_lumen_and_no_reacquisition_of_a_band():
     longer proposed, and a lost automatic follow is re-acquired only on a candidate shaped as a
     proposal; the lesion is found from frame 7 on."""
     assert "isoechoic_halo" in random_case(10710, difficulty="hard", n_frames=1).description
-    frames, truth = generate_case(10710, difficulty="hard", n_frames=30)
-    tracker = Tracker(TrackingSettings())
-    results = [tracker.process(f) for f in frames]
-    late = [(r, f, tf) for r, f, tf in zip(results[7:], frames[7:], truth.frames[7:])]
-    reported = [(r, f, tf) for r, f, tf in late if r.tumor is not None]
+    reported = [(k, d) for k, d in enumerate(_auto_dice(10710, "hard", n_frames=30)) if k >= 7 and d is not None]
     assert len(reported) >= 20
-    for r, f, tf in reported:
-        assert dice(rasterize(r.tumor.contour_px, f.shape), _truth_mask(tf, f.shape)) >= 0.6, r.frame
+    for k, d in reported:
+        assert d >= 0.6, k
 
 
 def test_inside_lumen_rule():
