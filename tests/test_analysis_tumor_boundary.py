@@ -150,3 +150,54 @@ def test_an_outline_reaching_into_a_resolved_gap_to_a_lumen_moves_back_and_conta
     else:  # reaches the lumen (the first outline stopped 0.2 mm short of it)
         assert to_lumen.min() <= 0.1, to_lumen.min()
     assert abs(equivalent_radius_mm(moved) - RADIUS_MM) <= 0.4
+
+
+def _lesion_beside_pedicle(gap_mm: float, seed: int, *, sheath_mm: float = 1.2, lumen_mm: float = 4.0):
+    """A hypoechoic lesion with a portal-like vessel (anechoic lumen in a bright sheath) to its
+    left (lateral: the PSF's wide direction), ``gap_mm`` of tissue between lesion and sheath; the
+    vessel paints over the lesion, as a pedicle carves a lesion pressed against it. Returns the
+    prepared frame, the lumen's frame pixels and the lumen disc."""
+    centre_x = CENTER_MM[0] - RADIUS_MM - gap_mm - sheath_mm - lumen_mm + (0.6 if gap_mm == 0 else 0.0)
+    vessel = Disc((centre_x, CENTER_MM[1]), lumen_mm, echo=0.0, sheath_mm=sheath_mm, sheath_echo=3.0)
+    prep = prep_of([*HYPO, vessel], seed)
+    rows, cols = prep.amplitude.shape
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    lumen_px = np.hypot(xx * SPACING_MM - vessel.center_mm[0], yy * SPACING_MM - vessel.center_mm[1]) <= lumen_mm
+    return prep, lumen_px, vessel
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_a_lesion_pressed_against_a_bright_sheath_reaches_it(seed):
+    # the lesion is pressed 0.6 mm into a pedicle (its sheath carves it): its true edge there is
+    # the sheath's outer edge, 1.2 mm from the lumen. Cut at half-way to the *tissue* level, the
+    # blurred sheath lifts the profile and the edge lies 0.2-0.3 mm (this PSF; ~0.5 mm on the phantom) inside the lesion - the distance
+    # to the vessel read long (the unsafe direction); half-way to the wall it lies on the edge
+    import iousguide.analysis.tumor_boundary as tb
+
+    prep, lumen_px, vessel = _lesion_beside_pedicle(0.0, seed)
+    first = circle_px(RADIUS_MM)
+    tissue = float(np.mean(prep.tissue_power_row))
+
+    def to_lumen_mm(sheath_step: bool) -> float:
+        old = tb.SHEATH_STEP
+        tb.SHEATH_STEP = sheath_step
+        try:
+            moved = place_edge(prep, first, dark=True, exclude_frame=lumen_px, exclude_power=tissue)
+        finally:
+            tb.SHEATH_STEP = old
+        d = np.hypot(moved[:, 0] * SPACING_MM - vessel.center_mm[0], moved[:, 1] * SPACING_MM - vessel.center_mm[1])
+        return float(d.min() - vessel.radius_mm)
+
+    assert abs(to_lumen_mm(True) - 1.2) <= 0.25
+    assert to_lumen_mm(False) >= 1.2 + 0.15  # (the rule is what fixes it: 1.39-1.49 mm without it)
+
+
+@pytest.mark.parametrize("seed", [9, 10])
+def test_a_tissue_gap_to_a_bright_sheath_is_kept(seed):
+    # 1.5 mm of tissue between the lesion and the sheath: the edge stays on the lesion
+    prep, lumen_px, vessel = _lesion_beside_pedicle(1.5, seed)
+    moved = place_edge(prep, circle_px(RADIUS_MM), dark=True, exclude_frame=lumen_px,
+                       exclude_power=float(np.mean(prep.tissue_power_row)))
+    d = np.hypot(moved[:, 0] * SPACING_MM - vessel.center_mm[0], moved[:, 1] * SPACING_MM - vessel.center_mm[1])
+    assert abs(float(d.min() - vessel.radius_mm) - (1.2 + 1.5)) <= 0.35
+    assert abs(equivalent_radius_mm(moved) - RADIUS_MM) <= 0.3

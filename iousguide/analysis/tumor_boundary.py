@@ -35,6 +35,16 @@ PLATEAU_MM = (-2.0, -0.5)
 BRIGHT_CROSSING_MM = (-0.5, 2.0)
 #: bright lesion: no point moves further outwards than this, mm
 BRIGHT_MAX_OUT_MM = 2.0
+#: dark lesion against a bright wall (a portal pedicle's Glissonian sheath): where the profile,
+#: within SHEATH_REACH_MM beyond its crossing at the tissue level, rises SHEATH_MIN_DB or more above
+#: the tissue of its depth, the step at the edge is lesion -> wall, not lesion -> tissue, and the
+#: edge is half-way between the lesion and the wall (with tissue as the outer level, the blurred
+#: wall lifts the profile and the cut lies ~1.5 blur sigmas inside the lesion: every distance to
+#: that vessel read long, the unsafe direction); such a point may move out up to SHEATH_MAX_OUT_MM
+SHEATH_STEP = True
+SHEATH_REACH_MM = 0.7
+SHEATH_MIN_DB = 4.0
+SHEATH_MAX_OUT_MM = 1.0
 
 
 def _resample_closed(points_mm: np.ndarray, step_mm: float) -> np.ndarray:
@@ -185,6 +195,7 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
         lo = np.mean(q[:, pl], axis=1)
         j = np.full(n, int(np.argmax(t >= BRIGHT_CROSSING_MM[0])))
     hi = _row_median(q[:, out_sel])
+    walled = None
     if tissue_power is not None:
         # the tissue level right outside the edge, not 2-3.5 mm beyond a first outline that may
         # already lie outside the lesion, where a bright sheath or another structure begins:
@@ -214,6 +225,14 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
             for k in np.nonzero(use & ~full)[0]:  # windows cut short by the profile's end
                 hi_near[k] = np.median(q[k, start[k]:stop[k]])
             hi[use] = np.minimum(hi[use], hi_near[use]) if dark else np.maximum(hi[use], hi_near[use])
+        if dark and SHEATH_STEP:
+            # the wall right beyond the tissue-level crossing: its brightest averaged level
+            wall_stop = np.searchsorted(t, c0 + SHEATH_REACH_MM, side="right")
+            after = (np.arange(n_t)[None, :] >= np.searchsorted(t, c0, side="left")[:, None]) & \
+                (np.arange(n_t)[None, :] < wall_stop[:, None])
+            wall = np.where(after, q, -np.inf).max(axis=1)
+            walled = found & (wall >= ty * 10.0 ** (SHEATH_MIN_DB / 10.0))
+            hi = np.where(walled, np.maximum(hi, wall), hi)
     p_lo, p_hi = sign * lo, sign * hi  # powers
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(dark, p_hi / p_lo, p_lo / p_hi)
@@ -242,7 +261,10 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
         return pts.copy()
     idx = np.arange(n)
     offsets = np.interp(idx, idx[good], offsets[good], period=n)
-    offsets = np.clip(offsets, -max_shift_mm, max_out_mm if dark else max(max_out_mm, BRIGHT_MAX_OUT_MM))
+    out_limit = np.full(n, max_out_mm if dark else max(max_out_mm, BRIGHT_MAX_OUT_MM))
+    if walled is not None:
+        out_limit[walled] = max(max_out_mm, SHEATH_MAX_OUT_MM)
+    offsets = np.clip(offsets, -max_shift_mm, out_limit)
     offsets = _circular_mean(offsets, int(round(0.5 * tangential_mm / 0.25)))
     if touching.any():
         # a touching point stays unless its own profile measured the edge further from the
