@@ -89,3 +89,25 @@ def test_a_bright_blob_at_the_noisy_bottom_of_the_view_does_not_compete():
     assert not competes(blob, settings=settings)
     assert competes(replace(blob, near_bottom=False), settings=settings)
     assert not plausible_auto(replace(blob, near_bottom=False), settings=settings)
+
+
+def test_a_dark_band_is_not_proposed_but_a_click_seeds_it():
+    """A dark structure several times longer than wide is a vessel along its length or an acoustic
+    shadow, not a metastasis: it is not proposed without a click (fresh phantom case 10768: a
+    calcified lesion's 1.5 x 35 mm shadow stripe along a convex fan's slanted beam was proposed and
+    followed). The same echo as a compact disc is proposed; the band is still a candidate a click
+    seeds."""
+    settings = TrackingSettings()
+    band = Scene(shape_px=(500, 700), spacing_mm=SPACING_MM, discs=[Disc((35.0, 25.0), 12.0, echo=0.4, radius_y_mm=2.0)])
+    compact = Scene(shape_px=(500, 700), spacing_mm=SPACING_MM, discs=[Disc((35.0, 25.0), 5.0, echo=0.4)])
+    assert states(band, 3, 740) == [None] * 3
+    assert states(compact, 3, 740)[-1] is not None
+    frame = frames_of(band, 1, 750)[0]
+    from iousguide.analysis.imaging import prepare
+
+    prep = prepare(frame.gray, spacing_mm=frame.spacing_mm, settings=settings)
+    cands = [c for c in lesion_candidates(prep, settings=settings) if c.dark and c.equivalent_diameter_mm >= 5.0]
+    assert cands and all(c.elongation > 4.0 for c in cands)
+    assert not any(plausible_auto(c, settings=settings) for c in cands)
+    r = Tracker(TrackingSettings(tumor_seed_px=(350.0, 250.0))).process(frame)
+    assert r.tumor is not None and r.tumor.state == "seeded"

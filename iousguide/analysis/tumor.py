@@ -56,8 +56,8 @@ class TumorCandidate:
     ring : bool
         A broken halo ring closed to the lesion it surrounds.
     elongation : float
-        Axis ratio (long over short axis, from the second moments; 1 for a disc) of a bright
-        component (1.0 for dark ones: not measured).
+        Axis ratio (long over short axis, from the second moments; 1 for a disc) of the
+        component (1.0 for the learned model's dark ones: not measured).
     near_bottom : bool
         A bright component reaching the noisy bottom of the field of view (noise floor, the last
         TGC rows; also marked ``touches_border``): not lesion-like at all.
@@ -249,7 +249,7 @@ def lesion_candidates(prep: Prepared, *, settings: TrackingSettings,
                                       centroid_w=(float(cents[label, 0]), float(cents[label, 1])), dark=dark,
                                       contrast_db=contrast_db, solidity=float(solidity), touches_border=touches,
                                       threshold_db=thr, ring=ring,
-                                      elongation=1.0 if dark else elongation_of(sub.astype(np.uint8)),
+                                      elongation=elongation_of(sub.astype(np.uint8)),
                                       near_bottom=bottom, hysteresis=near_w is not None))
         if (dark and near_w is None and DARK_FOLLOW_HYSTERESIS and follow_dark and follow_w is not None
                 and follow_w.shape == valid.shape and follow_w.any()):
@@ -870,6 +870,11 @@ AUTO_SIZE_FACTOR = 1.1
 #: seeds 8500-8599, mostly < 2.5); a specular interface (liver capsule, fascia, diaphragm, a
 #: vessel wall) is a long band (3.3-6.6 for every bright proposal on the real liver sweep)
 AUTO_BRIGHT_MAX_ELONGATION = 3.0
+#: a dark candidate longer than this many times its width is not proposed either: a dark band is
+#: a vessel in long axis or an acoustic shadow (on a convex fan a calcified lesion's shadow stripes
+#: run along the slanted beams, which the column-wise calcium_shadow test does not follow: fresh
+#: 10768, a 1.5 x 35 mm stripe proposed and followed); a dark metastasis is compact
+AUTO_DARK_MAX_ELONGATION = 4.0
 
 
 def plausible_auto(candidate: TumorCandidate, *, settings: TrackingSettings, contrast_scale: float = 1.0) -> bool:
@@ -883,6 +888,8 @@ def plausible_auto(candidate: TumorCandidate, *, settings: TrackingSettings, con
     hyst = contrast_scale < 1.0
     if not candidate.dark and candidate.elongation > AUTO_BRIGHT_MAX_ELONGATION:
         return False  # a specular interface (capsule, fascia, diaphragm, vessel wall), not a lesion
+    if candidate.dark and candidate.elongation > AUTO_DARK_MAX_ELONGATION:
+        return False  # a dark band: a vessel along its length or a shadow, not a lesion
     return (not candidate.touches_border and candidate.solidity >= (0.7 if hyst else 0.8)
             and candidate.contrast_db >= contrast_scale * min(settings.tumor_contrast_db, candidate.threshold_db)
             and settings.tumor_min_diameter_mm * (1.0 if hyst else AUTO_SIZE_FACTOR) <= candidate.equivalent_diameter_mm)
