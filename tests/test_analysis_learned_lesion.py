@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -150,13 +151,26 @@ def test_a_click_on_a_lesion_the_classical_maps_miss_is_followed_on_the_model():
     assert min(dices) >= 0.8, dices
 
 
-def test_the_model_does_not_propose_a_lesion_on_its_own():
-    """No click, no classical candidate at all: nothing is reported, although the model outlines the
-    lesion (on a real healthy liver its map holds lesion-like patches: tracker.LEARNED_PROPOSALS
-    needs a classical candidate to agree)."""
-    frames, _ = generate_case(UNCUT_HYPERECHOIC_SEED, difficulty="medium", n_frames=6)
-    tracker = Tracker(TrackingSettings(learned_lesions=True))
-    assert all(tracker.process(f).tumor is None for f in frames)
+def test_the_model_proposes_on_its_own_only_a_focal_visible_lesion():
+    """With no classical candidate agreeing, the model's lesion is proposed only where it is focal
+    (no classical look-alike of the same echo that competes has more than half its score: on a real
+    healthy liver its map holds lesion-like patches among the liver's own pattern) and visible (its
+    echo differs from the tissue around it by the lesion map's 3 dB). The rule on candidates; the
+    phantom case it was made for is test_a_focal_visible_lesion_only_the_model_sees_is_proposed."""
+    import iousguide.analysis.tracker as tracker_module
+
+    settings = TrackingSettings()
+    lesion = np.zeros((200, 200), bool)
+    lesion[40:80, 40:80] = True  # 12 mm square at 0.3 mm/px
+    look_alike = np.zeros((200, 200), bool)
+    look_alike[120:155, 120:155] = True
+    learned = replace(_candidate(lesion, contrast_db=4.0), learned=True)
+    assert tracker_module._focal_and_visible(learned, [], settings=settings)
+    assert not tracker_module._focal_and_visible(replace(learned, contrast_db=2.3), [], settings=settings)
+    rival = _candidate(look_alike, contrast_db=3.5)
+    assert not tracker_module._focal_and_visible(learned, [rival], settings=settings)
+    assert tracker_module._focal_and_visible(learned, [replace(rival, dark=True)], settings=settings)  # other echo
+    assert tracker_module._focal_and_visible(learned, [replace(rival, contrast_db=0.5)], settings=settings)  # weak
 
 
 #: development case (calcified) whose classical candidates are never plausible proposals: with the
@@ -510,3 +524,19 @@ def test_a_shadow_stripe_of_a_calcified_lesion_is_not_proposed():
     reported = [d for d in per_frame if d is not None]
     assert len(reported) >= 7
     assert all(d >= 0.6 for d in reported), per_frame
+
+
+@pytest.mark.parametrize("alone", [True, False])
+def test_a_focal_visible_lesion_only_the_model_sees_is_proposed(monkeypatch, alone):
+    """Development case 8875 (medium, a hyperechoic lesion the classical maps miss on every frame;
+    the model sees it at 3.7-4.5 dB against the tissue around it, with no classical look-alike): the
+    model proposes it on its own and it is followed on the model's outline. Without that rule
+    (tracker.LEARNED_ALONE_FOCAL) no tumour is reported on any frame."""
+    import iousguide.analysis.tracker as tracker_module
+
+    monkeypatch.setattr(tracker_module, "LEARNED_ALONE_FOCAL", alone)
+    per_frame = _auto_dice(8875, "medium", n_frames=12)
+    if alone:
+        assert all(d is not None and d >= 0.85 for d in per_frame[2:]), per_frame
+    else:
+        assert all(d is None for d in per_frame), per_frame

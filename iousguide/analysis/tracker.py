@@ -133,6 +133,16 @@ LEARNED_FAINT_EDGE_DB = 4.0
 #: distance MAE 0.628 -> 0.600 mm, no case worse; hard 10100-10129 Dice 0.542 -> 0.568.
 #: The model then runs on every frame (~2.6 ms CPU in the worker thread)
 LEARNED_PROPOSALS: bool | str = "agree"
+#: ... and with "agree", the model's lesion is proposed on its own where it is focal and visible:
+#: no classical candidate of the same echo that competes (``tumor.competes``) has more than
+#: 1 / FOCAL_RATIO of its score - the classical maps see no look-alike - and its echo differs from
+#: the tissue 1-3 mm around it by LEARNED_ALONE_MIN_CONTRAST_DB or more (None: the lesion map's own
+#: ``tumor_contrast_db``). Development case 8875 (medium, a hyperechoic lesion the classical maps
+#: miss on every frame; 3.7-4.5 dB): Dice 0 -> 0.87. On the real healthy-liver sweep the model's
+#: components are focal too (frames 12-14: 9.6 mm, 2.3 dB; proposed without the contrast test, then
+#: followed as lost on 10 more frames); the contrast test keeps them out
+LEARNED_ALONE_FOCAL = True
+LEARNED_ALONE_MIN_CONTRAST_DB: float | None = None
 #: an automatic proposal is made on its first frame (``strong_auto``) only where the learned model
 #: sees the same lesion (``_learned_same_lesion``); one it does not see waits the confirm frames
 #: like any other. "bright": only bright candidates are held to it; "all"; None: never
@@ -316,6 +326,19 @@ def _learned_same_lesion(cand: TumorCandidate, learned: list[TumorCandidate]) ->
     if shared[k] >= LEARNED_FOLLOW_IOU * union or shared[k] >= LEARNED_CONTAINS_FRACTION * own:
         return learned[k]
     return None
+
+
+def _focal_and_visible(learned: TumorCandidate, classical: list[TumorCandidate], *,
+                       settings: TrackingSettings) -> bool:
+    """Whether the model's lesion may be proposed with no classical candidate agreeing
+    (``LEARNED_ALONE_FOCAL``): no classical candidate of the same echo that competes has more than
+    1 / FOCAL_RATIO of its score, and its contrast to the tissue around it reaches
+    ``LEARNED_ALONE_MIN_CONTRAST_DB`` (None: ``settings.tumor_contrast_db``)."""
+    least_db = settings.tumor_contrast_db if LEARNED_ALONE_MIN_CONTRAST_DB is None else LEARNED_ALONE_MIN_CONTRAST_DB
+    if learned.contrast_db < least_db:
+        return False
+    return not any(k.dark == learned.dark and competes(k, settings=settings)
+                   and FOCAL_RATIO * k.score() > learned.score() for k in classical)
 
 
 def _agrees(learned: TumorCandidate, classical: TumorCandidate) -> bool:
@@ -889,7 +912,8 @@ class Tracker:
                         and (LEARNED_PROPOSALS != "agree" or any(_agrees(c, k) for k in candidates)
                              or (LEARNED_PENDING_AGREES and st.pending is not None
                                  and (st.pending.learned or PENDING_SAME_LESION)
-                                 and _same_lesion(c, st.pending)))]
+                                 and _same_lesion(c, st.pending))
+                             or (LEARNED_ALONE_FOCAL and _focal_and_visible(c, candidates, settings=s)))]
             if not plausible:
                 plausible, from_model = by_model, bool(by_model)
             elif by_model:
