@@ -706,3 +706,46 @@ def test_column_medians_equal_numpy_median_per_segment(seed, k, nan_rate, dtype)
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, want)  # NaN where a segment holds NaN, bit-equal elsewhere
     np.testing.assert_array_equal(values, before)
+
+
+def test_the_tissue_around_detected_vessels_is_left_out_of_the_lumen_test():
+    """A bright band right below a dark lesion reads as a grey lumen's posterior enhancement; when
+    that band is a detected vessel's wall (a portal pedicle's sheath: hard fresh case 10782, a
+    hypoechoic lesion with a pedicle right below it, taken for a grey lumen on its first frames,
+    remembered as one and never proposed), the tracker leaves the vessel and
+    tumor.LUMEN_LIKE_EXCLUDE_MM around it out (``exclude_w``), and the lesion is no lumen."""
+    from iousguide.analysis.imaging import prepare
+    from iousguide.analysis.tumor import lesion_candidates, looks_like_lumen
+
+    settings = TrackingSettings()
+    body = Disc((35.0, 22.0), 4.0, echo=0.3)
+    band = Disc((35.0, 30.0), 4.0, echo=1.6, radius_y_mm=3.0)  # 1-6 mm below the lesion
+    scene = Scene(shape_px=(500, 700), spacing_mm=SPACING_MM, discs=[band, body])
+    frame = frames_of(scene, 1, 440)[0]
+    prep = prepare(np.ascontiguousarray(frame.gray), spacing_mm=frame.spacing_mm, settings=settings)
+    cand = min((c for c in lesion_candidates(prep, settings=settings) if c.dark),
+               key=lambda c: np.hypot(c.centroid_w[0] * prep.work_px_mm - 35.0, c.centroid_w[1] * prep.work_px_mm - 22.0))
+    h, w = prep.work_shape
+    yy, xx = np.mgrid[0:h, 0:w] * prep.work_px_mm
+    around_band = np.hypot((xx - 35.0) / 5.0, (yy - 30.0) / 4.0) <= 1.0  # the band and ~1 mm around it
+    before = around_band.copy()
+    assert looks_like_lumen(prep, cand)
+    assert not looks_like_lumen(prep, cand, exclude_w=around_band)
+    np.testing.assert_array_equal(around_band, before)  # not modified
+
+
+def test_a_hypoechoic_lesion_above_a_pedicle_is_proposed():
+    """Hard fresh case 10782 (used once this showed it): found from its third frame on (before: on
+    none of its first 20 frames)."""
+    from iousguide.evaluation import dice as mask_dice, rasterize
+    from iousguide.phantom import generate_case
+
+    frames, truth = generate_case(10782, difficulty="hard", n_frames=30)
+    tracker = Tracker(TrackingSettings())
+    per_frame = []
+    for f, tf in list(zip(frames, truth.frames))[:8]:
+        r = tracker.process(f)
+        tt = tf.get("tumor") or next(t for t in tf["tumors"] if t.get("primary"))
+        per_frame.append(None if r.tumor is None else mask_dice(rasterize(r.tumor.contour_px, f.shape),
+                                                              rasterize(tt["contour_px"], f.shape)))
+    assert all(d is not None and d >= 0.6 for d in per_frame[2:]), per_frame
