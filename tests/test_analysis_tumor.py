@@ -749,3 +749,15 @@ def test_a_hypoechoic_lesion_above_a_pedicle_is_proposed():
         per_frame.append(None if r.tumor is None else mask_dice(rasterize(r.tumor.contour_px, f.shape),
                                                               rasterize(tt["contour_px"], f.shape)))
     assert all(d is not None and d >= 0.6 for d in per_frame[2:]), per_frame
+
+
+def test_a_first_frame_report_keeps_the_plain_lumen_test():
+    """The at-once (first-frame) report of a dark lesion keeps the lumen test with the vessels'
+    surroundings included (any bright band below withholds it); with them left out there too,
+    development case 8886 (a hypoechoic lesion beside vessels, medium) was reported one frame later."""
+    from iousguide.phantom import generate_case
+
+    frames, _ = generate_case(8886, difficulty="medium", n_frames=12)
+    tracker = Tracker(TrackingSettings())
+    first = tracker.process(frames[0])
+    assert first.tumor is not None and first.tumor.state == "auto"

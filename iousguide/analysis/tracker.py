@@ -965,9 +965,11 @@ class Tracker:
         unseen = (s.learned_lesions and LEARNED_CONFIRMS_AT_ONCE is not None
                   and (LEARNED_CONFIRMS_AT_ONCE == "all" or not best.dark)
                   and (not learned or _learned_same_lesion(best, learned) is None))
+        # (the at-once report keeps the plain lumen test, vessels' surroundings included: any bright
+        # band below - a sheath's too - withholds it, and the candidate waits the confirm frames)
         if st.pending_count >= s.tumor_confirm_frames or (
                 strong_auto(best, rivals, settings=s) and not unseen
-                and not self._lumen_like(prep, best, enhancement_db=STRONG_MAX_ENHANCEMENT_DB, either=True)):
+                and not looks_like_lumen(prep, best, enhancement_db=STRONG_MAX_ENHANCEMENT_DB, either=True)):
             self._accept(best, auto=True)
             return best, "auto"
         return None, ""
