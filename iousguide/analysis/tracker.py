@@ -34,7 +34,6 @@ from iousguide.analysis.refine import _dist_to, _shift_outward, smooth_contour
 from iousguide.analysis.results import FrameResult, TumorResult, VesselResult
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.tumor import (ANECHOIC_MIN_SOLIDITY, AUTO_BRIGHT_MAX_ELONGATION, AUTO_SIZE_FACTOR,
-                                      LUMEN_LIKE_EXCLUDE_MM,
                                       TumorCandidate, anechoic_mask, behind_lumen, follow_template, iou,
                                       lesion_candidates, looks_like_lumen, lumen_in_place, plausible_auto, refine_tumor,
                                       shadowed_extent,
@@ -416,7 +415,6 @@ class Tracker:
         self._fov: np.ndarray | None = None
         self._fov_age = 0
         self._lumen_memory: list[list] = []  # [mask_w, frames since it last looked like a lumen]
-        self._around_vessels_w: np.ndarray | None = None  # this frame's vessels and LUMEN_LIKE_EXCLUDE_MM around
         self._split_pending: list = []  # part centroid pairs of last frame's unconfirmed splits
         self._spacing_mm: tuple[float, ...] | None | bool = False  # False: no frame seen yet
 
@@ -548,8 +546,6 @@ class Tracker:
             cv2.fillPoly(vessel_frame, [np.round(v.contour_px * 16).astype(np.int32)], 1, lineType=cv2.LINE_8,
                          shift=4)
         messages: list[str] = []
-        self._around_vessels_w = (cv2.dilate(vessel_w.view(np.uint8), disc(LUMEN_LIKE_EXCLUDE_MM / prep.work_px_mm)).view(bool)
-                                  if LUMEN_LIKE_EXCLUDE_MM and vessel_w.any() else None)
 
         seed_px = self._take_seed(frame, messages)
         # solid anechoic blobs: cut out of the lesion map, and kept out of the follow's template
@@ -735,11 +731,6 @@ class Tracker:
             return None
         return x, y
 
-    def _lumen_like(self, prep: Prepared, candidate: TumorCandidate, **options) -> bool:
-        """:func:`looks_like_lumen` with this frame's detected vessels and their surroundings
-        (``tumor.LUMEN_LIKE_EXCLUDE_MM``) left out of the levels it compares."""
-        return looks_like_lumen(prep, candidate, exclude_w=self._around_vessels_w, **options)
-
     def _follow_tumor(self, prep: Prepared, candidates: list[TumorCandidate], seed_px, vessel_frame: np.ndarray,
                       vessels: list[VesselDetection], messages: list[str], *,
                       lumens_w: np.ndarray, held: list[TumorCandidate] = (),
@@ -806,8 +797,8 @@ class Tracker:
                 # an automatic follow that keeps looking like a grey lumen (it was proposed on a
                 # frame where it did not) is given up: search again, report no tumour
                 # (a bright follow: the posterior enhancement below such a lumen)
-                lumen_like = self._lumen_like(prep, best) if best.dark else behind_lumen(
-                    prep, best, [c for c in candidates if c.dark and self._lumen_like(prep, c)])
+                lumen_like = looks_like_lumen(prep, best) if best.dark else behind_lumen(
+                    prep, best, [c for c in candidates if c.dark and looks_like_lumen(prep, c)])
                 st.lumen_like = st.lumen_like + 1 if lumen_like else 0
                 if st.lumen_like >= LUMEN_LIKE_DROP_FRAMES:
                     self._tumor = TumorState()
@@ -875,7 +866,7 @@ class Tracker:
 
         def lumen(c: TumorCandidate) -> bool:
             if id(c) not in lumen_cache:
-                lumen_cache[id(c)] = self._lumen_like(prep, c)
+                lumen_cache[id(c)] = looks_like_lumen(prep, c)
             return lumen_cache[id(c)]
 
         memory = [m for m in self._lumen_memory if m[1] < LUMEN_MEMORY_FRAMES]
@@ -965,8 +956,6 @@ class Tracker:
         unseen = (s.learned_lesions and LEARNED_CONFIRMS_AT_ONCE is not None
                   and (LEARNED_CONFIRMS_AT_ONCE == "all" or not best.dark)
                   and (not learned or _learned_same_lesion(best, learned) is None))
-        # (the at-once report keeps the plain lumen test, vessels' surroundings included: any bright
-        # band below - a sheath's too - withholds it, and the candidate waits the confirm frames)
         if st.pending_count >= s.tumor_confirm_frames or (
                 strong_auto(best, rivals, settings=s) and not unseen
                 and not looks_like_lumen(prep, best, enhancement_db=STRONG_MAX_ENHANCEMENT_DB, either=True)):
@@ -1104,7 +1093,7 @@ class Tracker:
         plausible = [c for c in candidates if c is not current and plausible_auto(c, settings=s)
                      and iou(c.mask_w, cur_mask) < 0.1]
         plausible = [c for c in plausible if not c.dark or not (
-            self._lumen_like(prep, c) or any(iou(c.mask_w, m[0]) >= 0.3 for m in self._lumen_memory))]
+            looks_like_lumen(prep, c) or any(iou(c.mask_w, m[0]) >= 0.3 for m in self._lumen_memory))]
         if not plausible:
             st.rival, st.rival_count = None, 0
             return None

@@ -906,16 +906,10 @@ LUMEN_LIKE_ENHANCEMENT_DB = 1.0
 #: dark lesions of the development seeds 8200-8299 (hypoechoic, target, halo: 95 plausible
 #: candidates) showed at most 1.0 dB either way, missed lumens (>= 4.5 mm) mostly 1.5-5 dB
 LUMEN_LIKE_STRONG_FACTOR = 1.5
-#: (the tracker leaves detected vessels and this much around them out of those levels: a lumen is
-#: darker, a portal pedicle's sheath and the lumen's own posterior enhancement brighter than tissue;
-#: hard fresh case 10782: a pedicle right below a hypoechoic lesion made it read as a grey lumen on
-#: its first frames, remembered as one and never proposed)
-LUMEN_LIKE_EXCLUDE_MM = 2.0
 
 
 def looks_like_lumen(prep: Prepared, candidate: TumorCandidate, *,
-                     enhancement_db: float = LUMEN_LIKE_ENHANCEMENT_DB, either: bool = False,
-                     exclude_w: np.ndarray | None = None) -> bool:
+                     enhancement_db: float = LUMEN_LIKE_ENHANCEMENT_DB, either: bool = False) -> bool:
     """Whether a dark candidate looks like a vessel lumen the vessel detector missed (a grey
     lumen deep in the image, where noise lifts it off black): its core is clearly darker than
     tissue (at least ``-LUMEN_LIKE_CORE_DB`` dB under it) *and* it shows posterior acoustic
@@ -937,10 +931,6 @@ def looks_like_lumen(prep: Prepared, candidate: TumorCandidate, *,
     either : bool
         Enough that one of the two comparisons shows it (a stricter test, for proposals
         reported on their first frame).
-    exclude_w : ndarray (h, w) bool, optional
-        Working-grid pixels left out of the levels below, beside and above (detected vessels
-        and their walls, ``LUMEN_LIKE_EXCLUDE_MM`` around them: a portal pedicle's bright sheath
-        right below a hypoechoic lesion is not the lesion's posterior enhancement); not modified.
 
     Returns
     -------
@@ -970,12 +960,11 @@ def looks_like_lumen(prep: Prepared, candidate: TumorCandidate, *,
     if y0 >= rel.shape[0]:
         return False
     band = slice(y0, min(y1, rel.shape[0]))
-    valid = prep.valid if exclude_w is None else prep.valid & ~exclude_w
-    below, vb = rel[band, x:x + w], valid[band, x:x + w]
+    below, vb = rel[band, x:x + w], prep.valid[band, x:x + w]
     side = np.concatenate([rel[band, max(x - w, 0):x], rel[band, x + w:x + 2 * w]], axis=1)
-    vs = np.concatenate([valid[band, max(x - w, 0):x], valid[band, x + w:x + 2 * w]], axis=1)
+    vs = np.concatenate([prep.valid[band, max(x - w, 0):x], prep.valid[band, x + w:x + 2 * w]], axis=1)
     a0, a1 = max(y - int(round(6.0 / px)), 0), max(y - int(round(1.0 / px)), 0)
-    above, va = rel[a0:a1, x:x + w], valid[a0:a1, x:x + w]
+    above, va = rel[a0:a1, x:x + w], prep.valid[a0:a1, x:x + w]
     if min(np.count_nonzero(vb), np.count_nonzero(vs), np.count_nonzero(va)) <= 10:
         return False
     # brighter below than beside (same depth) and than above (same columns: a convex fan's
@@ -997,7 +986,7 @@ def looks_like_lumen(prep: Prepared, candidate: TumorCandidate, *,
     if side_db < strong:
         return False
     side_above = np.concatenate([rel[a0:a1, max(x - w, 0):x], rel[a0:a1, x + w:x + 2 * w]], axis=1)
-    vsa = np.concatenate([valid[a0:a1, max(x - w, 0):x], valid[a0:a1, x + w:x + 2 * w]], axis=1)
+    vsa = np.concatenate([prep.valid[a0:a1, max(x - w, 0):x], prep.valid[a0:a1, x + w:x + 2 * w]], axis=1)
     if np.count_nonzero(vsa) <= 10:
         return False
     return float(np.median(above[va])) - float(np.median(side_above[vsa])) < strong
