@@ -328,6 +328,13 @@ def _learned_same_lesion(cand: TumorCandidate, learned: list[TumorCandidate]) ->
     return None
 
 
+def _outweighed(lead: TumorCandidate, others: list[TumorCandidate]) -> bool:
+    """Whether a candidate of the same echo among ``others`` has more than 1 / FOCAL_RATIO of
+    ``lead``'s score: look-alikes of similar weight, the liver's own pattern rather than one focal
+    lesion (False when FOCAL_RATIO is 0: no such test)."""
+    return bool(FOCAL_RATIO) and any(k.dark == lead.dark and FOCAL_RATIO * k.score() > lead.score() for k in others)
+
+
 def _focal_and_visible(learned: TumorCandidate, classical: list[TumorCandidate], *,
                        settings: TrackingSettings) -> bool:
     """Whether the model's lesion may be proposed with no classical candidate agreeing
@@ -337,8 +344,7 @@ def _focal_and_visible(learned: TumorCandidate, classical: list[TumorCandidate],
     least_db = settings.tumor_contrast_db if LEARNED_ALONE_MIN_CONTRAST_DB is None else LEARNED_ALONE_MIN_CONTRAST_DB
     if learned.contrast_db < least_db:
         return False
-    return not any(k.dark == learned.dark and competes(k, settings=settings)
-                   and FOCAL_RATIO * k.score() > learned.score() for k in classical)
+    return not _outweighed(learned, [k for k in classical if k.dark == learned.dark and competes(k, settings=settings)])
 
 
 def _agrees(learned: TumorCandidate, classical: TumorCandidate) -> bool:
@@ -928,7 +934,7 @@ class Tracker:
                                and (any(c is p for p in plausible) or competes(c, settings=s))
                                and _learned_same_lesion(c, [rival]) is None]
                 if (_learned_same_lesion(lead, learned) is None and rival.score() > lead.score()
-                        and not (FOCAL_RATIO and any(FOCAL_RATIO * c.score() > rival.score() for c in look_alikes))):
+                        and not _outweighed(rival, look_alikes)):
                     plausible, from_model = [rival], True
         if not plausible:
             st.pending, st.pending_count = None, 0
@@ -949,8 +955,7 @@ class Tracker:
         rivals = plausible + [c for c in candidates if STRONG_RIVALS_UNPROPOSED and competes(c, settings=s)
                               and not any(c is p for p in plausible) and not (c.dark and lumen(c))
                               and not (BRIGHT_CENTRE_OF_DARK and not c.dark and _inside_any(c, rims))]
-        if FOCAL_RATIO and any(c is not best and c.dark == best.dark and FOCAL_RATIO * c.score() > best.score()
-                               for c in rivals):
+        if _outweighed(best, [c for c in rivals if c is not best]):
             return None, ""  # look-alikes of the same echo: the liver's own pattern, not one focal lesion
         # (with the lesion model on, a first-frame report needs it to see the lesion too)
         unseen = (s.learned_lesions and LEARNED_CONFIRMS_AT_ONCE is not None

@@ -227,10 +227,10 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
             hi[use] = np.minimum(hi[use], hi_near[use]) if dark else np.maximum(hi[use], hi_near[use])
         if dark and SHEATH_STEP:
             # the wall right beyond the tissue-level crossing: its brightest averaged level
-            wall_stop = np.searchsorted(t, c0 + SHEATH_REACH_MM, side="right")
-            after = (np.arange(n_t)[None, :] >= np.searchsorted(t, c0, side="left")[:, None]) & \
-                (np.arange(n_t)[None, :] < wall_stop[:, None])
-            wall = np.where(after, q, -np.inf).max(axis=1)
+            cols = np.arange(n_t)[None, :]
+            first = np.searchsorted(t, c0, side="left")[:, None]
+            stop_wall = np.searchsorted(t, c0 + SHEATH_REACH_MM, side="right")[:, None]
+            wall = np.where((cols >= first) & (cols < stop_wall), q, -np.inf).max(axis=1)
             walled = found & (wall >= ty * 10.0 ** (SHEATH_MIN_DB / 10.0))
             hi = np.where(walled, np.maximum(hi, wall), hi)
     p_lo, p_hi = sign * lo, sign * hi  # powers
