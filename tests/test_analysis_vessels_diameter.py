@@ -137,3 +137,43 @@ def test_a_thick_sheath_does_not_shrink_the_lumen():
 def test_a_thin_sheath_does_not_shrink_the_lumen():
     errors = _sheathed_vessel_errors(0.5)
     assert len(errors) >= 6 and abs(np.mean(errors)) < 0.2, errors
+
+
+def _lumen_band_mask() -> np.ndarray:
+    mask = np.zeros((64, 51), np.uint8)
+    cv2.ellipse(mask, (25, 32), (20, 9), 30, 0, 360, 1, -1)
+    return mask
+
+
+def test_exact_distance_is_the_euclidean_distance_transform():
+    from scipy.ndimage import distance_transform_edt
+
+    from iousguide.analysis.imaging import exact_distance_px
+
+    mask = _lumen_band_mask()
+    np.testing.assert_allclose(exact_distance_px(mask), distance_transform_edt(mask), atol=1e-5)
+
+
+def test_exact_distance_does_not_depend_on_where_opencv_writes_it(monkeypatch):
+    """OpenCV's exact transform rounds its last bit differently with the output buffer's
+    alignment (a long-axis lumen's width is read on its ridge of local maxima, which breaks ties
+    on that bit: one phantom lumen measured 1.49 or 1.58 mm from run to run, either side of the
+    1.5 mm acceptance limit). Each call here writes it at another offset of a buffer."""
+    from iousguide.analysis import imaging
+
+    real = cv2.distanceTransform
+    offsets = iter(range(10 ** 6))
+    raw: set[bytes] = set()
+
+    def at_offset(src, distance_type, mask_size, *args, **kwargs):
+        off = next(offsets) % 16
+        buf = np.zeros(src.size + 16, np.float32)
+        out = real(src, distance_type, mask_size, dst=buf[off:off + src.size].reshape(src.shape))
+        raw.add(out.tobytes())
+        return out
+
+    monkeypatch.setattr(imaging.cv2, "distanceTransform", at_offset)
+    mask = _lumen_band_mask()
+    results = {imaging.exact_distance_px(mask).tobytes() for _ in range(16)}
+    print(f"OpenCV's own results over 16 buffer offsets: {len(raw)} different")
+    assert len(results) == 1

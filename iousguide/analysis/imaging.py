@@ -76,6 +76,23 @@ def disc(radius_px: float) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
+def exact_distance_px(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance (pixels) of each nonzero pixel of a uint8 mask to the nearest zero
+    pixel: ``cv2.distanceTransform(mask, DIST_L2, DIST_MASK_PRECISE)`` made reproducible.
+
+    OpenCV takes the square root with or without SIMD depending on the buffer's memory
+    alignment, so the last bit of a value varies from call to call on equal input (seen on
+    opencv 5.0.0: 18 of 3264 values of a lumen mask); a local-maximum test on the result
+    then breaks ties differently and a lumen's measured width moved by 0.09 mm across its
+    1.5 mm acceptance limit from run to run. The squared distances are whole numbers, so
+    they are rounded and the root is taken again (float64, correctly rounded).
+
+    Returns (h, w) float32, a new array.
+    """
+    dist = cv2.distanceTransform(mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
+    return np.sqrt(np.rint(dist * dist)).astype(np.float32)
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill the holes of every component of a uint8 {0,1} mask (new array)."""
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

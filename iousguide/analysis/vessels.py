@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from iousguide.analysis.imaging import Prepared, components_with_stats, disc, fill_holes, largest_contour, prepare
+from iousguide.analysis.imaging import Prepared, components_with_stats, disc, exact_distance_px, fill_holes, largest_contour, prepare
 from iousguide.analysis.refine import Refined, coarse_band_along_edge, refine_region, smooth_contour
 from iousguide.analysis.settings import TrackingSettings
 from iousguide.analysis.vessel_radial import radial_lumen_boundary
@@ -1303,7 +1303,7 @@ def _measure_lumen(refined: Refined, prep: Prepared, comp: np.ndarray,
         # a vessel cut along its length is widest where the plane passes through its axis (the
         # band narrows towards its ends): the lumen diameter is that widest width, the largest
         # inscribed circle (which, unlike the outline's extent, ignores outward speckle bumps)
-        dist = cv2.distanceTransform(refined.mask, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        dist = exact_distance_px(refined.mask)  # (reproducible: its ridge test breaks ties)
         peak = float(dist.max())
         diameter_mm = max(2.0 * peak - 1.0, 0.0) * refined.px_mm
         ridge = (dist >= cv2.dilate(dist, np.ones((3, 3), np.uint8))) & (dist > 0.6 * peak)
