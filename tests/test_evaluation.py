@@ -243,6 +243,34 @@ def test_eval_tool_places_a_cropped_flipped_frame_in_source_pixels():
             assert canvas[int(sy), int(sx)] == pixels[y, x]
 
 
+def test_eval_tool_splits_the_distance_error_by_outline():
+    """tools/eval_tracking.py's distance_sources: with the tracker's tumour outline replaced by the
+    true one, the frame's measurement is the true-tumour figure exactly, and with both true
+    outlines the error is the phantom's own (its truth is measured on exact boundaries)."""
+    import sys
+    from dataclasses import replace
+    from pathlib import Path
+
+    from iousguide.analysis.tracker import Tracker
+    from iousguide.phantom import generate_case
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from eval_tracking import primary_tumor, score_case, summarize
+
+    frames, case = generate_case(8801, difficulty="medium", n_frames=4)
+    tracker = Tracker()
+    results = [tracker.process(f) for f in frames]
+    spacing = frames[0].spacing_mm[0]
+    own = summarize([score_case(frames, case, results, spacing_mm=spacing)])["distance_sources"]
+    assert own["measured"]["n"] == own["true_tumor"]["n"] == own["true_vessel"]["n"] > 0
+    for r, tf in zip(results, case.frames):
+        if r.tumor is not None and primary_tumor(tf) is not None:
+            r.tumor = replace(r.tumor, contour_px=np.asarray(primary_tumor(tf)["contour_px"], float))
+    swapped = summarize([score_case(frames, case, results, spacing_mm=spacing)])["distance_sources"]
+    assert swapped["measured"] == swapped["true_tumor"] == own["true_tumor"]
+    assert swapped["true_vessel"]["mae_mm"] < 0.1
+
+
 def test_cli_given_the_recording_scores_faint_vessels_from_its_frames(truth, tmp_path, capsys):
     # a real mp4 beside its truth: vessel 1 drawn anechoic, vessel 3 (4 mm) not drawn at all
     import cv2

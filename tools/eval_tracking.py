@@ -9,6 +9,11 @@ when its centroid lies within 0.5 x true diameter + 1 mm of the true centroid (t
 such truth vessel, one-to-one). Recall/precision/diameter error count truth vessels >= 3 mm
 that are not clipped by the image edge; a detection matching no truth vessel of any size is a
 false positive. Distance error: matched vessels whose true distance is <= 15 mm.
+
+Where the distance error comes from (``distance_sources``, same pairs): the reported distance
+(smoothed over time), the frame's own measurement (unsmoothed), and that measurement with the
+true tumour outline in place of the detected one (what the vessel outlines alone cost) or with
+the true lumen outline in place of the detected one (what the tumour outline alone costs).
 """
 
 from __future__ import annotations
@@ -66,7 +71,11 @@ def primary_tumor(tf: dict):
 
 
 def score_case(frames, truth, results, *, spacing_mm: float) -> dict:
-    stats = {"tp": 0, "fn": 0, "fp": 0, "dist_err": [], "diam_err": [], "dice": [], "id_switch": 0, "frames": 0}
+    from iousguide.analysis.measure import TumorGeometry
+
+    stats = {"tp": 0, "fn": 0, "fp": 0, "dist_err": [], "diam_err": [], "dice": [], "id_switch": 0, "frames": 0,
+             "dist_err_sources": {k: [] for k in DISTANCE_SOURCES}}
+    unit = (spacing_mm, spacing_mm)
     last_id: dict[int, int] = {}
     for frame, tf, res in zip(frames, truth.frames, results):
         stats["frames"] += 1
@@ -93,19 +102,37 @@ def score_case(frames, truth, results, *, spacing_mm: float) -> dict:
                 else:
                     stats["tp"] += 1
         stats["fp"] += len(dets) - len(used)
+        tt = primary_tumor(tf)
+        geo = geo_true = None
         for tv, dv in pairs:
             if tv["diameter_mm"] >= 3.0 and not tv.get("clipped", False) and dv.diameter_mm is not None:
                 stats["diam_err"].append(dv.diameter_mm - tv["diameter_mm"])
             if tv.get("distance_mm") is not None and tv["distance_mm"] <= 15.0 and dv.distance_mm is not None:
                 stats["dist_err"].append(dv.distance_mm - tv["distance_mm"])
+                if tt is not None and res.tumor is not None:
+                    # (phantom frames are uncropped: source pixels are frame pixels)
+                    if geo is None:
+                        geo = TumorGeometry(np.asarray(res.tumor.contour_px, float), unit_mm=unit)
+                        geo_true = TumorGeometry(np.asarray(tt["contour_px"], float), unit_mm=unit)
+                    true_d = tv["distance_mm"]
+                    src = stats["dist_err_sources"]
+                    src["reported"].append(dv.distance_mm - true_d)
+                    for key, g, contour in (("measured", geo, dv.contour_px), ("true_tumor", geo_true, dv.contour_px),
+                                            ("true_vessel", geo, tv["contour_px"])):
+                        d = g.measure(np.asarray(contour, float), contact_distance_mm=1.0).distance_mm
+                        src[key].append(d - true_d)
             if tv["id"] in last_id and last_id[tv["id"]] != dv.id:
                 stats["id_switch"] += 1
             last_id[tv["id"]] = dv.id
-        tt = primary_tumor(tf)
         if tt is not None:
             stats["dice"].append(dice(tt["contour_px"], None if res.tumor is None else res.tumor.contour_px,
                                       frame.shape))
     return stats
+
+
+#: distance_sources keys: the reported distance (smoothed), the frame's own measurement, and that
+#: measurement with the true tumour outline, or the true lumen outline, in place of the detected one
+DISTANCE_SOURCES = ("reported", "measured", "true_tumor", "true_vessel")
 
 
 def summarize(all_stats: list[dict]) -> dict:
@@ -131,7 +158,15 @@ def summarize(all_stats: list[dict]) -> dict:
         "tumor_dice_median": float(np.median(dices)) if len(dices) else None,
         "id_switches_per_100_frames": 100.0 * switches / frames if frames else None,
         "frames": frames,
+        "distance_sources": {k: _mae_p95([e for s in all_stats for e in s.get("dist_err_sources", {}).get(k, [])])
+                             for k in DISTANCE_SOURCES},
     }
+
+
+def _mae_p95(errors: list[float]) -> dict:
+    e = np.abs(np.asarray(errors, dtype=float))
+    return {"mae_mm": round(float(e.mean()), 3) if len(e) else None,
+            "p95_mm": round(float(np.percentile(e, 95)), 3) if len(e) else None, "n": int(len(e))}
 
 
 def source_image(frame) -> np.ndarray:
