@@ -89,7 +89,11 @@ def _circular_mean(values: np.ndarray, half: int, axis: int = 0) -> np.ndarray:
 
 def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_fraction: float = 0.5,
                radial_sigma_mm: float = 0.15, tangential_mm: float = 3.0, max_shift_mm: float = 2.0, max_out_mm: float = 0.2, min_contrast_db: float = 3.0,
-               exclude_frame: np.ndarray | None = None, exclude_power: float | None = None) -> np.ndarray:
+               exclude_frame: np.ndarray | None = None, exclude_power: float | None = None,
+               bright_crossing_mm: tuple[float, float] = BRIGHT_CROSSING_MM,
+               bright_max_out_mm: float = BRIGHT_MAX_OUT_MM,
+               plateau_mm: tuple[float, float] = PLATEAU_MM,
+               hold_frame: np.ndarray | None = None, reach_touching: bool = True) -> np.ndarray:
     """Move a closed lesion outline to the local half-way level along its normals.
 
     Parameters
@@ -118,6 +122,20 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
         Frame pixels (vessel lumens) whose power is replaced by ``exclude_power`` (with a 0.5 mm
         skirt) so a lumen next to the lesion is not taken for its halo.
     exclude_power : float, optional
+    bright_crossing_mm : (float, float)
+        Bright lesion: the edge is the outermost crossing between these offsets from the first
+        outline, mm (default: a convex-hull first outline, on or outside the edge).
+    bright_max_out_mm : float
+        Bright lesion: no point moves further outwards than this, mm.
+    plateau_mm : (float, float)
+        Bright lesion: its level is the mean of the profile over these offsets, mm.
+    hold_frame : ndarray (rows, cols) bool, optional
+        Frame pixels where a point of the first outline does not move (its neighbours' moves
+        still reach it through the smoothing along the outline).
+    reach_touching : bool
+        A point of the first outline within the skirt of an excluded lumen stays touching it
+        (moved onto the lumen) unless its profile measured a gap (a dark lesion). False: no
+        point is drawn onto a lumen.
 
     Returns
     -------
@@ -191,9 +209,9 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
     if not dark:
         # a bright body is speckled: its brightest averaged place is biased high (the cut then
         # lies too far in); its mean level over a plateau inside the first outline is not
-        pl = (t >= PLATEAU_MM[0]) & (t <= PLATEAU_MM[1])
+        pl = (t >= plateau_mm[0]) & (t <= plateau_mm[1])
         lo = np.mean(q[:, pl], axis=1)
-        j = np.full(n, int(np.argmax(t >= BRIGHT_CROSSING_MM[0])))
+        j = np.full(n, int(np.argmax(t >= bright_crossing_mm[0])))
     hi = _row_median(q[:, out_sel])
     walled = None
     if tissue_power is not None:
@@ -244,7 +262,7 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
     if not dark:
         # a bright body darkens with depth (its own attenuation) and has dark speckle: the edge
         # is the outermost crossing (bright inside, tissue outside) in BRIGHT_CROSSING_MM
-        lim = t <= BRIGHT_CROSSING_MM[1]
+        lim = t <= bright_crossing_mm[1]
         cross = above[:, 1:] & ~above[:, :-1] & lim[None, 1:]
         has = cross.any(axis=1)
         last = n_t - 2 - np.argmax(cross[:, ::-1], axis=1)
@@ -261,12 +279,19 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
         return pts.copy()
     idx = np.arange(n)
     offsets = np.interp(idx, idx[good], offsets[good], period=n)
-    out_limit = np.full(n, max_out_mm if dark else max(max_out_mm, BRIGHT_MAX_OUT_MM))
+    out_limit = np.full(n, max_out_mm if dark else max(max_out_mm, bright_max_out_mm))
+    in_limit = np.full(n, max_shift_mm)
+    if hold_frame is not None:
+        hx = np.clip(np.round(p_mm[:, 0] / ux).astype(int), 0, cols - 1)
+        hy = np.clip(np.round(p_mm[:, 1] / uy).astype(int), 0, rows - 1)
+        held = hold_frame[hy, hx]
+        out_limit[held] = 0.0
+        in_limit[held] = 0.0
     if walled is not None:
         out_limit[walled] = max(max_out_mm, SHEATH_MAX_OUT_MM)
-    offsets = np.clip(offsets, -max_shift_mm, out_limit)
+    offsets = np.clip(offsets, -in_limit, out_limit)
     offsets = _circular_mean(offsets, int(round(0.5 * tangential_mm / 0.25)))
-    if touching.any():
+    if reach_touching and touching.any():
         # a touching point stays unless its own profile measured the edge further from the
         # lumen than the skirt: that gap is resolved (tissue seen between lesion and lumen) and
         # is measured; a point whose offset was not measured (interpolated from its neighbours)
