@@ -1203,7 +1203,8 @@ def place_learned_bright_edge(prep: Prepared, contour_px: np.ndarray, candidate:
     between the lesion (the mean over ``LEARNED_PLATEAU_MM`` inside) and the tissue outside it,
     the outermost such crossing within ``LEARNED_EDGE_MM`` either side (:func:`place_edge`); a
     point whose profile shows no edge of ``tumor_contrast_db`` follows its neighbours. Within
-    ``LEARNED_EDGE_HOLD_MM`` of a detected lumen it stays where the model put it, and an outline
+    ``LEARNED_EDGE_HOLD_MM`` of a detected lumen it stays where the model put it (up to the
+    averaging of the moves along the outline), and an outline
     near a lumen is not drawn onto it (a bright lesion's contact with a lumen is not inferred
     from the lumen's skirt as a dark lesion's is: the sheath between them is bright too).
 
@@ -1223,7 +1224,7 @@ def place_learned_bright_edge(prep: Prepared, contour_px: np.ndarray, candidate:
     ndarray (M, 2) float64
         New outline, frame pixels.
     """
-    x, y, w, h = candidate.bbox_w
+    _, y, _, h = candidate.bbox_w
     tissue_power = float(np.mean(prep.tissue_power_row[y:y + h]))
     hold = None
     if vessel_mask_frame is not None and vessel_mask_frame.any() and LEARNED_EDGE_HOLD_MM > 0:

@@ -280,15 +280,15 @@ def place_edge(prep: Prepared, contour_px: np.ndarray, *, dark: bool, level_frac
     idx = np.arange(n)
     offsets = np.interp(idx, idx[good], offsets[good], period=n)
     out_limit = np.full(n, max_out_mm if dark else max(max_out_mm, bright_max_out_mm))
+    if walled is not None:
+        out_limit[walled] = max(max_out_mm, SHEATH_MAX_OUT_MM)
     in_limit = np.full(n, max_shift_mm)
-    if hold_frame is not None:
+    if hold_frame is not None:  # (after the wall's allowance: a held point does not move at all)
         hx = np.clip(np.round(p_mm[:, 0] / ux).astype(int), 0, cols - 1)
         hy = np.clip(np.round(p_mm[:, 1] / uy).astype(int), 0, rows - 1)
         held = hold_frame[hy, hx]
         out_limit[held] = 0.0
         in_limit[held] = 0.0
-    if walled is not None:
-        out_limit[walled] = max(max_out_mm, SHEATH_MAX_OUT_MM)
     offsets = np.clip(offsets, -in_limit, out_limit)
     offsets = _circular_mean(offsets, int(round(0.5 * tangential_mm / 0.25)))
     if reach_touching and touching.any():
