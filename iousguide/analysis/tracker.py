@@ -367,7 +367,7 @@ def _focal_and_visible(learned: TumorCandidate, classical: list[TumorCandidate],
     least_db = settings.tumor_contrast_db if LEARNED_ALONE_MIN_CONTRAST_DB is None else LEARNED_ALONE_MIN_CONTRAST_DB
     if learned.contrast_db < least_db:
         return False
-    return not _outweighed(learned, [k for k in classical if k.dark == learned.dark and competes(k, settings=settings)])
+    return not _outweighed(learned, [k for k in classical if competes(k, settings=settings)])  # (same echo: _outweighed)
 
 
 def _agrees(learned: TumorCandidate, classical: TumorCandidate) -> bool:
